@@ -1,0 +1,49 @@
+# ocs: `make run` starts the daemon on the embedded default; `make test` runs every check.
+# Both set up .venv (and the Debian packages the tests need) on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+CONFIG ?= config/ocs.demo.toml
+
+.PHONY: run test lint typecheck unit integration venv clean distclean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/bootstrap-venv.sh
+	@PYTHON="$(PYTHON)" VENV="$(VENV)" scripts/bootstrap-venv.sh
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/ocsd --config $(CONFIG) --load-demo
+
+test: $(STAMP)
+	@scripts/install-test-deps.sh
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest tests/integration
+
+clean:
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .hypothesis build src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# Also removes the embedded database under var/ (stop `make run` first).
+distclean: clean
+	rm -rf $(VENV) var

