@@ -1,0 +1,261 @@
+"""The schema against a real PostgreSQL: migrations, triggers, constraints, the snapshot view."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import asyncpg
+import pytest
+
+from ocs.core import LimitBasis, SessionRequest, decide, parse_amount
+from ocs.core.identity import IdentityKind
+from ocs.core.model import GrantLimits
+from ocs.store import accounts as store
+from ocs.store.demo import DEMO_ACCOUNTS, load_demo
+from ocs.store.migrate import MigrationError, available_migrations, migrate
+
+pytestmark = pytest.mark.integration
+
+
+async def test_migrations_are_idempotent(conn: asyncpg.Connection) -> None:
+    assert await migrate(conn) == []  # the template database is migrated already
+    versions = await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    assert [r["version"] for r in versions] == [m.version for m in available_migrations()]
+
+
+async def test_a_changed_migration_is_refused(conn: asyncpg.Connection) -> None:
+    await conn.execute("UPDATE schema_migrations SET checksum = 'x' WHERE version = 1")
+    with pytest.raises(MigrationError, match="was changed after it was applied"):
+        await migrate(conn)
+
+
+async def test_two_migrators_at_once_apply_each_file_once(dsn: str) -> None:
+    conns = [await asyncpg.connect(dsn) for _ in range(3)]
+    try:
+        for c in conns:
+            await c.execute("DROP TABLE IF EXISTS schema_migrations")
+        # Re-applying 0001 on an existing schema would fail loudly; only the first may run it.
+        await conns[0].execute(
+            "DROP SCHEMA public CASCADE; CREATE SCHEMA public; GRANT ALL ON SCHEMA public TO public"
+        )
+        results = await asyncio.gather(*(migrate(c) for c in conns))
+        assert sorted(len(r) for r in results) == [0, 0, len(available_migrations())]
+    finally:
+        for c in conns:
+            await c.close()
+
+
+async def _account(conn: asyncpg.Connection, name: str = "a", **settings: object) -> int:
+    return await store.create_account(conn, name, store.AccountSettings(**settings))  # type: ignore[arg-type]
+
+
+async def test_balance_is_kept_on_the_account_row_by_the_ledger(conn: asyncpg.Connection) -> None:
+    acct = await _account(conn)
+    for kind, amount in [("payment", "10"), ("refund", "-2.5"), ("credit", "0.000001")]:
+        await conn.execute(
+            "INSERT INTO ledger_entries (account_id, kind, amount) VALUES ($1, $2, $3)",
+            acct,
+            kind,
+            Decimal(amount),
+        )
+    snap = await store.snapshot_by_id(conn, acct)
+    assert snap is not None
+    assert snap.balance == parse_amount("7.500001")
+
+
+@pytest.mark.parametrize(
+    ("kind", "amount"),
+    [("payment", "-1"), ("refund", "1"), ("transfer_out", "5"), ("credit", "0"), ("bogus", "1")],
+)
+async def test_ledger_sign_must_match_its_kind(
+    conn: asyncpg.Connection, kind: str, amount: str
+) -> None:
+    acct = await _account(conn)
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute(
+            "INSERT INTO ledger_entries (account_id, kind, amount) VALUES ($1, $2, $3)",
+            acct,
+            kind,
+            Decimal(amount),
+        )
+
+
+async def test_ledger_and_usage_are_append_only(conn: asyncpg.Connection) -> None:
+    acct = await _account(conn)
+    await conn.execute(
+        "INSERT INTO ledger_entries (account_id, kind, amount) VALUES ($1, 'payment', 5)", acct
+    )
+    await conn.execute(
+        """INSERT INTO usage_records (account_id, idempotency_key, source, amount)
+           VALUES ($1, 'k1', 'test', 1)""",
+        acct,
+    )
+    for table in ("ledger_entries", "usage_records"):
+        with pytest.raises(asyncpg.RestrictViolationError, match="never changed or deleted"):
+            await conn.execute(f"UPDATE {table} SET amount = 0")
+        with pytest.raises(asyncpg.RestrictViolationError):
+            await conn.execute(f"DELETE FROM {table}")
+
+
+async def test_usage_is_idempotent_by_key(conn: asyncpg.Connection) -> None:
+    acct = await _account(conn)
+    insert = """INSERT INTO usage_records (account_id, idempotency_key, source, seconds, amount)
+                VALUES ($1, 'nas1/sess1/stop', 'radius', 60, 0.06)
+                ON CONFLICT (idempotency_key) DO NOTHING"""
+    await conn.execute(insert, acct)
+    await conn.execute(insert, acct)
+    snap = await store.snapshot_by_id(conn, acct)
+    assert snap is not None
+    assert snap.balance == parse_amount("-0.06")
+
+
+async def test_unbilled_follows_the_month_in_the_account_time_zone(
+    conn: asyncpg.Connection,
+) -> None:
+    acct = await _account(
+        conn,
+        credit_limit=parse_amount("500"),
+        limit_basis=LimitBasis.UNBILLED,
+        time_zone="Europe/Zurich",
+    )
+
+    async def use(amount: str, at: datetime) -> None:
+        await conn.execute(
+            """INSERT INTO usage_records (account_id, idempotency_key, source, amount, occurred_at)
+               VALUES ($1, $2, 'test', $3, $4)""",
+            acct,
+            f"k{at.isoformat()}",
+            Decimal(amount),
+            at,
+        )
+
+    await use("400", datetime(2026, 11, 10, tzinfo=UTC))
+    await use("80", datetime(2026, 11, 30, 22, 0, tzinfo=UTC))  # 23:00 in Zurich: November
+    snap = await store.snapshot_by_id(conn, acct)
+    assert snap is not None
+    assert (snap.unbilled, snap.unbilled_period) == (parse_amount("480"), date(2026, 11, 1))
+    nov = datetime(2026, 11, 30, 22, 30, tzinfo=UTC)
+    assert decide(snap, SessionRequest(), nov, GrantLimits()).available == parse_amount("20")
+    # 23:30 UTC on the 30th is December in Zurich: the period restarts from 0 without a reload.
+    dec = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
+    assert decide(snap, SessionRequest(), dec, GrantLimits()).available == parse_amount("500")
+    # The first December usage starts the new period's sum; late November usage lowers only the
+    # balance.
+    await use("5", datetime(2026, 11, 30, 23, 30, tzinfo=UTC))
+    await use("7", datetime(2026, 11, 29, tzinfo=UTC))
+    snap = await store.snapshot_by_id(conn, acct)
+    assert snap is not None
+    assert (snap.unbilled, snap.unbilled_period) == (parse_amount("5"), date(2026, 12, 1))
+    assert snap.balance == parse_amount("-492")
+
+
+async def test_one_active_temporary_increase_and_the_history(conn: asyncpg.Connection) -> None:
+    acct = await _account(conn, credit_limit=parse_amount("200"))
+    now = await store.database_now(conn)
+    await store.set_temporary_credit_limit(
+        conn, acct, valid_until=now + timedelta(days=7), amount=parse_amount("20"), reason="a"
+    )
+    await store.set_temporary_credit_limit(
+        conn, acct, valid_until=now + timedelta(days=3), percent=Decimal("10"), reason="b"
+    )
+    active = await conn.fetchval(
+        "SELECT count(*) FROM temporary_credit_limits WHERE account_id = $1 AND revoked_at IS NULL",
+        acct,
+    )
+    assert active == 1
+    snap = await store.snapshot_by_id(conn, acct)
+    assert snap is not None and snap.temporary_increase is not None
+    assert snap.temporary_increase.percent_bp == 1000
+    await store.set_credit_limit(conn, acct, parse_amount("300"), changed_by="alice", reason="c")
+    history = await store.credit_limit_history(conn, acct)
+    assert [(r["temporary"], r["reason"]) for r in history] == [
+        (False, None),  # the limit given at creation
+        (True, "a"),
+        (True, "b"),
+        (False, "c"),
+    ]
+    assert (history[-1]["old_limit"], history[-1]["new_limit"]) == (
+        parse_amount("200"),
+        parse_amount("300"),
+    )
+    assert history[-1]["changed_by"] == "alice"
+    with pytest.raises(store.StoreError, match="must end in the future"):
+        await store.set_temporary_credit_limit(
+            conn, acct, valid_until=now - timedelta(days=1), amount=1
+        )
+
+
+async def test_unknown_time_zone_is_refused(conn: asyncpg.Connection) -> None:
+    with pytest.raises(store.StoreError, match="unknown time zone"):
+        await _account(conn, time_zone="Mars/Olympus")
+    with pytest.raises(asyncpg.CheckViolationError, match="unknown time zone"):
+        await conn.execute("INSERT INTO accounts (name, time_zone) VALUES ('x', 'Mars/Olympus')")
+
+
+async def test_identities_are_unique_and_normalised(conn: asyncpg.Connection) -> None:
+    await _account(conn, "alice")
+    await _account(conn, "bob")
+    assert await store.add_identity(conn, "alice", IdentityKind.E164, "+1 555 000 0009") == (
+        "15550000009"
+    )
+    # Adding it again to the same account is a no-op; to another account, a conflict.
+    await store.add_identity(conn, "alice", IdentityKind.E164, "15550000009")
+    with pytest.raises(store.Conflict, match="belongs to account 'alice'"):
+        await store.add_identity(conn, "bob", IdentityKind.E164, "15550000009")
+    assert await store.account_id_by_identity(conn, IdentityKind.E164, "+15550000009") is not None
+
+
+async def test_payment_external_id_is_idempotent(conn: asyncpg.Connection) -> None:
+    await _account(conn, "alice")
+    await _account(conn, "bob")
+    first = await store.add_ledger_entry(conn, "alice", "payment", 5_000_000, external_id="p1")
+    again = await store.add_ledger_entry(conn, "alice", "payment", 5_000_000, external_id="p1")
+    assert (first.created, again.created, again.entry_id) == (True, False, first.entry_id)
+    assert again.balance == 5_000_000
+    with pytest.raises(store.Conflict, match="already used for a different entry"):
+        await store.add_ledger_entry(conn, "bob", "payment", 5_000_000, external_id="p1")
+    with pytest.raises(store.Conflict):
+        await store.add_ledger_entry(conn, "alice", "payment", 6_000_000, external_id="p1")
+
+
+async def test_changes_are_announced(conn: asyncpg.Connection, dsn: str) -> None:
+    acct = await _account(conn)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(dsn)
+    try:
+        await listener.add_listener("ocs_account_changed", lambda *a: heard.put_nowait(a[3]))
+        await store.add_ledger_entry(conn, "a", "payment", 1_000_000)
+        assert await asyncio.wait_for(heard.get(), 5) == str(acct)
+        await store.set_credit_limit(conn, acct, 5_000_000)
+        assert await asyncio.wait_for(heard.get(), 5) == str(acct)
+    finally:
+        await listener.close()
+
+
+async def test_demo_accounts_decide_as_the_table_says(conn: asyncpg.Connection) -> None:
+    await load_demo(conn)
+    await load_demo(conn)  # idempotent: the same state again
+    now = datetime.now(UTC)
+    expected = {
+        "prepaid-ok": (True, 1000, None),
+        "prepaid-empty": (False, 0, "insufficient_credit"),
+        "postpaid": (True, 3600, None),
+        "buffer": (False, 0, "insufficient_credit"),
+        "min-balance": (False, 0, "insufficient_credit"),
+        "temp-increase": (True, 3600, None),
+        "temp-expired": (False, 0, "insufficient_credit"),
+        "blocked": (False, 0, "blocked"),
+    }
+    assert {d.name for d in DEMO_ACCOUNTS} == set(expected)
+    for demo in DEMO_ACCOUNTS:
+        snap = await store.snapshot_by_name(conn, demo.name)
+        assert snap is not None
+        assert snap.balance == parse_amount(demo.balance)
+        decision = decide(snap, SessionRequest(), now, GrantLimits())
+        reason = decision.reason.value if decision.reason else None
+        assert (decision.admitted, decision.granted_units, reason) == expected[demo.name], demo.name
+        by_e164 = await store.account_id_by_identity(conn, IdentityKind.E164, demo.e164)
+        by_user = await store.account_id_by_identity(conn, IdentityKind.USER_NAME, demo.name)
+        assert by_e164 == by_user == snap.account_id

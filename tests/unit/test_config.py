@@ -1,0 +1,145 @@
+"""Configuration: defaults, the example file, env overrides, and clear errors for bad values."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ocs.config import Config, ConfigError, iter_keys, load_config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_file_gives_the_built_in_defaults() -> None:
+    config = load_config(None, env={})
+    assert config == Config()
+    assert config.database.dsn is None
+    assert config.database.embedded_dir == "var/postgres"
+    assert config.grant.max_time_s == 3600
+    assert config.metrics.listen == "127.0.0.1:9812"
+
+
+def test_example_file_shows_every_key_with_its_default() -> None:
+    data = tomllib.loads((ROOT / "config" / "ocs.example.toml").read_text())
+    text = (ROOT / "config" / "ocs.example.toml").read_text()
+    for key, default, _doc in iter_keys():
+        section, name = key.split(".")
+        if default is None:
+            # Unset by default: shown commented out.
+            assert f"# {name} = " in text, f"{key} is not shown in ocs.example.toml"
+            continue
+        assert data[section][name] == default, f"{key} in ocs.example.toml differs from the default"
+    shown = {f"{s}.{k}" for s, table in data.items() for k in table}
+    assert shown <= {k for k, _, _ in iter_keys()}
+    assert load_config(ROOT / "config" / "ocs.example.toml", env={}) == Config()
+
+
+@pytest.mark.parametrize("name", ["ocs.example.toml", "ocs.demo.toml"])
+def test_shipped_files_are_valid(name: str) -> None:
+    load_config(ROOT / "config" / name, env={})
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (
+            {"grant": {"max_time_s": 0}},
+            "grant.max_time_s = 0 is not allowed: expected a number from 1",
+        ),
+        (
+            {"grant": {"max_time_s": "1h"}},
+            "grant.max_time_s = '1h' is not allowed: expected an integer",
+        ),
+        (
+            {"grant": {"max_time_s": 1.5}},
+            "grant.max_time_s = 1.5 is not allowed: expected an integer",
+        ),
+        ({"grant": {"max_time_s": True}}, "expected an integer"),
+        (
+            {"log": {"level": "loud"}},
+            "log.level = 'loud' is not allowed: expected one of debug, info",
+        ),
+        (
+            {"metrics": {"listen": "localhost:9812"}},
+            "metrics.listen = 'localhost:9812' is not allowed",
+        ),
+        ({"metrics": {"listen": "127.0.0.1:70000"}}, "metrics.listen = '127.0.0.1:70000'"),
+        ({"database": {"pool_min_size": 20}}, "database.pool_min_size = 20 is not allowed"),
+        ({"database": {"dsn": 5}}, "database.dsn = 5 is not allowed: expected a string"),
+        ({"grant": {"min_time_s": 100, "max_time_s": 50}}, "grant.min_time_s = 100"),
+        ({"cache": {"ttl": 60}}, "cache is not a known key"),
+        ({"grant": {"max_time": 60}}, "grant.max_time is not a known key (known here:"),
+        ({"grant": 5}, "grant must be a table"),
+    ],
+)
+def test_bad_values_name_the_key_the_value_and_what_is_allowed(data: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, env={}, source="test.toml")
+    assert fragment in str(caught.value)
+    assert "test.toml" in str(caught.value)
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"grant": {"max_time_s": 0}, "log": {"level": "x"}}, env={}, source="t")
+    assert len(caught.value.problems) == 2
+
+
+def test_environment_overrides() -> None:
+    env = {
+        "OCS_DATABASE__DSN": "postgresql://ocs:secret@db:5432/ocs",
+        "OCS_GRANT__MAX_TIME_S": "1800",
+        "OCS_METRICS__ENABLED": "false",
+        "OCS_DAEMON__GRACEFUL_TIMEOUT_S": "2.5",
+        "OCS_CONFIG": "ignored-here",
+        "OCSX_NOT_OURS__A": "1",
+    }
+    config = parse_config({"grant": {"max_time_s": 60}}, env=env, source="t")
+    assert config.database.dsn == "postgresql://ocs:secret@db:5432/ocs"
+    assert config.grant.max_time_s == 1800
+    assert config.metrics.enabled is False
+    assert config.daemon.graceful_timeout_s == 2.5
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"OCS_GRANT__MAX_TIME": "5"}, "OCS_GRANT__MAX_TIME names no configuration key"),
+        ({"OCS_GRANT__MAX_TIME_S": "soon"}, "OCS_GRANT__MAX_TIME_S = 'soon' is not allowed"),
+        ({"OCS_GRANT__MAX_TIME_S": "0"}, "grant.max_time_s = 0 is not allowed"),
+    ],
+)
+def test_bad_environment_overrides(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config({}, env=env, source="t")
+
+
+def test_config_path_from_the_environment(tmp_path: Path) -> None:
+    file = tmp_path / "ocs.toml"
+    file.write_text('[grant]\nmax_time_s = 120\n[log]\nformat = "json"\n')
+    config = load_config(None, env={"OCS_CONFIG": str(file)})
+    assert (config.grant.max_time_s, config.log.format, config.source) == (120, "json", str(file))
+    # --config wins over $OCS_CONFIG.
+    other = tmp_path / "other.toml"
+    other.write_text("[grant]\nmax_time_s = 30\n")
+    assert load_config(other, env={"OCS_CONFIG": str(file)}).grant.max_time_s == 30
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [(None, "does not exist"), ("[grant\n", "not valid TOML")],
+)
+def test_unreadable_files(tmp_path: Path, content: str | None, fragment: str) -> None:
+    file = tmp_path / "broken.toml"
+    if content is not None:
+        file.write_text(content)
+    with pytest.raises(ConfigError, match=fragment):
+        load_config(file, env={})
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_config(tmp_path, env={})
+
+
+def test_config_is_frozen() -> None:
+    config = Config()
+    with pytest.raises(AttributeError):
+        config.grant.max_time_s = 1  # type: ignore[misc]

@@ -1,0 +1,79 @@
+from decimal import Decimal
+
+import pytest
+
+from ocs.core import AmountError, format_amount, parse_amount, to_decimal
+from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("1", 1_000_000),
+        ("1.00", 1_000_000),
+        ("-5.00", -5_000_000),
+        ("0.000001", 1),
+        (" 12.5 ", 12_500_000),
+        ("1e2", 100_000_000),
+        (Decimal("0.06"), 60_000),
+        (3, 3_000_000),
+    ],
+)
+def test_parse_amount(text: str, micros: int) -> None:
+    assert parse_amount(text) == micros
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0.0000001", "more than 6 decimal places"),
+        ("abc", "not an amount"),
+        ("", "not an amount"),
+        ("NaN", "not a finite amount"),
+        ("inf", "not a finite amount"),
+        (True, "not an amount"),
+    ],
+)
+def test_parse_amount_refuses_rather_than_rounds(text: str, message: str) -> None:
+    with pytest.raises(AmountError, match=message):
+        parse_amount(text)
+
+
+def test_format_and_decimal_round_trip() -> None:
+    assert format_amount(1_000_000) == "1.00"
+    assert format_amount(-1_234_500) == "-1.2345"
+    assert format_amount(1) == "0.000001"
+    assert format_amount(0) == "0.00"
+    assert to_decimal(-50_000_000) == Decimal("-50.000000")
+    for micros in (0, 1, -1, 999_999, 123_456_789_012):
+        assert parse_amount(to_decimal(micros)) == micros
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "normal"),
+    [
+        (IdentityKind.E164, "+1 555-000-0001", "15550000001"),
+        (IdentityKind.E164, "15550000001", "15550000001"),
+        (IdentityKind.IMSI, "001010123456789", "001010123456789"),
+        (IdentityKind.SIP_URI, "SIP:alice@Example.COM", "sip:alice@example.com"),
+        (IdentityKind.NAI, "bob@Realm.Example", "bob@realm.example"),
+        (IdentityKind.USER_NAME, "  prepaid-ok ", "prepaid-ok"),
+        (IdentityKind.CALLING_STATION_ID, "+15550000001", "+15550000001"),
+    ],
+)
+def test_identity_normal_form(kind: IdentityKind, value: str, normal: str) -> None:
+    assert normalize_identity(kind, value) == normal
+
+
+@pytest.mark.parametrize(
+    ("kind", "value"),
+    [
+        (IdentityKind.E164, "555-CALL-NOW"),
+        (IdentityKind.E164, "1234567890123456"),
+        (IdentityKind.SIP_URI, "alice@example.com"),
+        (IdentityKind.USER_NAME, "   "),
+    ],
+)
+def test_identity_errors(kind: IdentityKind, value: str) -> None:
+    with pytest.raises(IdentityError):
+        normalize_identity(kind, value)
