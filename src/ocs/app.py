@@ -16,14 +16,20 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ocs import __version__
 from ocs.charging.cache import AccountCache
+from ocs.charging.pipeline import CachePolicy, Charging
+from ocs.charging.sessions import SessionBook
 from ocs.config import Config, split_host_port
+from ocs.core.model import CreditDecision, RefusalReason
+from ocs.metrics import Metrics
+from ocs.radius.front import ClientTable, RadiusFront
+from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, open_database
 from ocs.store.demo import load_demo
+from ocs.store.source import PostgresAccounts
 
 log = logging.getLogger("ocs.daemon")
 
@@ -63,59 +69,6 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-class Metrics:
-    """The Prometheus endpoint and the daemon-level metrics (more come with each front)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import (  # noqa: PLC0415  # noqa: PLC0415
-            CollectorRegistry,
-            Gauge,
-            Info,
-            gc_collector,
-            platform_collector,
-            process_collector,
-        )
-
-        self.registry = CollectorRegistry()
-        process_collector.ProcessCollector(registry=self.registry)
-        platform_collector.PlatformCollector(registry=self.registry)
-        gc_collector.GCCollector(registry=self.registry)
-        Info("ocs_build", "Version of the running ocsd.", registry=self.registry).info(
-            {"version": __version__}
-        )
-        self.cache_entries = Gauge(
-            "ocs_cache_entries", "Accounts in the in-process cache.", registry=self.registry
-        )
-        self.loader_duration = Gauge(
-            "ocs_loader_last_duration_seconds",
-            "How long the last full cache load took.",
-            registry=self.registry,
-        )
-        self.loader_last_success = Gauge(
-            "ocs_loader_last_success_timestamp_seconds",
-            "Unix time of the last successful full cache load.",
-            registry=self.registry,
-        )
-        self._server: Any = None
-
-    def serve(self, listen: str) -> tuple[str, int]:
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        host, port = split_host_port(listen)
-        try:
-            server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as exc:
-            raise DaemonError(f"cannot serve metrics on {listen}: {exc.strerror or exc}") from exc
-        self._server = server
-        return host, int(server.server_port)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
 async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None) -> int:
     """Load every account snapshot and identity into the cache; returns the account count."""
     started = time.monotonic()
@@ -126,10 +79,11 @@ async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None)
             if len(snapshots) % 100_000 < len(batch):
                 log.info("loading accounts loaded=%d", len(snapshots))
         identities = await store.all_identities(conn)
-    cache.replace_all(snapshots, identities, loaded_at=time.monotonic())
+    cache.replace_all(snapshots, identities, loaded_at=asyncio.get_running_loop().time())
     elapsed = time.monotonic() - started
     if metrics is not None:
         metrics.cache_entries.set(len(cache))
+        metrics.accounts_loaded.set(len(snapshots))
         metrics.loader_duration.set(elapsed)
         metrics.loader_last_success.set(time.time())
     log.info(
@@ -142,9 +96,13 @@ class Daemon:
     def __init__(self, config: Config, *, load_demo_data: bool = False) -> None:
         self.config = config
         self.load_demo_data = load_demo_data
-        self.cache = AccountCache()
+        self.cache = AccountCache(negative_ttl_s=config.cache.negative_ttl_s)
+        self.sessions = SessionBook()
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
+        self.charging: Charging | None = None
+        self.radius: RadiusFront | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
@@ -165,6 +123,13 @@ class Daemon:
     async def _run_locked(self) -> None:
         cfg = self.config
         log.info("starting version=%s config=%s", __version__, cfg.source)
+        radius_clients = None
+        if cfg.radius.enabled:
+            # Configuration problems surface before the database is touched.
+            try:
+                radius_clients = build_clients(cfg.radius, load_dictionary(cfg.radius.dictionary))
+            except RadiusSetupError as exc:
+                raise DaemonError(str(exc)) from None
         async with open_database(
             cfg.database, apply_migrations=cfg.database.migrate_on_start
         ) as db:
@@ -175,21 +140,104 @@ class Daemon:
                     names = await load_demo(conn)
                 log.info("demo data loaded accounts=%d", len(names))
             await warm_cache(db, self.cache, self.metrics)
-            if cfg.metrics.enabled:
-                host, port = self.metrics.serve(cfg.metrics.listen)
-                log.info("metrics listening address=%s port=%d path=/metrics", host, port)
+            self.charging = self._pipeline(db)
             try:
+                if cfg.metrics.enabled:
+                    host, port = split_host_port(cfg.metrics.listen)
+                    try:
+                        port = self.metrics.serve(host, port)
+                    except OSError as exc:
+                        raise DaemonError(
+                            f"cannot serve metrics on {cfg.metrics.listen}: {exc.strerror or exc}"
+                        ) from exc
+                    log.info("metrics listening address=%s port=%d path=/metrics", host, port)
+                if radius_clients is not None:
+                    await self._start_radius(radius_clients)
+                self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 log.info("ready pid=%d accounts=%d", os.getpid(), len(self.cache))
                 await self.stopping.wait()
             finally:
                 await self._shutdown()
         log.info("stopped")
 
-    async def _shutdown(self) -> None:
-        """Close listeners; in-flight work (none yet beyond the metrics thread) drains here."""
+    def _pipeline(self, db: Database) -> Charging:
+        cfg = self.config
+        accounts = PostgresAccounts(db.pool)
+        charging = Charging(
+            cache=self.cache,
+            sessions=self.sessions,
+            source=accounts,
+            sink=accounts,
+            limits=cfg.grant.limits(),
+            policy=CachePolicy(
+                ttl_s=cfg.cache.ttl_s,
+                max_stale_s=cfg.cache.max_stale_s,
+                on_stale=cfg.cache.on_stale,
+                load_timeout_s=cfg.cache.load_timeout_s,
+                pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+            ),
+        )
+        results = {}
+        for reason in ("admitted", *(r.value for r in RefusalReason)):
+            results[reason] = self.metrics.decisions.labels(reason)
+
+        def count(decision: CreditDecision) -> None:
+            key = "admitted" if decision.admitted else str(decision.reason)
+            results[key].inc()
+
+        charging.on_decision = count
+        return charging
+
+    async def _start_radius(self, clients: ClientTable) -> None:
+        cfg = self.config.radius
+        assert self.charging is not None
+        self.radius = RadiusFront(
+            charging=self.charging,
+            clients=clients,
+            metrics=self.metrics,
+            queue_size=cfg.queue_size,
+            duplicate_window_s=cfg.duplicate_window_s,
+            max_pending=cfg.max_pending,
+            receive_buffer_bytes=cfg.receive_buffer_bytes,
+            reuse_port=cfg.reuse_port,
+        )
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(self.metrics.close), self.config.daemon.graceful_timeout_s
-            )
+            bound = await self.radius.start(cfg.auth_listen, cfg.acct_listen)
+        except OSError as exc:
+            raise DaemonError(f"cannot open the RADIUS listeners: {exc.strerror or exc}") from exc
+        for kind, host, port in bound:
+            log.info("radius listening kind=%s address=%s port=%d", kind, host, port)
+        log.info("radius clients=%d", len(clients))
+
+    async def _housekeeping(self) -> None:
+        """Once a second: expire reservations and lost sessions, refresh gauges."""
+        loop = asyncio.get_running_loop()
+        last_hits = last_misses = 0
+        while True:
+            now = loop.time()
+            self.sessions.expire(now)
+            m = self.metrics
+            m.cache_entries.set(len(self.cache))
+            oldest = self.cache.oldest_age_s(now)
+            m.cache_oldest_age.set(oldest if oldest is not None else 0)
+            m.active_sessions.set(self.sessions.session_count)
+            m.reservations.set(self.sessions.reservation_count)
+            if self.charging is not None:
+                stats = self.charging.stats
+                m.cache_lookups.labels("hit").inc(stats.cache_hits - last_hits)
+                m.cache_lookups.labels("miss").inc(stats.cache_misses - last_misses)
+                last_hits, last_misses = stats.cache_hits, stats.cache_misses
+            await asyncio.sleep(1.0)
+
+    async def _shutdown(self) -> None:
+        """Close listeners, let in-flight requests finish within graceful_timeout_s, stop tasks."""
+        grace = self.config.daemon.graceful_timeout_s
+        if self.radius is not None:
+            await self.radius.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.metrics.close), grace)
         except TimeoutError:
             log.warning("metrics endpoint did not close within graceful_timeout_s")

@@ -34,9 +34,17 @@ Check = Callable[[Any], str | None]
 
 
 def _spec(
-    default: Any, doc: str, *, check: Check | None = None, choices: tuple[str, ...] = ()
+    default: Any,
+    doc: str,
+    *,
+    check: Check | None = None,
+    choices: tuple[str, ...] = (),
+    required: bool = False,
 ) -> Any:
-    return field(default=default, metadata={"doc": doc, "check": check, "choices": choices})
+    meta = {"doc": doc, "check": check, "choices": choices, "required": required}
+    if isinstance(default, tuple):
+        return field(default_factory=lambda: default, metadata=meta)
+    return field(default=default, metadata=meta)
 
 
 def _range(low: float, high: float | None = None) -> Check:
@@ -60,6 +68,18 @@ def check_host_port(value: Any) -> str | None:
     except ValueError:
         return allowed
     return None
+
+
+def check_network(value: Any) -> str | None:
+    try:
+        ipaddress.ip_network(str(value), strict=False)
+    except ValueError:
+        return 'an IP address or network such as "10.0.0.1", "10.0.0.0/24" or "::1"'
+    return None
+
+
+def check_non_empty(value: Any) -> str | None:
+    return "a non-empty string" if not str(value).strip() else None
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -105,6 +125,102 @@ class DatabaseConfig:
     migrate_on_start: bool = _spec(True, "Apply pending schema migrations when the daemon starts.")
 
 
+IDENTITY_KINDS = ("user_name", "e164", "imsi", "sip_uri", "nai", "calling_station_id", "private")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheConfig:
+    ttl_s: float = _spec(
+        60.0,
+        "How long an account's figures decide before they are re-read.",
+        check=_range(0.1, 86400),
+    )
+    max_stale_s: float = _spec(
+        300.0,
+        "With the database unreachable, how long figures older than ttl_s still decide.",
+        check=_range(0, 86400),
+    )
+    on_stale: str = _spec(
+        "reject",
+        "Past max_stale_s: refuse new sessions (reject) or admit them (accept).",
+        choices=("reject", "accept"),
+    )
+    load_timeout_s: float = _spec(
+        2.0, "How long a request waits for an account not in the cache.", check=_range(0.01, 60)
+    )
+    negative_ttl_s: float = _spec(
+        10.0,
+        "How long an identity found in no account is remembered as unknown.",
+        check=_range(0, 3600),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RadiusClientConfig:
+    address: str = _spec(
+        "", "The NAS's IP address or network (CIDR).", check=check_network, required=True
+    )
+    secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True)
+    name: str = _spec("", "A name for logs (default: the address).")
+    require_message_authenticator: bool = _spec(
+        True,
+        "Drop an Access-Request without a valid Message-Authenticator (BlastRADIUS).",
+    )
+    limit_proxy_state: bool = _spec(
+        True, "Drop an Access-Request that has Proxy-State but no Message-Authenticator."
+    )
+    identity_attribute: str | None = _spec(
+        None, "Attribute naming the account for this client (default: radius.identity_attribute)."
+    )
+    identity_kind: str | None = _spec(
+        None,
+        "How that attribute's value is looked up (default: radius.identity_kind).",
+        choices=IDENTITY_KINDS,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RadiusConfig:
+    enabled: bool = _spec(False, "Serve RADIUS authentication and accounting.")
+    auth_listen: tuple[str, ...] = _spec(
+        ("127.0.0.1:1812",), "Addresses for Access-Request.", check=check_host_port
+    )
+    acct_listen: tuple[str, ...] = _spec(
+        ("127.0.0.1:1813",), "Addresses for Accounting-Request.", check=check_host_port
+    )
+    dictionary: str = _spec(
+        "dictionaries/dictionary", "FreeRADIUS-format dictionary file, loaded at start."
+    )
+    identity_attribute: str = _spec(
+        "User-Name", "Attribute naming the account (Calling-Station-Id for a SIP switch)."
+    )
+    identity_kind: str = _spec(
+        "user_name", "How the identity attribute's value is looked up.", choices=IDENTITY_KINDS
+    )
+    queue_size: int = _spec(
+        4096,
+        "Datagrams waiting per listener; more are dropped and counted.",
+        check=_range(1, 1_000_000),
+    )
+    receive_buffer_bytes: int = _spec(
+        4 * 1024 * 1024,
+        "Socket receive buffer (SO_RCVBUF).",
+        check=_range(65536, 256 * 1024 * 1024),
+    )
+    duplicate_window_s: float = _spec(
+        5.0,
+        "A retransmission within this time gets the cached reply (RFC 5080).",
+        check=_range(0, 60),
+    )
+    max_pending: int = _spec(
+        1024,
+        "Requests waiting for the database at once (cache misses, accounting); more are dropped.",
+        check=_range(1, 100_000),
+    )
+    reuse_port: bool = _spec(False, "SO_REUSEPORT, so several ocsd processes can share the ports.")
+    clients: tuple[RadiusClientConfig, ...] = _spec((), "The NAS allowed to send requests.")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrantConfig:
     max_time_s: int = _spec(
@@ -122,6 +238,11 @@ class GrantConfig:
         0, "A new data session whose credit buys fewer bytes is refused.", check=_range(0, 2**62)
     )
     max_events: int = _spec(1000, "Most events granted at once.", check=_range(1, 2**31))
+    admission_hold_s: float = _spec(
+        30.0,
+        "Credit of an admitted session is held this long for its accounting Start to claim.",
+        check=_range(0, 3600),
+    )
 
     def limits(self) -> GrantLimits:
         return GrantLimits(
@@ -146,7 +267,9 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     log: LogConfig = field(default_factory=LogConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
     grant: GrantConfig = field(default_factory=GrantConfig)
+    radius: RadiusConfig = field(default_factory=RadiusConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = field(default="built-in defaults", compare=False)
 
@@ -201,6 +324,8 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[
             )
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if f.metadata.get("required") and f.name not in data:
+            problems.append(f"{prefix}{f.name} is required: {f.metadata.get('doc', '')}")
         if f.name not in data or f.name == "source":
             continue
         key = f"{prefix}{f.name}"
@@ -211,6 +336,11 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[
                 problems.append(f"{key} must be a table ([{key}])")
                 continue
             kwargs[f.name] = _build(tp, raw, f"{key}.", problems)
+            continue
+        if typing.get_origin(tp) is tuple:
+            items = _build_list(key, typing.get_args(tp)[0], raw, f.metadata, problems)
+            if items is not None:
+                kwargs[f.name] = items
             continue
         value = _convert(key, tp, raw, problems)
         if value is dataclasses.MISSING or value is None:
@@ -233,6 +363,36 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[
     except (TypeError, ValueError) as exc:
         problems.append(f"{prefix.rstrip('.') or 'config'}: {exc}")
         return cls()
+
+
+def _build_list(
+    key: str, item: Any, raw: Any, metadata: Mapping[str, Any], problems: list[str]
+) -> tuple[Any, ...] | None:
+    """A TOML array: of tables (``[[key]]``) for a dataclass item type, else of plain values."""
+    if not isinstance(raw, list):
+        kind = f"an array of tables ([[{key}]])" if dataclasses.is_dataclass(item) else "a list"
+        problems.append(f"{key} = {raw!r} is not allowed: expected {kind}")
+        return None
+    before = len(problems)
+    out: list[Any] = []
+    for i, element in enumerate(raw):
+        where = f"{key}[{i}]"
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            if not isinstance(element, Mapping):
+                problems.append(f"{where} must be a table")
+                continue
+            out.append(_build(item, element, f"{where}.", problems))
+            continue
+        value = _convert(where, item, element, problems)
+        if value is dataclasses.MISSING:
+            continue
+        check = metadata.get("check")
+        allowed = check(value) if check is not None else None
+        if allowed is not None:
+            problems.append(f"{where} = {element!r} is not allowed: expected {allowed}")
+            continue
+        out.append(value)
+    return tuple(out) if len(problems) == before else None
 
 
 def _section_fields() -> dict[str, dict[str, Any]]:
@@ -297,10 +457,32 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
             f"grant.min_volume_bytes = {config.grant.min_volume_bytes} is not allowed: "
             f"expected at most grant.max_volume_bytes ({config.grant.max_volume_bytes})"
         )
+    problems.extend(_radius_problems(config.radius))
     if problems:
         raise ConfigError(problems, source)
     result: Config = dataclasses.replace(config, source=source)
     return result
+
+
+def _radius_problems(radius: RadiusConfig) -> list[str]:
+    problems: list[str] = []
+    if radius.enabled and not radius.clients:
+        problems.append(
+            "radius.enabled = true but no [[radius.clients]] is configured: every packet "
+            "would be dropped"
+        )
+    seen: dict[str, int] = {}
+    for i, client in enumerate(radius.clients):
+        if check_network(client.address) is not None:
+            continue
+        network = str(ipaddress.ip_network(client.address, strict=False))
+        if network in seen:
+            problems.append(
+                f"radius.clients[{i}].address = {client.address!r} is not allowed: "
+                f"radius.clients[{seen[network]}] has the same network"
+            )
+        seen[network] = i
+    return problems
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
@@ -340,6 +522,14 @@ def iter_keys(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, Any,
         tp = hints[f.name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             out.extend(iter_keys(tp, f"{prefix}{f.name}."))
+            continue
+        item = typing.get_args(tp)[0] if typing.get_origin(tp) is tuple else None
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
+            out.append((f"{prefix}{f.name}", (), f.metadata.get("doc", "")))
+            out.extend(iter_keys(item, f"{prefix}{f.name}[]."))
         else:
-            out.append((f"{prefix}{f.name}", f.default, f.metadata.get("doc", "")))
+            default: Any = f.default
+            if default is dataclasses.MISSING and callable(f.default_factory):
+                default = f.default_factory()
+            out.append((f"{prefix}{f.name}", default, f.metadata.get("doc", "")))
     return out

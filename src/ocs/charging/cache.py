@@ -2,12 +2,18 @@
 
 Rules of this file:
 - Lookups never await and never touch the database: they are dictionary reads.
-- Entries carry the monotonic time they were loaded at, so freshness is measured, not guessed.
-- Replacing the whole content is atomic for readers (new dictionaries are swapped in).
+- Time is passed in (monotonic seconds); nothing here reads a clock.
+- An entry's age is measured from the later of when it was loaded and when the whole cache was
+  last validated against the database (a successful full load or change poll proves every entry
+  not reported as changed is still current). So a healthy sidecar keeps every entry fresh with
+  one cheap query, and when the database goes away entries age from the last proof.
+- Unknown identities are remembered for a short time (bounded), so a flood of requests for a
+  name that does not exist cannot turn into a flood of queries.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -22,12 +28,24 @@ class CacheEntry:
 
 
 class AccountCache:
-    def __init__(self) -> None:
+    def __init__(
+        self, *, negative_ttl_s: float = 10.0, negative_max_entries: int = 100_000
+    ) -> None:
         self._entries: dict[int, CacheEntry] = {}
         self._identities: dict[tuple[str, str], int] = {}
+        self._unknown: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._negative_ttl_s = negative_ttl_s
+        self._negative_max = negative_max_entries
+        self.validated_at: float | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def identity_count(self) -> int:
+        return len(self._identities)
+
+    # --- writes (the loader and the pipeline) ----------------------------------------------
 
     def replace_all(
         self,
@@ -35,22 +53,78 @@ class AccountCache:
         identities: Iterable[tuple[str, str, int]],
         loaded_at: float,
     ) -> None:
-        """Swap in a complete new content (a full load)."""
+        """Swap in a complete new content (a full load); readers never see a half state."""
         entries = {s.account_id: CacheEntry(s, loaded_at) for s in snapshots}
         index = {(kind, value): account for kind, value, account in identities}
         self._entries, self._identities = entries, index
+        self._unknown.clear()
+        self.validated_at = loaded_at
 
     def put(self, snapshot: AccountSnapshot, loaded_at: float) -> None:
         self._entries[snapshot.account_id] = CacheEntry(snapshot, loaded_at)
 
+    def remove(self, account_id: int) -> None:
+        self._entries.pop(account_id, None)
+
+    def set_identities(self, account_id: int, identities: Iterable[tuple[str, str]]) -> None:
+        """Make ``identities`` (kind, normalized value) the account's complete set."""
+        stale = [key for key, acct in self._identities.items() if acct == account_id]
+        for key in stale:
+            del self._identities[key]
+        for kind, value in identities:
+            self._identities[(kind, value)] = account_id
+            self._unknown.pop((kind, value), None)
+
     def add_identity(self, kind: IdentityKind, value: str, account_id: int) -> None:
         self._identities[(kind.value, value)] = account_id
+        self._unknown.pop((kind.value, value), None)
+
+    def mark_validated(self, now: float) -> None:
+        """Every entry not reported changed is known current as of ``now``."""
+        self.validated_at = now
+
+    def remember_unknown(self, kind: IdentityKind, value: str, now: float) -> None:
+        key = (kind.value, value)
+        self._unknown[key] = now + self._negative_ttl_s
+        self._unknown.move_to_end(key)
+        while len(self._unknown) > self._negative_max:
+            self._unknown.popitem(last=False)
+
+    def forget_unknown(self) -> None:
+        self._unknown.clear()
+
+    # --- reads (the hot path) ----------------------------------------------------------------
 
     def account_for(self, kind: IdentityKind, normalized_value: str) -> int | None:
         return self._identities.get((kind.value, normalized_value))
 
+    def known_unknown(self, kind: IdentityKind, normalized_value: str, now: float) -> bool:
+        """True while the identity is remembered as not existing."""
+        expires = self._unknown.get((kind.value, normalized_value))
+        if expires is None:
+            return False
+        if now >= expires:
+            del self._unknown[(kind.value, normalized_value)]
+            return False
+        return True
+
     def get(self, account_id: int) -> CacheEntry | None:
         return self._entries.get(account_id)
 
-    def oldest_loaded_at(self) -> float | None:
-        return min((e.loaded_at for e in self._entries.values()), default=None)
+    def age_s(self, entry: CacheEntry, now: float) -> float:
+        proven = entry.loaded_at
+        if self.validated_at is not None and self.validated_at > proven:
+            proven = self.validated_at
+        return now - proven
+
+    def oldest_age_s(self, now: float) -> float | None:
+        """Age of the least recently proven entry (for the metric and /readyz)."""
+        if not self._entries:
+            return None
+        oldest = min(e.loaded_at for e in self._entries.values())
+        if self.validated_at is not None and self.validated_at > oldest:
+            oldest = self.validated_at
+        return now - oldest
+
+    def account_ids(self) -> list[int]:
+        return list(self._entries)

@@ -38,6 +38,20 @@ class RefusalReason(StrEnum):
     CLOSED = "closed"
     TOO_MANY_SESSIONS = "too_many_sessions"
     SETUP_RATE_EXCEEDED = "setup_rate_exceeded"
+    # Not a rule of the account: the figures are too old to trust and policy says refuse.
+    CREDIT_DATA_UNAVAILABLE = "credit_data_unavailable"
+
+
+# What a subscriber or an operator reads (RADIUS Reply-Message, the CLI).
+REFUSAL_TEXT: dict[RefusalReason, str] = {
+    RefusalReason.UNKNOWN_ACCOUNT: "unknown account",
+    RefusalReason.INSUFFICIENT_CREDIT: "insufficient credit",
+    RefusalReason.BLOCKED: "account blocked",
+    RefusalReason.CLOSED: "account closed",
+    RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
+    RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
+    RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
+}
 
 
 def _require_int(name: str, value: object, *, minimum: int | None = None) -> None:

@@ -1,0 +1,157 @@
+"""Prometheus metrics: one registry per daemon, families declared here, children bound once.
+
+Names follow Prometheus conventions (``ocs_`` prefix, base units, ``_total``, ``_seconds``).
+Labels are bounded sets (protocol, message type, outcome, reason, cause); never an account or a
+session id. Hot paths hold bound children (``.inc()`` ≈ 0.7 µs) instead of calling ``.labels()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    gc_collector,
+    platform_collector,
+    process_collector,
+)
+
+from ocs import __version__
+
+# The *_created series double every counter's output for little use on dashboards.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+DROP_CAUSES = (
+    "unknown_client",
+    "bad_authenticator",
+    "missing_message_authenticator",
+    "proxy_state_without_message_authenticator",
+    "malformed",
+    "wrong_code",
+    "queue_full",
+    "too_many_pending",
+    "duplicate_in_progress",
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        process_collector.ProcessCollector(registry=r)
+        platform_collector.PlatformCollector(registry=r)
+        gc_collector.GCCollector(registry=r)
+        Info("ocs_build", "Version of the running ocsd.", registry=r).info({"version": __version__})
+
+        self.requests = Counter(
+            "ocs_requests_total",
+            "Requests answered, by protocol, message type and outcome.",
+            ["protocol", "type", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "ocs_request_duration_seconds",
+            "Time from a request's arrival to its answer being sent.",
+            ["protocol", "type"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.dropped = Counter(
+            "ocs_dropped_packets_total",
+            "Requests dropped without an answer, by protocol and cause.",
+            ["protocol", "cause"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "ocs_duplicate_requests_total",
+            "Retransmitted requests answered from the reply cache.",
+            ["protocol"],
+            registry=r,
+        )
+        self.decisions = Counter(
+            "ocs_new_sessions_total",
+            "New-session decisions, by result (admitted or the refusal reason).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "ocs_cache_lookups_total",
+            "Account lookups by the pipeline: hit (decided from the cache) or miss.",
+            ["result"],
+            registry=r,
+        )
+        self.cache_entries = Gauge(
+            "ocs_cache_entries", "Accounts in the in-process cache.", registry=r
+        )
+        self.cache_oldest_age = Gauge(
+            "ocs_cache_oldest_entry_age_seconds",
+            "Age of the least recently confirmed cache entry.",
+            registry=r,
+        )
+        self.loader_duration = Gauge(
+            "ocs_loader_last_duration_seconds",
+            "How long the last full cache load took.",
+            registry=r,
+        )
+        self.loader_last_success = Gauge(
+            "ocs_loader_last_success_timestamp_seconds",
+            "Unix time of the last successful full cache load or change poll.",
+            registry=r,
+        )
+        self.accounts_loaded = Gauge(
+            "ocs_loader_accounts_loaded", "Accounts read by the last full load.", registry=r
+        )
+        self.usage_records = Counter(
+            "ocs_usage_reports_total",
+            "Usage reports made durable, by protocol and result (charged, duplicate, unmatched).",
+            ["protocol", "result"],
+            registry=r,
+        )
+        self.charged = Counter(
+            "ocs_charged_amount_total",
+            "Amount charged for usage, in currency units (summed over all accounts).",
+            registry=r,
+        )
+        self.active_sessions = Gauge(
+            "ocs_active_sessions", "Sessions running, as this process counts them.", registry=r
+        )
+        self.reservations = Gauge(
+            "ocs_reservations", "Credit reservations held for admitted sessions.", registry=r
+        )
+        self.database_errors = Counter(
+            "ocs_database_errors_total",
+            "Database operations that failed (unreachable, timed out, refused).",
+            registry=r,
+        )
+        self.stale_decisions = Counter(
+            "ocs_stale_decisions_total",
+            "New-session decisions made from figures older than cache.ttl_s (database away).",
+            registry=r,
+        )
+        self.stale_policy = Counter(
+            "ocs_stale_policy_applied_total",
+            "Decisions past cache.max_stale_s, answered by the on_stale policy.",
+            ["policy"],
+            registry=r,
+        )
+        self._server: Any = None
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve /metrics in a thread; returns the bound port. Raises OSError."""
+        from prometheus_client import start_http_server  # noqa: PLC0415
+
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

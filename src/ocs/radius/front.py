@@ -1,0 +1,607 @@
+"""The RADIUS front: datagrams in, charging pipeline, replies out.
+
+Rules of this file:
+- ``datagram_received`` never awaits and never decides: it appends to a bounded queue, or drops
+  and counts when the queue is full. One worker drains the queue.
+- The worker answers what the cache can answer synchronously (the hot path: Access-Request for a
+  cached account). Anything that needs the database (a cache miss, every accounting request)
+  runs as a task, at most ``max_pending`` at once; beyond that the request is dropped and counted
+  (the NAS retransmits).
+- Packets from unknown sources, with a bad authenticator, malformed, or with a code that does not
+  belong on the port are dropped and counted by cause (bounded labels), never answered.
+- An Access-Request without a valid Message-Authenticator is dropped when the client requires one
+  (the default; BlastRADIUS, CVE-2024-3596). Replies always carry one, first.
+- A retransmission (same client address and port, identifier and authenticator) within
+  ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
+- An Accounting-Response is sent only after the usage is durable.
+- Nothing here knows SQL or balances: the pipeline does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from ocs.charging.pipeline import Charging, SourceUnavailable, UsageReport
+from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
+from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
+from ocs.metrics import Metrics
+from ocs.radius import codec
+from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
+
+log = logging.getLogger("ocs.radius")
+
+# (client address, port, identifier, authenticator): what makes a retransmission (RFC 5080)
+ReplyKey = tuple[object, ...]
+
+STATUS_START, STATUS_STOP, STATUS_INTERIM = 1, 2, 3
+STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF = 7, 8
+_STATUS_NAMES = {1: "start", 2: "stop", 3: "interim", 7: "accounting_on", 8: "accounting_off"}
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeRef:
+    """An attribute by number, possibly vendor-specific (vendor 0: standard)."""
+
+    name: str
+    code: int
+    vendor: int = 0
+
+    def read(self, packet: Packet) -> str | None:
+        if self.vendor == 0:
+            return packet.get_str(self.code)
+        for vendor_type, value in packet.vendor_attributes(self.vendor):
+            if vendor_type == self.code:
+                return value.decode("utf-8", "replace")
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class RadiusClient:
+    name: str
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network
+    secret: SharedSecret
+    require_message_authenticator: bool
+    limit_proxy_state: bool
+    identity: AttributeRef
+    identity_kind: IdentityKind
+
+
+class ClientTable:
+    """NAS clients by source address: exact addresses first, then the most specific network."""
+
+    def __init__(self, clients: Iterable[RadiusClient]) -> None:
+        self._exact: dict[str, RadiusClient] = {}
+        self._networks: list[RadiusClient] = []
+        for client in clients:
+            if client.network.num_addresses == 1:
+                self._exact[str(client.network.network_address)] = client
+            else:
+                self._networks.append(client)
+        self._networks.sort(key=lambda c: c.network.prefixlen, reverse=True)
+        self._seen: dict[str, RadiusClient | None] = {}
+
+    def lookup(self, address: str) -> RadiusClient | None:
+        found = self._exact.get(address)
+        if found is not None or not self._networks:
+            return found
+        if address in self._seen:
+            return self._seen[address]
+        try:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+        except ValueError:
+            return None
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        match = next((c for c in self._networks if ip in c.network), None)
+        if len(self._seen) < 65536:  # bounded: a scan of random sources cannot grow it forever
+            self._seen[address] = match
+        return match
+
+    def __len__(self) -> int:
+        return len(self._exact) + len(self._networks)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """One request on its way to an answer."""
+
+    listener: _Listener
+    client: RadiusClient
+    packet: Packet
+    addr: tuple[str | int, ...]
+    key: ReplyKey
+    arrived: float  # perf_counter seconds
+
+
+class _Listener(asyncio.DatagramProtocol):
+    """One UDP socket: bounded queue in, ``sendto`` out."""
+
+    def __init__(self, front: RadiusFront, kind: str) -> None:
+        self.front = front
+        self.kind = kind  # "auth" or "acct"
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport is not an asyncio.DatagramTransport subclass, but behaves as one.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self.front.enqueue(self, data, addr, time.perf_counter())
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("udp error on %s listener: %s", self.kind, exc)
+
+
+class RadiusFront:
+    def __init__(
+        self,
+        *,
+        charging: Charging,
+        clients: ClientTable,
+        metrics: Metrics,
+        queue_size: int = 4096,
+        duplicate_window_s: float = 5.0,
+        max_pending: int = 1024,
+        receive_buffer_bytes: int = 4 * 1024 * 1024,
+        reuse_port: bool = False,
+    ) -> None:
+        self.charging = charging
+        self.clients = clients
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.duplicate_window_s = duplicate_window_s
+        self.max_pending = max_pending
+        self.receive_buffer_bytes = receive_buffer_bytes
+        self.reuse_port = reuse_port
+        self._queue: deque[tuple[_Listener, bytes, tuple[str | int, ...], float]] = deque()
+        self._wakeup = asyncio.Event()
+        self._listeners: list[_Listener] = []
+        self._worker: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+        # retransmission key -> (expiry, reply; None while the first copy is in progress)
+        self._replies: dict[ReplyKey, tuple[float, bytes | None]] = {}
+        self._reply_order: deque[tuple[float, ReplyKey]] = deque()
+        self._bind_metrics()
+
+    def _bind_metrics(self) -> None:
+        m = self.metrics
+        self._drop = {c: m.dropped.labels("radius", c) for c in _drop_causes()}
+        self._dup = m.duplicates.labels("radius")
+        self._lat_auth = m.latency.labels("radius", "access")
+        self._lat_acct = m.latency.labels("radius", "accounting")
+        self._accept = m.requests.labels("radius", "access", "accept")
+        self._rejects: dict[str, object] = {}
+        self._acct_ok: dict[str, object] = {}
+
+    # --- sockets -------------------------------------------------------------------------------
+
+    async def start(self, auth: Iterable[str], acct: Iterable[str]) -> list[tuple[str, str, int]]:
+        """Open every listener; returns (kind, host, port) actually bound. Raises OSError."""
+        loop = asyncio.get_running_loop()
+        bound: list[tuple[str, str, int]] = []
+        for kind, addresses in (("auth", auth), ("acct", acct)):
+            for address in addresses:
+                host, _, port = address.rpartition(":")
+                host = host.strip("[]")
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    if self.reuse_port:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer_bytes)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind((host, int(port)))
+                except OSError:
+                    sock.close()
+                    raise
+                sock.setblocking(False)
+                listener = _Listener(self, kind)
+                await loop.create_datagram_endpoint(_factory(listener), sock=sock)
+                self._listeners.append(listener)
+                name = sock.getsockname()
+                bound.append((kind, str(name[0]), int(name[1])))
+        self._worker = asyncio.create_task(self._drain(), name="radius-worker")
+        return bound
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop listening; let requests waiting on the database finish within ``timeout_s``."""
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        if self._pending:
+            _done, still = await asyncio.wait(self._pending, timeout=timeout_s)
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        for listener in self._listeners:
+            if listener.transport is not None:
+                listener.transport.close()
+        self._listeners.clear()
+
+    # --- the queue -----------------------------------------------------------------------------
+
+    def enqueue(
+        self, listener: _Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
+    ) -> None:
+        if len(self._queue) >= self.queue_size:
+            self._drop["queue_full"].inc()
+            return
+        self._queue.append((listener, data, addr, arrived))
+        self._wakeup.set()
+
+    async def _drain(self) -> None:
+        queue = self._queue
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            processed = 0
+            while queue:
+                listener, data, addr, arrived = queue.popleft()
+                try:
+                    self.handle(listener, data, addr, arrived)
+                except Exception:
+                    log.exception("radius: unexpected error handling a packet from %s", addr[0])
+                    self._drop["malformed"].inc()
+                processed += 1
+                if processed % 256 == 0:
+                    await asyncio.sleep(0)  # let replies and timers run during a burst
+            self._expire_replies(time.monotonic())
+
+    # --- per packet ----------------------------------------------------------------------------
+
+    def handle(
+        self, listener: _Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
+    ) -> None:
+        """Everything a datagram needs that does not await; schedules the rest."""
+        host = str(addr[0])
+        client = self.clients.lookup(host)
+        if client is None:
+            self._drop["unknown_client"].inc()
+            log.debug("radius: dropped datagram from unknown client %s", host)
+            return
+        try:
+            packet = codec.parse_packet(data)
+        except MalformedPacket as exc:
+            self._drop["malformed"].inc()
+            log.debug("radius: malformed packet from %s: %s", host, exc.reason)
+            return
+        key = (host, addr[1], packet.identifier, packet.authenticator)
+        cached = self._replies.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            if cached[1] is None:
+                self._drop["duplicate_in_progress"].inc()
+            else:
+                self._dup.inc()
+                self._send(listener, cached[1], addr)
+            return
+        ex = _Exchange(listener, client, packet, addr, key, arrived)
+        if listener.kind == "auth":
+            if packet.code == codec.ACCESS_REQUEST:
+                self._access_request(ex)
+            elif packet.code == codec.STATUS_SERVER:
+                self._status_server(ex)
+            else:
+                self._drop["wrong_code"].inc()
+        elif packet.code == codec.ACCOUNTING_REQUEST:
+            self._accounting_request(ex)
+        elif packet.code == codec.STATUS_SERVER:
+            self._status_server(ex)
+        else:
+            self._drop["wrong_code"].inc()
+
+    # --- Access-Request ------------------------------------------------------------------------
+
+    def _access_request(self, ex: _Exchange) -> None:
+        client, packet = ex.client, ex.packet
+        if packet.message_authenticator_offset is not None:
+            if not codec.verify_message_authenticator(packet, client.secret):
+                self._drop["bad_authenticator"].inc()
+                log.debug("radius: bad Message-Authenticator from %s", client.name)
+                return
+        elif client.require_message_authenticator:
+            self._drop["missing_message_authenticator"].inc()
+            log.debug("radius: Access-Request without Message-Authenticator from %s", client.name)
+            return
+        elif client.limit_proxy_state and packet.get(codec.PROXY_STATE) is not None:
+            self._drop["proxy_state_without_message_authenticator"].inc()
+            return
+
+        identity = self._identity(client, packet)
+        if identity is None:
+            self._reply_access(ex, None)
+            return
+        kind, value = identity
+        decision = self.charging.admit_cached(kind, value, reservation_key=_reservation_key(ex))
+        if decision is not None:
+            self._reply_access(ex, decision)
+            return
+        if not self._may_wait():
+            return
+        self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
+        self._spawn(self._access_slow(ex, kind, value))
+
+    async def _access_slow(self, ex: _Exchange, kind: IdentityKind, value: str) -> None:
+        try:
+            decision = await self.charging.admit(kind, value, reservation_key=_reservation_key(ex))
+        except Exception:
+            self._replies.pop(ex.key, None)
+            raise
+        self._reply_access(ex, decision)
+
+    def _identity(self, client: RadiusClient, packet: Packet) -> tuple[IdentityKind, str] | None:
+        raw = client.identity.read(packet)
+        if raw is None:
+            return None
+        try:
+            return client.identity_kind, normalize_identity(client.identity_kind, raw)
+        except IdentityError:
+            return None
+
+    def _reply_access(self, ex: _Exchange, decision: CreditDecision | None) -> None:
+        client, packet = ex.client, ex.packet
+        attributes = codec.copy_proxy_state(packet)
+        if decision is not None and decision.admitted:
+            code = codec.ACCESS_ACCEPT
+            attributes.insert(0, codec.attr_int(codec.SESSION_TIMEOUT, decision.granted_units))
+            self._accept.inc()
+        else:
+            code = codec.ACCESS_REJECT
+            reason = decision.reason if decision is not None else None
+            text = REFUSAL_TEXT[reason] if reason is not None else "unknown account"
+            attributes.insert(0, codec.attr_str(codec.REPLY_MESSAGE, text))
+            label = reason.value if reason is not None else "unknown_account"
+            counter = self._rejects.get(label)
+            if counter is None:
+                counter = self._rejects[label] = self.metrics.requests.labels(
+                    "radius", "access", f"reject_{label}"
+                )
+            counter.inc()  # type: ignore[attr-defined]
+            log.debug("radius: Access-Reject reason=%s client=%s", label, client.name)
+        reply = codec.encode_reply(
+            code, packet.identifier, packet.authenticator, client.secret, attributes
+        )
+        self._remember(ex.key, reply)
+        self._send(ex.listener, reply, ex.addr)
+        self._lat_auth.observe(time.perf_counter() - ex.arrived)
+
+    def _status_server(self, ex: _Exchange) -> None:
+        client, packet, listener = ex.client, ex.packet, ex.listener
+        # RFC 5997: Status-Server must carry a valid Message-Authenticator.
+        if packet.message_authenticator_offset is None or not codec.verify_message_authenticator(
+            packet, client.secret
+        ):
+            self._drop["bad_authenticator"].inc()
+            return
+        code = codec.ACCESS_ACCEPT if listener.kind == "auth" else codec.ACCOUNTING_RESPONSE
+        reply = codec.encode_reply(
+            code,
+            packet.identifier,
+            packet.authenticator,
+            client.secret,
+            [],
+            request_code=codec.STATUS_SERVER,
+        )
+        self._remember(ex.key, reply)
+        self._send(listener, reply, ex.addr)
+
+    # --- Accounting-Request ----------------------------------------------------------------------
+
+    def _accounting_request(self, ex: _Exchange) -> None:
+        client, packet = ex.client, ex.packet
+        if not codec.verify_request_authenticator(packet, client.secret):
+            self._drop["bad_authenticator"].inc()
+            return
+        if packet.message_authenticator_offset is not None and not (
+            codec.verify_message_authenticator(packet, client.secret)
+        ):
+            self._drop["bad_authenticator"].inc()
+            return
+        if not self._may_wait():
+            return
+        self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
+        self._spawn(self._accounting(ex))
+
+    async def _accounting(self, ex: _Exchange) -> None:
+        client, packet, addr, key = ex.client, ex.packet, ex.addr, ex.key
+        try:
+            status = packet.get_int(codec.ACCT_STATUS_TYPE)
+        except MalformedPacket:
+            status = None
+        name = _STATUS_NAMES.get(status or 0, "other")
+        origin = _origin(packet, str(addr[0]))
+        try:
+            if status in (STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF):
+                closed = await self.charging.close_origin("radius", origin, name)
+                log.info("radius: %s from %s closed %d sessions", name, origin, closed)
+            elif status in (STATUS_START, STATUS_STOP, STATUS_INTERIM):
+                await self._usage(client, packet, origin, status)
+            else:
+                log.debug("radius: Accounting-Request with status %s from %s", status, origin)
+        except SourceUnavailable as exc:
+            # Not durable, so not acknowledged: the NAS retransmits.
+            self._replies.pop(key, None)
+            self.metrics.database_errors.inc()
+            log.warning("radius: accounting not recorded (database unavailable): %s", exc)
+            return
+        except Exception:
+            self._replies.pop(key, None)
+            raise
+        attributes = codec.copy_proxy_state(packet)
+        reply = codec.encode_reply(
+            codec.ACCOUNTING_RESPONSE,
+            packet.identifier,
+            packet.authenticator,
+            client.secret,
+            attributes,
+        )
+        self._remember(key, reply)
+        self._send(ex.listener, reply, addr)
+        counter = self._acct_ok.get(name)
+        if counter is None:
+            counter = self._acct_ok[name] = self.metrics.requests.labels(
+                "radius", "accounting", name
+            )
+        counter.inc()  # type: ignore[attr-defined]
+        self._lat_acct.observe(time.perf_counter() - ex.arrived)
+
+    async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
+        session_id = packet.get_str(codec.ACCT_SESSION_ID)
+        if not session_id:
+            log.warning("radius: accounting from %s without Acct-Session-Id; ignored", origin)
+            self.metrics.usage_records.labels("radius", "no_session_id").inc()
+            return
+        usage = _usage_of(packet)
+        status_name = _STATUS_NAMES[status]
+        idempotency = f"radius|{origin}|{session_id}|{status_name}|{usage.seconds}|{usage.octets}"
+        now = datetime.now(UTC)
+        identity = self._identity(client, packet)
+        snapshot = None
+        if identity is not None:
+            snapshot = await self.charging.account(*identity)
+        if snapshot is None:
+            await self.charging.record_unmatched(
+                UsageReport(
+                    source="radius",
+                    origin=origin,
+                    session_key=session_id,
+                    account_id=0,
+                    idempotency_key=idempotency,
+                    usage=usage,
+                    final=status == STATUS_STOP,
+                    occurred_at=now,
+                ),
+                identity_kind=(identity[0].value if identity else client.identity_kind.value),
+                identity=(identity[1] if identity else client.identity.read(packet) or ""),
+            )
+            self.metrics.usage_records.labels("radius", "unmatched").inc()
+            return
+        report = UsageReport(
+            source="radius",
+            origin=origin,
+            session_key=session_id,
+            account_id=snapshot.account_id,
+            idempotency_key=idempotency,
+            usage=usage,
+            final=status == STATUS_STOP,
+            occurred_at=now,
+            close_reason="stop" if status == STATUS_STOP else None,
+        )
+        if status == STATUS_START:
+            self.charging.session_started(
+                "radius",
+                origin,
+                session_id,
+                snapshot.account_id,
+                float(self.charging.limits.max_time_s),
+            )
+        outcome = await self.charging.record_usage(report, snapshot.tariff)
+        result = "duplicate" if outcome.duplicate else "charged"
+        self.metrics.usage_records.labels("radius", result).inc()
+        if outcome.charged:
+            self.metrics.charged.inc(outcome.charged / 1_000_000)
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _may_wait(self) -> bool:
+        if len(self._pending) >= self.max_pending:
+            self._drop["too_many_pending"].inc()
+            return False
+        return True
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._pending.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("radius: request failed", exc_info=task.exception())
+
+    def _remember(self, key: ReplyKey, reply: bytes) -> None:
+        if self.duplicate_window_s <= 0:
+            self._replies.pop(key, None)
+            return
+        if len(self._replies) >= 200_000 and key not in self._replies:
+            return  # bounded: under a flood the retransmission cache stops growing
+        expires = time.monotonic() + self.duplicate_window_s
+        self._replies[key] = (expires, reply)
+        self._reply_order.append((expires, key))
+
+    def _expire_replies(self, now: float) -> None:
+        order = self._reply_order
+        while order and order[0][0] <= now:
+            _, key = order.popleft()
+            held = self._replies.get(key)
+            if held is not None and held[0] <= now:
+                del self._replies[key]
+
+    def _send(self, listener: _Listener, reply: bytes, addr: tuple[str | int, ...]) -> None:
+        if listener.transport is not None:
+            listener.transport.sendto(reply, addr)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+def _factory(listener: _Listener) -> Callable[[], _Listener]:
+    return lambda: listener
+
+
+def _drop_causes() -> tuple[str, ...]:
+    from ocs.metrics import DROP_CAUSES  # noqa: PLC0415
+
+    return DROP_CAUSES
+
+
+def _reservation_key(ex: _Exchange) -> str:
+    """The admission's pending reservation, until the session's Start claims it."""
+    host, port = ex.key[0], ex.key[1]
+    return f"radius-auth|{host}|{port}|{ex.packet.identifier}|{ex.packet.authenticator.hex()}"
+
+
+def _origin(packet: Packet, source: str) -> str:
+    """Who the session belongs to: NAS-Identifier, else NAS-IP-Address, else the source address."""
+    nas_id = packet.get_str(codec.NAS_IDENTIFIER)
+    if nas_id:
+        return nas_id
+    raw = packet.get(codec.NAS_IP_ADDRESS)
+    if raw is not None and len(raw) == 4:
+        return str(ipaddress.IPv4Address(raw))
+    raw6 = packet.get(codec.NAS_IPV6_ADDRESS)
+    if raw6 is not None and len(raw6) == 16:
+        return str(ipaddress.IPv6Address(raw6))
+    return source
+
+
+def _counter(packet: Packet, low: int, high: int) -> int:
+    try:
+        value = packet.get_int(low) or 0
+        gigawords = packet.get_int(high) or 0
+    except MalformedPacket:
+        return 0
+    return (gigawords << 32) + value
+
+
+def _usage_of(packet: Packet) -> Usage:
+    """Cumulative usage of the session: Acct-Session-Time and both directions' octets with
+    their Gigawords (RFC 2869 §5.1, §5.2)."""
+    try:
+        seconds = packet.get_int(codec.ACCT_SESSION_TIME) or 0
+    except MalformedPacket:
+        seconds = 0
+    octets = _counter(packet, codec.ACCT_INPUT_OCTETS, codec.ACCT_INPUT_GIGAWORDS) + _counter(
+        packet, codec.ACCT_OUTPUT_OCTETS, codec.ACCT_OUTPUT_GIGAWORDS
+    )
+    return Usage(seconds=seconds, octets=octets)
