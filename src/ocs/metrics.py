@@ -38,6 +38,8 @@ DROP_CAUSES = (
     "queue_full",
     "too_many_pending",
     "duplicate_in_progress",
+    "database_unavailable",
+    "internal_error",
 )
 
 

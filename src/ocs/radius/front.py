@@ -249,9 +249,9 @@ class RadiusFront:
                 listener, data, addr, arrived = queue.popleft()
                 try:
                     self.handle(listener, data, addr, arrived)
-                except Exception:
+                except Exception:  # the one boundary: the worker must outlive any packet
                     log.exception("radius: unexpected error handling a packet from %s", addr[0])
-                    self._drop["malformed"].inc()
+                    self._drop["internal_error"].inc()
                 processed += 1
                 if processed % 256 == 0:
                     await asyncio.sleep(0)  # let replies and timers run during a burst
@@ -431,6 +431,7 @@ class RadiusFront:
             # Not durable, so not acknowledged: the NAS retransmits.
             self._replies.pop(key, None)
             self.metrics.database_errors.inc()
+            self._drop["database_unavailable"].inc()
             log.warning("radius: accounting not recorded (database unavailable): %s", exc)
             return
         except Exception:
@@ -526,6 +527,7 @@ class RadiusFront:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._pending.discard(task)
         if not task.cancelled() and task.exception() is not None:
+            self._drop["internal_error"].inc()
             log.error("radius: request failed", exc_info=task.exception())
 
     def _remember(self, key: ReplyKey, reply: bytes) -> None:
