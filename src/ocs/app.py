@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
+import select
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +31,7 @@ from ocs.metrics import Metrics
 from ocs.radius.front import ClientTable, RadiusFront
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
-from ocs.store.database import Database, open_database
+from ocs.store.database import Database, DatabaseUnavailable, open_database
 from ocs.store.demo import load_demo
 from ocs.store.source import PostgresAccounts
 
@@ -155,6 +159,7 @@ class Daemon:
                     await self._start_radius(radius_clients)
                 self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 log.info("ready pid=%d accounts=%d", os.getpid(), len(self.cache))
+                _signal_ready()
                 await self.stopping.wait()
             finally:
                 await self._shutdown()
@@ -241,3 +246,169 @@ class Daemon:
             await asyncio.wait_for(asyncio.to_thread(self.metrics.close), grace)
         except TimeoutError:
             log.warning("metrics endpoint did not close within graceful_timeout_s")
+
+
+# --- process model ---------------------------------------------------------------------------
+
+
+READY_FD_ENV = "OCS_READY_FD"
+
+
+def for_worker(config: Config, index: int) -> Config:
+    """A worker's view of the configuration: shared ports, its own metrics port and lock."""
+    host, port = split_host_port(config.metrics.listen)
+    bracketed = f"[{host}]" if ":" in host else host
+    metrics_port = port + index if port else 0
+    return dataclasses.replace(
+        config,
+        daemon=dataclasses.replace(
+            config.daemon, workers=1, lock_file=f"{config.daemon.lock_file}.worker{index}"
+        ),
+        radius=dataclasses.replace(config.radius, reuse_port=True),
+        metrics=dataclasses.replace(config.metrics, listen=f"{bracketed}:{metrics_port}"),
+    )
+
+
+def _signal_ready() -> None:
+    """Tell a supervising process (``daemon.workers`` > 1) that this worker is ready."""
+    fd = os.environ.get(READY_FD_ENV)
+    if fd is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        os.write(int(fd), b"ready\n")
+        os.close(int(fd))
+
+
+class Supervisor:
+    """``daemon.workers`` > 1: hold the lock, prepare the database once, run N workers that
+    share the ports with SO_REUSEPORT, forward SIGTERM/SIGINT, and stop them all (exit 1) if one
+    dies on its own, so the service manager restarts the whole."""
+
+    def __init__(self, config: Config, config_path: str | None, load_demo: bool) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.load_demo = load_demo
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.stopping = False
+
+    def _prepare(self) -> None:
+        async def prepare() -> None:
+            async with open_database(self.config.database, apply_migrations=True) as db:
+                if self.load_demo:
+                    async with db.pool.acquire() as conn:
+                        names = await load_demo(conn)
+                    log.info("demo data loaded accounts=%d", len(names))
+
+        asyncio.run(prepare())
+
+    def _spawn(self, index: int, ready_w: int) -> subprocess.Popen[bytes]:
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from ocs.cli import daemon_main; sys.exit(daemon_main())",
+            "--worker",
+            str(index),
+        ]
+        if self.config_path is not None:
+            command += ["--config", self.config_path]
+        env = dict(os.environ, **{READY_FD_ENV: str(ready_w)})
+        return subprocess.Popen(command, env=env, pass_fds=(ready_w,))
+
+    def run(self) -> int:
+        workers = self.config.daemon.workers
+        with exclusive_lock(self.config.daemon.lock_file):
+            self._prepare()
+            ready_r, ready_w = os.pipe()
+            previous = {
+                s: signal.signal(s, lambda signum, _frame: self._stop(signum))
+                for s in (signal.SIGTERM, signal.SIGINT)
+            }
+            try:
+                for index in range(workers):
+                    self.children.append(self._spawn(index, ready_w))
+                    log.info("worker started index=%d pid=%d", index, self.children[-1].pid)
+                os.close(ready_w)
+                self._wait_ready(ready_r, workers)
+                return self._watch()
+            finally:
+                os.close(ready_r)
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+                self._stop(signal.SIGTERM)
+                self._reap()
+
+    def _wait_ready(self, ready_r: int, workers: int) -> None:
+        seen = 0
+        buffer = b""
+        deadline = time.monotonic() + 300
+        while seen < workers and not self.stopping and time.monotonic() < deadline:
+            readable, _, _ = select.select([ready_r], [], [], 0.2)
+            if readable:
+                chunk = os.read(ready_r, 4096)
+                if not chunk:
+                    break  # every worker closed its end
+                buffer += chunk
+                seen = buffer.count(b"ready\n")
+            if any(child.poll() is not None for child in self.children):
+                return
+        if seen == workers:
+            log.info("ready pid=%d workers=%d", os.getpid(), workers)
+
+    def _watch(self) -> int:
+        while not self.stopping:
+            for index, child in enumerate(self.children):
+                code = child.poll()
+                if code is not None and not self.stopping:
+                    log.error("worker exited index=%d pid=%d code=%d", index, child.pid, code)
+                    return 1
+            time.sleep(0.2)
+        return 0
+
+    def _stop(self, signum: int) -> None:
+        if not self.stopping:
+            log.info("stopping reason=%s", signal.Signals(signum).name)
+        self.stopping = True
+        for child in self.children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM)
+
+    def _reap(self) -> None:
+        deadline = time.monotonic() + self.config.daemon.graceful_timeout_s + 10
+        for child in self.children:
+            try:
+                child.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                log.warning("worker did not stop in time; killing pid=%d", child.pid)
+                child.kill()
+                child.wait()
+        log.info("stopped")
+
+
+def main(config: Config, *, config_path: str | None, load_demo: bool, worker: int | None) -> int:
+    """``ocsd``: run the daemon (or, with ``daemon.workers`` > 1, its supervisor). Exit codes:
+    0 stopped cleanly, 1 start-up refused (message on stderr), 3 database unavailable."""
+    from ocs.logs import setup_logging  # noqa: PLC0415
+
+    setup_logging(config.log.level, config.log.format)
+    try:
+        if worker is None and config.daemon.workers > 1:
+            return Supervisor(config, config_path, load_demo).run()
+        if worker is not None:
+            config = for_worker(config, worker)
+        daemon = Daemon(config, load_demo_data=load_demo and worker is None)
+        if config.daemon.use_uvloop:
+            import uvloop  # noqa: PLC0415
+
+            uvloop.run(daemon.run())
+        else:
+            asyncio.run(daemon.run())
+    except DaemonError as exc:
+        print(f"ocsd: error: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseUnavailable as exc:
+        print(f"ocsd: error: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    return 0

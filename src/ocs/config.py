@@ -98,6 +98,11 @@ class DaemonConfig:
         check=_range(0, 3600),
     )
     use_uvloop: bool = _spec(True, "Run on uvloop (false: the standard asyncio loop).")
+    workers: int = _spec(
+        1,
+        "Worker processes sharing the listening ports (SO_REUSEPORT); 1 runs in one process.",
+        check=_range(1, 64),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -257,3 +257,40 @@ def test_garbage_does_not_harm_the_daemon(radius_daemon) -> None:
     time.sleep(0.2)
     assert exchange(auth, access("prepaid-ok")).code == codec.ACCESS_ACCEPT
     assert daemon.proc.poll() is None
+
+
+def test_two_workers_share_the_ports_and_stop_together(dsn: str, daemons, tmp_path: Path) -> None:
+    auth, acct = free_udp_port(), free_udp_port()
+    config = write_config(
+        tmp_path / "workers.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+workers = 2
+[metrics]
+enabled = false
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{auth}"]
+acct_listen = ["127.0.0.1:{acct}"]
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "testing123"
+""",
+    )
+    supervisor = daemons("--config", str(config), "--load-demo", dsn=dsn)
+    out = supervisor.wait_for("workers=2")
+    assert out.count("msg='ready pid=") == 3  # two workers, then the supervisor
+    # Requests from many source ports are spread over both workers; all are answered (postpaid's
+    # 50.00 covers 13 held grants of 3600 s per worker; beyond that the answer is a reject).
+    answers = [exchange(auth, access("postpaid", identifier=i)) for i in range(40)]
+    assert all(a is not None for a in answers)
+    assert {a.code for a in answers if a is not None} <= {codec.ACCESS_ACCEPT, codec.ACCESS_REJECT}
+    assert sum(a.code == codec.ACCESS_ACCEPT for a in answers if a is not None) >= 14
+    # A second supervisor on the same lock is refused.
+    second = daemons("--config", str(config), dsn=dsn)
+    assert second.proc.wait(30) == 1
+    assert "another ocsd is already running" in second.output()
+    assert supervisor.stop() == 0
+    assert supervisor.output().count("msg='stopped'") == 3
+    assert "Traceback" not in supervisor.output()
