@@ -259,6 +259,35 @@ class GrantConfig:
         )
 
 
+def check_redis_url(value: Any) -> str | None:
+    text = str(value)
+    if not text.startswith(("redis://", "rediss://", "unix://")):
+        return 'a Redis URL such as "redis://127.0.0.1:6379/0" (or rediss://, unix://)'
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisConfig:
+    url: str | None = _spec(
+        None,
+        "Share session counts and credit reservations between ocsd instances through Redis. "
+        "Unset: each instance (each worker) keeps its own.",
+        check=check_redis_url,
+    )
+    key_prefix: str = _spec("ocs", "Prefix of every key ocs writes.", check=check_non_empty)
+    sync_interval_s: float = _spec(
+        0.05,
+        "How often this instance publishes its changes and reads the others' (batched).",
+        check=_range(0.005, 10),
+    )
+    instance_ttl_s: float = _spec(
+        15.0,
+        "An instance that stops publishing is forgotten after this long.",
+        check=_range(1, 3600),
+    )
+    timeout_s: float = _spec(1.0, "Timeout of one Redis round trip.", check=_range(0.01, 60))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsConfig:
     enabled: bool = _spec(True, "Serve Prometheus metrics over HTTP.")
@@ -275,6 +304,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     grant: GrantConfig = field(default_factory=GrantConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = field(default="built-in defaults", compare=False)
 
