@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from ocs import __version__
@@ -33,7 +34,10 @@ from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
 from ocs.store.demo import load_demo
+from ocs.store.durable import SpoolingSink
+from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
+from ocs.store.spool import Spool, SpoolError
 
 log = logging.getLogger("ocs.daemon")
 
@@ -73,11 +77,13 @@ def exclusive_lock(path: str | Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None) -> int:
-    """Load every account snapshot and identity into the cache; returns the account count."""
+async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None) -> datetime:
+    """Load every account snapshot and identity into the cache. Returns the database time the
+    load started at: the watermark from which the sidecar polls for changes."""
     started = time.monotonic()
     snapshots = []
     async with db.pool.acquire() as conn:
+        watermark: datetime = await conn.fetchval("SELECT now()")
         async for batch in store.iter_snapshots(conn):
             snapshots.extend(batch)
             if len(snapshots) % 100_000 < len(batch):
@@ -93,7 +99,7 @@ async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None)
     log.info(
         "cache warm accounts=%d identities=%d seconds=%.3f", len(cache), len(identities), elapsed
     )
-    return len(cache)
+    return watermark
 
 
 class Daemon:
@@ -106,6 +112,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.charging: Charging | None = None
         self.radius: RadiusFront | None = None
+        self.sink: SpoolingSink | None = None
+        self.spool: Spool | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def request_stop(self, reason: str) -> None:
@@ -143,8 +151,29 @@ class Daemon:
                 async with db.pool.acquire() as conn:
                     names = await load_demo(conn)
                 log.info("demo data loaded accounts=%d", len(names))
-            await warm_cache(db, self.cache, self.metrics)
-            self.charging = self._pipeline(db)
+            try:
+                self.spool = Spool(cfg.usage.spool_file, max_bytes=cfg.usage.spool_max_bytes)
+            except SpoolError as exc:
+                raise DaemonError(str(exc)) from None
+            self.sink = SpoolingSink(PostgresAccounts(db.pool), self.spool)
+            if self.sink.depth_bytes:
+                replayed = await self.sink.replay()
+                log.info("usage spool replayed at start records=%d", replayed)
+            watermark = await warm_cache(db, self.cache, self.metrics)
+            self.charging = self._pipeline(db, self.sink)
+            sidecar = Sidecar(
+                pool=db.pool,
+                dsn=db.dsn,
+                cache=self.cache,
+                charging=self.charging,
+                metrics=self.metrics,
+                sink=self.sink,
+                refresh_interval_s=cfg.cache.refresh_interval_s,
+                query_timeout_s=cfg.database.command_timeout_s,
+                watermark=watermark,
+            )
+            self.metrics.database_up.set(1)
+            self._tasks.append(asyncio.create_task(sidecar.run(), name="sidecar"))
             try:
                 if cfg.metrics.enabled:
                     host, port = split_host_port(cfg.metrics.listen)
@@ -165,14 +194,13 @@ class Daemon:
                 await self._shutdown()
         log.info("stopped")
 
-    def _pipeline(self, db: Database) -> Charging:
+    def _pipeline(self, db: Database, sink: SpoolingSink) -> Charging:
         cfg = self.config
-        accounts = PostgresAccounts(db.pool)
         charging = Charging(
             cache=self.cache,
             sessions=self.sessions,
-            source=accounts,
-            sink=accounts,
+            source=sink.database,
+            sink=sink,
             limits=cfg.grant.limits(),
             policy=CachePolicy(
                 ttl_s=cfg.cache.ttl_s,
@@ -217,7 +245,7 @@ class Daemon:
     async def _housekeeping(self) -> None:
         """Once a second: expire reservations and lost sessions, refresh gauges."""
         loop = asyncio.get_running_loop()
-        last_hits = last_misses = 0
+        last_hits = last_misses = last_spooled = last_replayed = 0
         while True:
             now = loop.time()
             self.sessions.expire(now)
@@ -227,6 +255,11 @@ class Daemon:
             m.cache_oldest_age.set(oldest if oldest is not None else 0)
             m.active_sessions.set(self.sessions.session_count)
             m.reservations.set(self.sessions.reservation_count)
+            if self.sink is not None:
+                m.spool_bytes.set(self.sink.depth_bytes)
+                m.spool_records.labels("spooled").inc(self.sink.spooled - last_spooled)
+                m.spool_records.labels("replayed").inc(self.sink.replayed - last_replayed)
+                last_spooled, last_replayed = self.sink.spooled, self.sink.replayed
             if self.charging is not None:
                 stats = self.charging.stats
                 m.cache_lookups.labels("hit").inc(stats.cache_hits - last_hits)
@@ -242,6 +275,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.spool is not None:
+            self.spool.close()
         try:
             await asyncio.wait_for(asyncio.to_thread(self.metrics.close), grace)
         except TimeoutError:

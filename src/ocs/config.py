@@ -153,6 +153,12 @@ class CacheConfig:
     load_timeout_s: float = _spec(
         2.0, "How long a request waits for an account not in the cache.", check=_range(0.01, 60)
     )
+    refresh_interval_s: float = _spec(
+        5.0,
+        "How often the sidecar polls for changed accounts (notifications are instant; this "
+        "catches any that were lost, and confirms the rest of the cache).",
+        check=_range(0.1, 3600),
+    )
     negative_ttl_s: float = _spec(
         10.0,
         "How long an identity found in no account is remembered as unknown.",
@@ -259,6 +265,20 @@ class GrantConfig:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageConfig:
+    spool_file: str = _spec(
+        "var/spool/usage.spool",
+        "Where usage waits (fsync'd) while PostgreSQL is unreachable; replayed when it is back.",
+        check=check_non_empty,
+    )
+    spool_max_bytes: int = _spec(
+        256 * 1024 * 1024,
+        "Largest spool; when full, usage is not acknowledged (the client retries).",
+        check=_range(4096, 2**40),
+    )
+
+
 def check_redis_url(value: Any) -> str | None:
     text = str(value)
     if not text.startswith(("redis://", "rediss://", "unix://")):
@@ -305,6 +325,7 @@ class Config:
     grant: GrantConfig = field(default_factory=GrantConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = field(default="built-in defaults", compare=False)
 

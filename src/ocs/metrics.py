@@ -39,6 +39,7 @@ DROP_CAUSES = (
     "too_many_pending",
     "duplicate_in_progress",
     "database_unavailable",
+    "spool_full",
     "internal_error",
 )
 
@@ -108,6 +109,32 @@ class Metrics:
         )
         self.accounts_loaded = Gauge(
             "ocs_loader_accounts_loaded", "Accounts read by the last full load.", registry=r
+        )
+        self.changes_applied = Counter(
+            "ocs_loader_changes_applied_total",
+            "Account snapshots reloaded because they changed (notifications and polls).",
+            registry=r,
+        )
+        self.notification_lag = Gauge(
+            "ocs_loader_notification_lag_seconds",
+            "Time from a change's commit-time notification to its arrival here (last seen).",
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "ocs_database_up",
+            "1 while PostgreSQL answers the sidecar, 0 while it does not.",
+            registry=r,
+        )
+        self.spool_bytes = Gauge(
+            "ocs_spool_bytes",
+            "Size of the local usage spool (usage waiting for PostgreSQL).",
+            registry=r,
+        )
+        self.spool_records = Counter(
+            "ocs_spool_records_total",
+            "Usage records written to the spool, and replayed from it.",
+            ["action"],
+            registry=r,
         )
         self.usage_records = Counter(
             "ocs_usage_reports_total",

@@ -17,6 +17,7 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,10 @@ log = logging.getLogger(__name__)
 
 class SourceUnavailable(Exception):
     """The database could not answer (down, timed out, or failing)."""
+
+
+class SpoolFull(RuntimeError):
+    """Neither the database nor the local spool can take usage now: do not acknowledge it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +181,20 @@ class Charging:
         self.stats = PipelineStats()
         self._inflight: dict[tuple[str, object], asyncio.Future[AccountSnapshot | None]] = {}
         self.on_decision: Callable[[CreditDecision], None] | None = None
+        # The database is not asked while it is known to be away (the sidecar says so, or a
+        # load just failed): requests are decided from the cache at once instead of waiting.
+        self.source_healthy = True
+        self._source_retry_at = 0.0
+        # What each running session was charged so far, to charge spooled usage locally.
+        self._session_totals: dict[str, int] = {}
+
+    def set_source_health(self, healthy: bool) -> None:
+        self.source_healthy = healthy
+        if healthy:
+            self._source_retry_at = 0.0
+
+    def _source_usable(self, now: float) -> bool:
+        return self.source_healthy and now >= self._source_retry_at
 
     # --- admission of new sessions ----------------------------------------------------------
 
@@ -218,11 +237,14 @@ class Charging:
         if cached is not None:
             return cached
         self.stats.cache_misses += 1
+        if not self._source_usable(self.clock.mono()):
+            return self._decide_without_database(kind, value, unit, requested, reservation_key)
         try:
             snapshot = await self._single_flight(
                 ("identity", (kind, value)), lambda: self.source.find_account(kind, value)
             )
         except SourceUnavailable:
+            self._source_retry_at = self.clock.mono() + 1.0
             return self._decide_without_database(kind, value, unit, requested, reservation_key)
         now = self.clock.mono()
         if snapshot is None:
@@ -338,12 +360,15 @@ class Charging:
             del self._inflight[key]
 
     async def account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
-        """The account of an identity, from the cache when possible (for accounting)."""
+        """The account of an identity, from the cache when possible (for accounting).
+        Raises ``SourceUnavailable`` when only the database could tell."""
         account_id = self.cache.account_for(kind, value)
         if account_id is not None:
             entry = self.cache.get(account_id)
             if entry is not None:
                 return entry.snapshot
+        if not self._source_usable(self.clock.mono()):
+            raise SourceUnavailable("the database is unavailable and the identity is not cached")
         snapshot = await self._single_flight(
             ("identity", (kind, value)), lambda: self.source.find_account(kind, value)
         )
@@ -369,12 +394,25 @@ class Charging:
     async def record_usage(self, report: UsageReport, tariff: Tariff) -> UsageOutcome:
         """Rate the session's cumulative usage and make it durable; then refresh the cache."""
         total = usage_charge(tariff, report.usage)
+        key = self.book_key(report.source, report.origin, report.session_key)
         outcome = await self.sink.record(report, total)
         if outcome.snapshot is not None:
             self.cache.put(outcome.snapshot, self.clock.mono())
-        key = self.book_key(report.source, report.origin, report.session_key)
+        elif outcome.spooled:
+            # Not in the database yet: charge the cached figures, so the next decisions see the
+            # usage while PostgreSQL is away. The sidecar reloads the truth once it is back.
+            delta = max(total - self._session_totals.get(key, 0), 0)
+            entry = self.cache.get(report.account_id)
+            if entry is not None and delta:
+                snapshot = dataclasses.replace(
+                    entry.snapshot, balance=entry.snapshot.balance - delta
+                )
+                self.cache.put(snapshot, entry.loaded_at)
+        if not outcome.duplicate:
+            self._session_totals[key] = max(total, self._session_totals.get(key, 0))
         if report.final:
             self.sessions.end(key)
+            self._session_totals.pop(key, None)
         else:
             ttl = self.limits.max_time_s + self.policy.session_ttl_margin_s
             self.sessions.touch(key, self.clock.mono(), ttl)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from ocs.charging.pipeline import Charging, SourceUnavailable, UsageReport
+from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
 from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
 from ocs.metrics import Metrics
@@ -427,6 +427,12 @@ class RadiusFront:
                 await self._usage(client, packet, origin, status)
             else:
                 log.debug("radius: Accounting-Request with status %s from %s", status, origin)
+        except SpoolFull as exc:
+            # Neither the database nor the spool can keep it: not acknowledged, the NAS retries.
+            self._replies.pop(key, None)
+            self._drop["spool_full"].inc()
+            log.error("radius: accounting not recorded: %s", exc)
+            return
         except SourceUnavailable as exc:
             # Not durable, so not acknowledged: the NAS retransmits.
             self._replies.pop(key, None)

@@ -1,0 +1,238 @@
+"""The sidecar: keeps the account cache true to PostgreSQL without touching the request path.
+
+Rules of this file:
+- Changes arrive two ways. LISTEN ``ocs_account_changed`` (raised by triggers on every write that
+  matters, by any writer) reloads just those accounts within milliseconds; a poll every
+  ``refresh_interval_s`` reads the accounts whose ``changed_at`` moved since the last poll (an
+  incremental watermark, with a safety margin for long transactions) and catches anything a lost
+  notification missed. A successful poll also proves every other entry current, which keeps the
+  whole cache fresh without reloading it.
+- When PostgreSQL goes away the sidecar says so once, marks the source unhealthy (the pipeline
+  then decides from cached figures without waiting on the database, within ``max_stale_s``),
+  reconnects with capped exponential backoff, replays the usage spool when it is back, and
+  says so once.
+- Nothing here runs per request. Every await on the database has a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from ocs.charging.cache import AccountCache
+from ocs.charging.pipeline import Charging
+from ocs.metrics import Metrics
+from ocs.store.accounts import SNAPSHOT_COLUMNS, snapshot_from_row
+from ocs.store.durable import SpoolingSink
+from ocs.store.source import DATABASE_ERRORS
+
+log = logging.getLogger("ocs.sidecar")
+
+WATERMARK_MARGIN = timedelta(seconds=5)
+BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
+
+
+class Sidecar:
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        dsn: str,
+        cache: AccountCache,
+        charging: Charging,
+        metrics: Metrics,
+        sink: SpoolingSink | None,
+        refresh_interval_s: float,
+        query_timeout_s: float,
+        watermark: datetime,
+    ) -> None:
+        self.pool = pool
+        self.dsn = dsn
+        self.cache = cache
+        self.charging = charging
+        self.metrics = metrics
+        self.sink = sink
+        self.refresh_interval_s = refresh_interval_s
+        self.timeout_s = query_timeout_s
+        self.watermark = watermark
+        self._changed: set[int] = set()
+        self._tariffs: set[int] = set()
+        self._wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+        self._healthy = True
+        self.changes_applied = 0
+        self._lag = metrics.notification_lag
+        self._applied = metrics.changes_applied
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled: the listener, the refresher and the poller."""
+        tasks = [
+            asyncio.create_task(self._listen_forever(), name="sidecar-listen"),
+            asyncio.create_task(self._refresh_forever(), name="sidecar-refresh"),
+            asyncio.create_task(self._poll_forever(), name="sidecar-poll"),
+        ]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._listener is not None and not self._listener.is_closed():
+                self._listener.terminate()
+
+    def _set_health(self, healthy: bool, why: str = "") -> None:
+        if healthy == self._healthy:
+            return
+        self._healthy = healthy
+        self.charging.set_source_health(healthy)
+        self.metrics.database_up.set(1 if healthy else 0)
+        if healthy:
+            log.info("database reachable again")
+        else:
+            self.metrics.database_errors.inc()
+            log.warning("database unreachable: %s (deciding from cached figures)", why)
+
+    # --- LISTEN -------------------------------------------------------------------------------
+
+    def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
+        if channel == "ocs_tariff_changed":
+            try:
+                self._tariffs.add(int(payload))
+            except ValueError:
+                return
+            self._wake.set()
+            return
+        account, _, stamp = payload.partition(" ")
+        try:
+            self._changed.add(int(account))
+        except ValueError:
+            return
+        if stamp:
+            with contextlib.suppress(ValueError):
+                self._lag.set(max(time.time() - float(stamp), 0.0))
+        self._wake.set()
+
+    async def _listen_forever(self) -> None:
+        backoff = BACKOFF_MIN_S
+        while True:
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=self.timeout_s * 2)
+                conn.add_termination_listener(_setter(lost))
+                await conn.add_listener("ocs_account_changed", self._on_notify)
+                await conn.add_listener("ocs_tariff_changed", self._on_notify)
+            except (*DATABASE_ERRORS, TimeoutError) as exc:
+                self._set_health(False, str(exc) or type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            self._listener = conn
+            backoff = BACKOFF_MIN_S
+            log.info("listening for account changes")
+            # Whatever changed while nobody listened is caught by polling at once.
+            self._wake.set()
+            await self._poll_once()
+            await lost.wait()
+            log.warning("change listener connection lost; reconnecting")
+
+    # --- reloading changed accounts -------------------------------------------------------------
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(0.002)  # gather a burst of notifications into one query
+            self._wake.clear()
+            accounts, self._changed = self._changed, set()
+            tariffs, self._tariffs = self._tariffs, set()
+            if not accounts and not tariffs:
+                continue
+            try:
+                await self._reload(accounts, tariffs)
+            except (*DATABASE_ERRORS, TimeoutError) as exc:
+                self._changed |= accounts
+                self._tariffs |= tariffs
+                self._set_health(False, str(exc) or type(exc).__name__)
+                await asyncio.sleep(BACKOFF_MIN_S)
+
+    async def _reload(self, accounts: set[int], tariffs: set[int]) -> None:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                f"""SELECT {SNAPSHOT_COLUMNS} FROM account_snapshots
+                    WHERE account_id = ANY($1::bigint[]) OR account_id IN
+                          (SELECT id FROM accounts WHERE tariff_id = ANY($2::bigint[]))""",
+                list(accounts),
+                list(tariffs),
+                timeout=self.timeout_s,
+            )
+            ids = [r["account_id"] for r in rows]
+            identities = await conn.fetch(
+                "SELECT account_id, kind, value FROM account_identities "
+                "WHERE account_id = ANY($1::bigint[])",
+                ids,
+                timeout=self.timeout_s,
+            )
+        self._apply(rows, identities)
+
+    def _apply(self, rows: list[asyncpg.Record], identities: list[asyncpg.Record]) -> None:
+        now = self.charging.clock.mono()
+        by_account: dict[int, list[tuple[str, str]]] = {}
+        for r in identities:
+            by_account.setdefault(r["account_id"], []).append((r["kind"], r["value"]))
+        for row in rows:
+            snapshot = snapshot_from_row(tuple(row))
+            self.cache.put(snapshot, now)
+            self.cache.set_identities(snapshot.account_id, by_account.get(snapshot.account_id, []))
+        if rows:
+            self.cache.forget_unknown()  # a new identity may name a formerly unknown user
+            self.changes_applied += len(rows)
+            self._applied.inc(len(rows))
+
+    # --- polling --------------------------------------------------------------------------------
+
+    async def _poll_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval_s)
+            await self._poll_once()
+
+    async def _poll_once(self) -> bool:
+        started = self.charging.clock.mono()
+        try:
+            async with self.pool.acquire(timeout=self.timeout_s) as conn:
+                now: datetime = await conn.fetchval("SELECT now()", timeout=self.timeout_s)
+                rows = await conn.fetch(
+                    f"SELECT {SNAPSHOT_COLUMNS} FROM account_snapshots WHERE changed_at > $1",
+                    self.watermark - WATERMARK_MARGIN,
+                    timeout=self.timeout_s,
+                )
+                identities = await conn.fetch(
+                    "SELECT account_id, kind, value FROM account_identities "
+                    "WHERE account_id = ANY($1::bigint[])",
+                    [r["account_id"] for r in rows],
+                    timeout=self.timeout_s,
+                )
+        except (*DATABASE_ERRORS, TimeoutError) as exc:
+            self._set_health(False, str(exc) or type(exc).__name__)
+            return False
+        self._apply(rows, identities)
+        self.watermark = now
+        self.cache.mark_validated(started)
+        self.metrics.loader_last_success.set(time.time())
+        self._set_health(True)
+        if self.sink is not None and self.sink.depth_bytes:
+            try:
+                await self.sink.replay()
+            except (*DATABASE_ERRORS, TimeoutError) as exc:
+                log.warning("spool replay failed: %s", exc)
+        return True
+
+
+def _setter(event: asyncio.Event) -> Any:
+    return lambda _conn: event.set()
