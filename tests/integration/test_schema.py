@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
@@ -227,9 +228,12 @@ async def test_changes_are_announced(conn: asyncpg.Connection, dsn: str) -> None
     try:
         await listener.add_listener("ocs_account_changed", lambda *a: heard.put_nowait(a[3]))
         await store.add_ledger_entry(conn, "a", "payment", 1_000_000)
-        assert await asyncio.wait_for(heard.get(), 5) == str(acct)
+        # "<account id> <epoch seconds of the change>" (0011), for the lag metric
+        account, stamp = (await asyncio.wait_for(heard.get(), 5)).split()
+        assert account == str(acct)
+        assert abs(float(stamp) - time.time()) < 60
         await store.set_credit_limit(conn, acct, 5_000_000)
-        assert await asyncio.wait_for(heard.get(), 5) == str(acct)
+        assert (await asyncio.wait_for(heard.get(), 5)).split()[0] == str(acct)
     finally:
         await listener.close()
 

@@ -7,13 +7,14 @@ touches money.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from decimal import Decimal
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
@@ -45,6 +46,38 @@ class Conflict(StoreError):
     pass
 
 
+class Refused(StoreError):
+    """A business rule enforced in the database refused the change (SQLSTATE class ``OC``):
+    an operator's allowance or limit, insufficient funds, transfers not allowed."""
+
+
+def _postgres_message(exc: asyncpg.PostgresError) -> str:
+    message = str(getattr(exc, "message", None) or exc)
+    hint = getattr(exc, "hint", None)
+    return f"{message} ({hint})" if hint else message
+
+
+@contextlib.contextmanager
+def database_rules() -> Iterator[None]:
+    """Turn the database's refusals into ``StoreError``s whose message is the database's own:
+    class ``OC`` (business rules) into ``Refused``, ``no_data_found`` into ``NotFound``,
+    ``check_violation`` (a bad argument) into ``StoreError``, ``unique_violation`` into
+    ``Conflict``. Anything else is a bug and propagates."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        code = str(getattr(exc, "sqlstate", "") or "")
+        if code.startswith("OC"):
+            raise Refused(_postgres_message(exc)) from None
+        if code == "P0002":
+            raise NotFound(_postgres_message(exc)) from None
+        if code == "23514":
+            raise StoreError(_postgres_message(exc)) from None
+        if code == "23505":
+            raise Conflict(_postgres_message(exc)) from None
+        raise
+
+
 @functools.lru_cache(maxsize=1024)
 def zone(name: str) -> tzinfo:
     """A time zone by IANA name; UTC (with a warning) for a name Python does not know."""
@@ -62,6 +95,10 @@ SNAPSHOT_COLUMNS = (
     "connection_fee_micros, price_per_event_micros, temp_amount_micros, temp_percent_bp, "
     "temp_valid_until"
 )
+
+# The same, plus the row's change stamp as the last column (the cache's version).
+VERSIONED_SNAPSHOT_COLUMNS = SNAPSHOT_COLUMNS + ", changed_at"
+SNAPSHOT_WIDTH = len(SNAPSHOT_COLUMNS.split(","))
 
 _STATUSES = {s.value: s for s in AccountStatus}
 _BASES = {b.value: b for b in LimitBasis}
@@ -82,7 +119,8 @@ def _tariff(*prices: int) -> Tariff:
 
 
 def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
-    """An ``AccountSnapshot`` from a row of ``SNAPSHOT_COLUMNS`` (in that order)."""
+    """An ``AccountSnapshot`` from a row of ``SNAPSHOT_COLUMNS`` (in that order; any further
+    columns are ignored)."""
     (
         account_id,
         name,
@@ -105,7 +143,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         temp_amount,
         temp_bp,
         temp_until,
-    ) = row
+    ) = row[:SNAPSHOT_WIDTH]
     increase = None
     if temp_until is not None:
         increase = TemporaryIncrease(valid_until=temp_until, amount=temp_amount, percent_bp=temp_bp)
@@ -180,6 +218,25 @@ async def account_id(db: Executor, name: str) -> int:
     return found
 
 
+async def operator_id(db: Executor, name: str | None) -> int | None:
+    """The id of the operator called ``name``; ``None`` for ``None`` (the owner acting directly)."""
+    if name is None:
+        return None
+    found: int | None = await db.fetchval("SELECT id FROM operators WHERE name = $1", name)
+    if found is None:
+        raise NotFound(f"no operator named {name!r} (create it with 'ocs operator create {name}')")
+    return found
+
+
+async def account_class_id(db: Executor, name: str) -> int:
+    found: int | None = await db.fetchval("SELECT id FROM account_classes WHERE name = $1", name)
+    if found is None:
+        raise NotFound(
+            f"no account class named {name!r} (create it with 'ocs account-class set {name}')"
+        )
+    return found
+
+
 async def tariff_id(db: Executor, name: str) -> int:
     found: int | None = await db.fetchval("SELECT id FROM tariffs WHERE name = $1", name)
     if found is None:
@@ -187,9 +244,15 @@ async def tariff_id(db: Executor, name: str) -> int:
     return found
 
 
+TransfersSetting: TypeAlias = Literal["yes", "no", "class"]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountSettings:
-    """Settings an operator may give an account; ``None`` leaves a setting as it is."""
+    """Settings an operator may give an account; ``None`` leaves a setting as it is.
+
+    ``account_class`` ``""`` removes the class; ``transfers`` is whether the account may send
+    and receive subscriber-to-subscriber transfers: yes, no, or as its class says."""
 
     status: AccountStatus | None = None
     credit_limit: int | None = None
@@ -199,6 +262,8 @@ class AccountSettings:
     max_sessions: int | None = None
     max_setups_per_s: int | None = None
     tariff: str | None = None
+    account_class: str | None = None
+    transfers: TransfersSetting | None = None
 
 
 def _check_time_zone(name: str) -> None:
@@ -216,17 +281,22 @@ async def create_account(
     settings: AccountSettings,
     *,
     changed_by: str | None = None,
+    operator: str | None = None,
 ) -> int:
     """Create an account; its credit limit goes through the history like any other change."""
     if settings.time_zone is not None:
         _check_time_zone(settings.time_zone)
     async with conn.transaction():
         tariff = await tariff_id(conn, settings.tariff) if settings.tariff else None
+        klass = (
+            await account_class_id(conn, settings.account_class) if settings.account_class else None
+        )
         try:
             new_id: int = await conn.fetchval(
                 """INSERT INTO accounts (name, status, min_balance, limit_basis, time_zone,
-                                         max_sessions, max_setups_per_s, tariff_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id""",
+                                         max_sessions, max_setups_per_s, tariff_id,
+                                         account_class_id, transfers)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
                 name,
                 (settings.status or AccountStatus.ACTIVE).value,
                 to_decimal(settings.min_balance or 0),
@@ -235,16 +305,25 @@ async def create_account(
                 settings.max_sessions,
                 settings.max_setups_per_s,
                 tariff,
+                klass,
+                settings.transfers or "class",
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an account named {name!r} exists already") from None
         if settings.credit_limit:
-            await set_credit_limit(conn, new_id, settings.credit_limit, changed_by=changed_by)
+            await set_credit_limit(
+                conn, new_id, settings.credit_limit, changed_by=changed_by, operator=operator
+            )
     return new_id
 
 
 async def update_account(
-    conn: asyncpg.Connection, name: str, settings: AccountSettings, *, changed_by: str | None = None
+    conn: asyncpg.Connection,
+    name: str,
+    settings: AccountSettings,
+    *,
+    changed_by: str | None = None,
+    operator: str | None = None,
 ) -> None:
     if settings.time_zone is not None:
         _check_time_zone(settings.time_zone)
@@ -274,13 +353,24 @@ async def update_account(
             )
         if settings.tariff is not None:
             put("tariff_id", await tariff_id(conn, settings.tariff))
+        if settings.account_class is not None:
+            put(
+                "account_class_id",
+                await account_class_id(conn, settings.account_class)
+                if settings.account_class
+                else None,
+            )
+        if settings.transfers is not None:
+            put("transfers", settings.transfers)
         if assignments:
             values.append(acct)
             await conn.execute(
                 f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}", *values
             )
         if settings.credit_limit is not None:
-            await set_credit_limit(conn, acct, settings.credit_limit, changed_by=changed_by)
+            await set_credit_limit(
+                conn, acct, settings.credit_limit, changed_by=changed_by, operator=operator
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,21 +450,37 @@ async def add_ledger_entry(
     *,
     external_id: str | None = None,
     note: str | None = None,
+    operator: str | None = None,
+    changed_by: str | None = None,
+    now: datetime | None = None,
 ) -> LedgerResult:
-    """Record money in or out. With ``external_id`` the call is idempotent: the same id again
-    returns the first entry unchanged; the same id for a different account or amount is refused."""
+    """Record money in or out (``amount`` in micro-units, signed as its effect on the balance).
+
+    With ``external_id`` the call is idempotent: the same id again returns the first entry
+    unchanged; the same id for a different account or amount is refused. Credits,
+    promotional credits and refunds by an ``operator`` count towards the operator's daily and
+    per-transaction limits, which the database enforces (``Refused``). ``now`` (default: the
+    database's) dates the entry, and so decides the operator's day."""
     async with conn.transaction():
         acct = await account_id(conn, account_name)
-        row = await conn.fetchrow(
-            """INSERT INTO ledger_entries (account_id, kind, amount, external_id, note)
-               VALUES ($1, $2, $3, $4, $5)
-               ON CONFLICT (external_id) DO NOTHING RETURNING id""",
-            acct,
-            kind,
-            to_decimal(amount),
-            external_id,
-            note,
-        )
+        op = await operator_id(conn, operator)
+        with database_rules():
+            row = await conn.fetchrow(
+                """INSERT INTO ledger_entries
+                       (account_id, kind, amount, external_id, note, operator_id, changed_by,
+                        created_at)
+                   VALUES ($1, $2, $3, $4, $5, $6, COALESCE($7, current_user),
+                           COALESCE($8, now()))
+                   ON CONFLICT (external_id) DO NOTHING RETURNING id""",
+                acct,
+                kind,
+                to_decimal(amount),
+                external_id,
+                note,
+                op,
+                changed_by,
+                now,
+            )
         created = row is not None
         if row is None:
             row = await conn.fetchrow(
@@ -401,14 +507,19 @@ async def set_credit_limit(
     *,
     changed_by: str | None = None,
     reason: str | None = None,
+    operator: str | None = None,
 ) -> None:
-    await conn.execute(
-        "SELECT ocs_set_credit_limit($1, $2, NULL, $3, $4)",
-        account,
-        to_decimal(limit),
-        changed_by,
-        reason,
-    )
+    """Set the permanent credit limit (micro-units); the history records who and why."""
+    op = await operator_id(conn, operator)
+    with database_rules():
+        await conn.execute(
+            "SELECT ocs_set_credit_limit($1, $2, $3, $4, $5)",
+            account,
+            to_decimal(limit),
+            op,
+            changed_by,
+            reason,
+        )
 
 
 async def set_temporary_credit_limit(
@@ -420,19 +531,160 @@ async def set_temporary_credit_limit(
     percent: Decimal | None = None,
     changed_by: str | None = None,
     reason: str | None = None,
-) -> None:
-    try:
-        await conn.execute(
-            "SELECT ocs_set_temporary_credit_limit($1, $2, $3, $4, NULL, $5, $6)",
+    operator: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Give a temporary increase (an amount in micro-units, or a percentage of the positive
+    permanent limit) until ``valid_until``, replacing the active one. With an ``operator`` the
+    database refuses (``Refused``, naming each rule) an increase beyond the operator's allowance
+    in amount or duration. Returns the increase's id."""
+    op = await operator_id(conn, operator)
+    with database_rules():
+        new_id: int = await conn.fetchval(
+            "SELECT ocs_set_temporary_credit_limit($1, $2, $3, $4, $5, $6, $7, $8)",
             account,
             to_decimal(amount) if amount is not None else None,
             percent,
             valid_until,
+            op,
             changed_by,
             reason,
+            now,
         )
-    except asyncpg.CheckViolationError as exc:
-        raise StoreError(str(exc)) from None
+    return new_id
+
+
+@dataclass(frozen=True, slots=True)
+class TransferResult:
+    transfer_id: int
+    from_balance: int
+    to_balance: int
+
+
+async def transfer(
+    conn: asyncpg.Connection,
+    from_account: str,
+    to_account: str,
+    amount: int,
+    *,
+    operator: str | None = None,
+    changed_by: str | None = None,
+    note: str | None = None,
+    external_id: str | None = None,
+    now: datetime | None = None,
+) -> TransferResult:
+    """Move ``amount`` micro-units between two subscribers in one transaction (``ocs_transfer``):
+    both must allow transfers and the sender must have the available credit, else ``Refused``.
+    The same ``external_id`` again returns the first transfer unchanged."""
+    async with conn.transaction():
+        source = await account_id(conn, from_account)
+        target = await account_id(conn, to_account)
+        op = await operator_id(conn, operator)
+        with database_rules():
+            transfer_id: int = await conn.fetchval(
+                "SELECT ocs_transfer($1, $2, $3, $4, $5, $6, $7, $8)",
+                source,
+                target,
+                to_decimal(amount),
+                op,
+                changed_by,
+                note,
+                external_id,
+                now,
+            )
+        balances = {
+            r["id"]: r["balance"]
+            for r in await conn.fetch(
+                "SELECT id, (balance * 1000000)::bigint AS balance FROM accounts "
+                "WHERE id = ANY($1::bigint[])",
+                [source, target],
+            )
+        }
+    return TransferResult(transfer_id, balances[source], balances[target])
+
+
+async def available_credit_in_database(
+    db: Executor, account: int, now: datetime | None = None
+) -> int:
+    """``ocs_available_credit``: DESIGN §1's figure as the database computes it for its rules
+    (micro-units, no reservations)."""
+    value: int = await db.fetchval(
+        "SELECT (ocs_available_credit($1, $2) * 1000000)::bigint", account, now
+    )
+    return value
+
+
+# --- warning thresholds and account classes ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WarningThreshold:
+    amount: int | None  # micro-units of available credit
+    percent: Decimal | None  # of the positive permanent limit (postpaid only)
+    armed: bool
+    fired_at: datetime | None
+
+
+async def set_warning_thresholds(
+    conn: asyncpg.Connection,
+    account_name: str,
+    amounts: Sequence[int],
+    percents: Sequence[Decimal],
+) -> None:
+    """Replace the account's warning thresholds (an empty list removes them)."""
+    acct = await account_id(conn, account_name)
+    with database_rules():
+        await conn.execute(
+            "SELECT ocs_set_warning_thresholds($1, $2::numeric[], $3::numeric[])",
+            acct,
+            [to_decimal(a) for a in amounts],
+            list(percents),
+        )
+
+
+async def warning_thresholds(db: Executor, account: int) -> list[WarningThreshold]:
+    rows = await db.fetch(
+        """SELECT (amount * 1000000)::bigint AS amount, percent, armed, fired_at
+           FROM account_warning_thresholds WHERE account_id = $1
+           ORDER BY amount DESC NULLS LAST, percent DESC""",
+        account,
+    )
+    return [WarningThreshold(r["amount"], r["percent"], r["armed"], r["fired_at"]) for r in rows]
+
+
+async def set_account_class(
+    conn: asyncpg.Connection, name: str, *, transfers_allowed: bool
+) -> bool:
+    """Create the class or change it; returns True when it was created."""
+    created: bool = await conn.fetchval(
+        """INSERT INTO account_classes (name, transfers_allowed) VALUES ($1, $2)
+           ON CONFLICT (name) DO UPDATE SET transfers_allowed = EXCLUDED.transfers_allowed
+           RETURNING xmax = 0""",
+        name,
+        transfers_allowed,
+    )
+    return created
+
+
+async def list_account_classes(db: Executor) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await db.fetch(
+        """SELECT c.name, c.transfers_allowed,
+                  (SELECT count(*) FROM accounts a WHERE a.account_class_id = c.id) AS accounts
+           FROM account_classes c ORDER BY c.name"""
+    )
+    return rows
+
+
+async def transfer_settings(db: Executor, account: int) -> tuple[str, str | None, bool]:
+    """(the account's setting yes/no/class, its class name, whether it may transfer now)."""
+    row = await db.fetchrow(
+        """SELECT a.transfers, c.name AS class, ocs_transfers_allowed(a.id) AS allowed
+           FROM accounts a LEFT JOIN account_classes c ON c.id = a.account_class_id
+           WHERE a.id = $1""",
+        account,
+    )
+    assert row is not None
+    return row["transfers"], row["class"], row["allowed"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -490,11 +742,13 @@ async def list_tariffs(db: Executor) -> list[asyncpg.Record]:
 
 async def credit_limit_history(db: Executor, account: int) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await db.fetch(
-        """SELECT changed_at, changed_by, temporary,
-                  (old_limit * 1000000)::bigint AS old_limit,
-                  (new_limit * 1000000)::bigint AS new_limit,
-                  (temp_amount * 1000000)::bigint AS temp_amount, temp_percent, valid_until, reason
-           FROM credit_limit_history WHERE account_id = $1 ORDER BY changed_at, id""",
+        """SELECT h.changed_at, h.changed_by, o.name AS operator, h.temporary,
+                  (h.old_limit * 1000000)::bigint AS old_limit,
+                  (h.new_limit * 1000000)::bigint AS new_limit,
+                  (h.temp_amount * 1000000)::bigint AS temp_amount, h.temp_percent,
+                  h.valid_until, h.reason
+           FROM credit_limit_history h LEFT JOIN operators o ON o.id = h.operator_id
+           WHERE h.account_id = $1 ORDER BY h.changed_at, h.id""",
         account,
     )
     return rows
