@@ -35,6 +35,7 @@ from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
 from ocs.store.demo import load_demo
 from ocs.store.durable import SpoolingSink
+from ocs.store.redis_sync import RedisSync
 from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
 from ocs.store.spool import Spool, SpoolError
@@ -114,6 +115,7 @@ class Daemon:
         self.radius: RadiusFront | None = None
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
+        self.redis_sync: RedisSync | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def request_stop(self, reason: str) -> None:
@@ -174,6 +176,11 @@ class Daemon:
             )
             self.metrics.database_up.set(1)
             self._tasks.append(asyncio.create_task(sidecar.run(), name="sidecar"))
+            # Ready means the change feed is live too, not only the cache warm.
+            try:
+                await asyncio.wait_for(sidecar.listening.wait(), cfg.database.connect_timeout_s)
+            except TimeoutError:
+                log.warning("change notifications not live yet; polling covers them meanwhile")
             try:
                 if cfg.metrics.enabled:
                     host, port = split_host_port(cfg.metrics.listen)
@@ -187,6 +194,11 @@ class Daemon:
                 if radius_clients is not None:
                     await self._start_radius(radius_clients)
                 self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
+                if cfg.redis.url is not None:
+                    self.redis_sync = RedisSync.from_config(
+                        self.sessions, cfg.redis, metrics=self.metrics
+                    )
+                    self.redis_sync.start()
                 log.info("ready pid=%d accounts=%d", os.getpid(), len(self.cache))
                 _signal_ready()
                 await self.stopping.wait()
@@ -272,6 +284,8 @@ class Daemon:
         grace = self.config.daemon.graceful_timeout_s
         if self.radius is not None:
             await self.radius.stop(grace)
+        if self.redis_sync is not None:
+            await self.redis_sync.stop()  # deletes this instance's figures from Redis
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

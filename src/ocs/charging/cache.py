@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountSnapshot
@@ -25,6 +26,9 @@ from ocs.core.model import AccountSnapshot
 class CacheEntry:
     snapshot: AccountSnapshot
     loaded_at: float  # monotonic seconds
+    # The database's change stamp of the row the snapshot was read from, when known: a read
+    # that started before a newer one finished must not overwrite it.
+    version: Any = None
 
 
 class AccountCache:
@@ -60,8 +64,18 @@ class AccountCache:
         self._unknown.clear()
         self.validated_at = loaded_at
 
-    def put(self, snapshot: AccountSnapshot, loaded_at: float) -> None:
-        self._entries[snapshot.account_id] = CacheEntry(snapshot, loaded_at)
+    def put(self, snapshot: AccountSnapshot, loaded_at: float, version: Any = None) -> bool:
+        """Store a snapshot unless the cache holds one read from a newer row; True if stored."""
+        current = self._entries.get(snapshot.account_id)
+        if (
+            current is not None
+            and version is not None
+            and current.version is not None
+            and version < current.version
+        ):
+            return False
+        self._entries[snapshot.account_id] = CacheEntry(snapshot, loaded_at, version)
+        return True
 
     def remove(self, account_id: int) -> None:
         self._entries.pop(account_id, None)

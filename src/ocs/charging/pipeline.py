@@ -22,7 +22,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from ocs.charging.cache import AccountCache
 from ocs.charging.sessions import SessionBook
@@ -76,6 +76,7 @@ class UsageOutcome:
     duplicate: bool
     snapshot: AccountSnapshot | None  # the account's figures after the report, when known
     spooled: bool = False  # kept in the local spool until the database is back
+    version: Any = None  # the snapshot's change stamp, for the cache
 
 
 class AccountSource(Protocol):
@@ -397,7 +398,7 @@ class Charging:
         key = self.book_key(report.source, report.origin, report.session_key)
         outcome = await self.sink.record(report, total)
         if outcome.snapshot is not None:
-            self.cache.put(outcome.snapshot, self.clock.mono())
+            self.cache.put(outcome.snapshot, self.clock.mono(), outcome.version)
         elif outcome.spooled:
             # Not in the database yet: charge the cached figures, so the next decisions see the
             # usage while PostgreSQL is away. The sidecar reloads the truth once it is back.
@@ -407,7 +408,7 @@ class Charging:
                 snapshot = dataclasses.replace(
                     entry.snapshot, balance=entry.snapshot.balance - delta
                 )
-                self.cache.put(snapshot, entry.loaded_at)
+                self.cache.put(snapshot, entry.loaded_at, entry.version)
         if not outcome.duplicate:
             self._session_totals[key] = max(total, self._session_totals.get(key, 0))
         if report.final:

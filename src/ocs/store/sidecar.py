@@ -28,7 +28,7 @@ import asyncpg
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import Charging
 from ocs.metrics import Metrics
-from ocs.store.accounts import SNAPSHOT_COLUMNS, snapshot_from_row
+from ocs.store.accounts import VERSIONED_SNAPSHOT_COLUMNS, snapshot_from_row
 from ocs.store.durable import SpoolingSink
 from ocs.store.source import DATABASE_ERRORS
 
@@ -65,6 +65,7 @@ class Sidecar:
         self._tariffs: set[int] = set()
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
+        self.listening = asyncio.Event()  # set once changes are being received
         self._healthy = True
         self.changes_applied = 0
         self._lag = metrics.notification_lag
@@ -137,6 +138,7 @@ class Sidecar:
             self._listener = conn
             backoff = BACKOFF_MIN_S
             log.info("listening for account changes")
+            self.listening.set()
             # Whatever changed while nobody listened is caught by polling at once.
             self._wake.set()
             await self._poll_once()
@@ -161,11 +163,14 @@ class Sidecar:
                 self._tariffs |= tariffs
                 self._set_health(False, str(exc) or type(exc).__name__)
                 await asyncio.sleep(BACKOFF_MIN_S)
+            except Exception:  # a bug must not stop the feed: log it, keep the rest going
+                log.exception("sidecar: reloading %d accounts failed", len(accounts))
+                await asyncio.sleep(BACKOFF_MIN_S)
 
     async def _reload(self, accounts: set[int], tariffs: set[int]) -> None:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                f"""SELECT {SNAPSHOT_COLUMNS} FROM account_snapshots
+                f"""SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots
                     WHERE account_id = ANY($1::bigint[]) OR account_id IN
                           (SELECT id FROM accounts WHERE tariff_id = ANY($2::bigint[]))""",
                 list(accounts),
@@ -188,8 +193,10 @@ class Sidecar:
             by_account.setdefault(r["account_id"], []).append((r["kind"], r["value"]))
         for row in rows:
             snapshot = snapshot_from_row(tuple(row))
-            self.cache.put(snapshot, now)
-            self.cache.set_identities(snapshot.account_id, by_account.get(snapshot.account_id, []))
+            if self.cache.put(snapshot, now, row["changed_at"]):
+                self.cache.set_identities(
+                    snapshot.account_id, by_account.get(snapshot.account_id, [])
+                )
         if rows:
             self.cache.forget_unknown()  # a new identity may name a formerly unknown user
             self.changes_applied += len(rows)
@@ -200,7 +207,10 @@ class Sidecar:
     async def _poll_forever(self) -> None:
         while True:
             await asyncio.sleep(self.refresh_interval_s)
-            await self._poll_once()
+            try:
+                await self._poll_once()
+            except Exception:  # a bug must not stop the polling: log it, try again next time
+                log.exception("sidecar: poll failed")
 
     async def _poll_once(self) -> bool:
         started = self.charging.clock.mono()
@@ -208,7 +218,8 @@ class Sidecar:
             async with self.pool.acquire(timeout=self.timeout_s) as conn:
                 now: datetime = await conn.fetchval("SELECT now()", timeout=self.timeout_s)
                 rows = await conn.fetch(
-                    f"SELECT {SNAPSHOT_COLUMNS} FROM account_snapshots WHERE changed_at > $1",
+                    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
+                    "WHERE changed_at > $1",
                     self.watermark - WATERMARK_MARGIN,
                     timeout=self.timeout_s,
                 )

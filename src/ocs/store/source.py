@@ -13,7 +13,11 @@ from ocs.charging.pipeline import SourceUnavailable, UsageOutcome, UsageReport
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountSnapshot
 from ocs.core.money import to_decimal
-from ocs.store.accounts import SNAPSHOT_COLUMNS, snapshot_from_row
+from ocs.store.accounts import (
+    SNAPSHOT_COLUMNS,
+    VERSIONED_SNAPSHOT_COLUMNS,
+    snapshot_from_row,
+)
 
 DATABASE_ERRORS = (
     OSError,
@@ -76,7 +80,8 @@ class PostgresAccounts:
                     report.close_reason,
                 )
                 snap = await conn.fetchrow(
-                    f"SELECT {SNAPSHOT_COLUMNS} FROM account_snapshots WHERE account_id = $1",
+                    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
+                    "WHERE account_id = $1",
                     report.account_id,
                 )
         except DATABASE_ERRORS as exc:
@@ -86,6 +91,7 @@ class PostgresAccounts:
             charged=row["charged"],
             duplicate=row["duplicate"],
             snapshot=snapshot_from_row(tuple(snap)) if snap else None,
+            version=snap["changed_at"] if snap else None,
         )
 
     async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
