@@ -5,6 +5,7 @@
 set -euo pipefail
 NEEDED=(
     "radclient:freeradius-utils"
+    "redis-server:redis-server"
 )
 
 missing=()

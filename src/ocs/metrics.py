@@ -169,6 +169,28 @@ class Metrics:
             ["policy"],
             registry=r,
         )
+        # Redis (redis.url): session counts and reservations shared with other instances.
+        self.redis_up = Gauge(
+            "ocs_redis_up",
+            "1 while the Redis sync works; 0 while decisions use this instance's figures alone.",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "ocs_redis_errors_total",
+            "Redis sync rounds that failed (unreachable, timed out, refused).",
+            registry=r,
+        )
+        self.redis_sync_duration = Histogram(
+            "ocs_redis_sync_duration_seconds",
+            "Time of one Redis sync round (publish, heartbeat, read the others' changes).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_instances = Gauge(
+            "ocs_redis_instances",
+            "Other live instances sharing session counts and reservations through Redis.",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, host: str, port: int) -> int:

@@ -9,11 +9,17 @@ Rules of this file:
   each spend the same balance.
 - Reservations made at admission (RADIUS Access-Accept) before the session is known by its
   accounting id are *pending*; the session's start claims the oldest pending one of its account.
+- Several instances (``redis.url``): the book also holds *remote* figures, the reservations and
+  running sessions each other instance holds per account, as last heard through Redis
+  (``ocs.store.redis_sync``). ``reserved`` and ``active_sessions`` answer local + remote, so a
+  decision still reads only dictionaries here. Local changes mark their account *dirty*; the sync
+  task takes the dirty set, publishes those accounts' local figures and sets the remote ones.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -33,7 +39,8 @@ class _AccountState:
 
 
 class SessionBook:
-    """In-process bookkeeping; one instance per daemon (a Redis-backed one shares it)."""
+    """In-process bookkeeping; one instance per daemon, shared with other daemons through the
+    remote figures a sync task keeps up to date."""
 
     def __init__(self, *, setup_window_s: float = 1.0) -> None:
         self._window = setup_window_s
@@ -41,6 +48,11 @@ class SessionBook:
         self._reservations: dict[str, Reservation] = {}
         # running session key -> [account id, expiry (monotonic)]
         self._sessions: dict[str, tuple[int, float]] = {}
+        # Other instances: account -> [reserved, sessions] summed over them, and per instance.
+        self._remote: dict[int, tuple[int, int]] = {}
+        self._remote_by_instance: dict[str, dict[int, tuple[int, int]]] = {}
+        # Accounts whose local figures changed since the last ``take_dirty``; None: not shared.
+        self._dirty: set[int] | None = None
 
     def _state(self, account_id: int) -> _AccountState:
         state = self._accounts.get(account_id)
@@ -51,12 +63,18 @@ class SessionBook:
     # --- what a new-session decision needs ---------------------------------------------------
 
     def reserved(self, account_id: int) -> int:
+        """Credit (micro-units) held for the account's sessions, here and elsewhere."""
         state = self._accounts.get(account_id)
-        return state.reserved if state is not None else 0
+        local = state.reserved if state is not None else 0
+        remote = self._remote.get(account_id)
+        return local if remote is None else local + remote[0]
 
     def active_sessions(self, account_id: int) -> int:
+        """The account's running sessions, here and elsewhere."""
         state = self._accounts.get(account_id)
-        return state.sessions if state is not None else 0
+        local = state.sessions if state is not None else 0
+        remote = self._remote.get(account_id)
+        return local if remote is None else local + remote[1]
 
     def setups_in_window(self, account_id: int, now: float) -> int:
         state = self._accounts.get(account_id)
@@ -97,6 +115,8 @@ class SessionBook:
                 break
         self._sessions[session_key] = (account_id, now + ttl_s)
         state.sessions += 1
+        if self._dirty is not None:
+            self._dirty.add(account_id)
 
     def touch(self, session_key: str, now: float, ttl_s: float) -> None:
         """News from a running session (interim update): push its expiry out."""
@@ -120,6 +140,8 @@ class SessionBook:
             state = self._accounts.get(running[0])
             if state is not None and state.sessions > 0:
                 state.sessions -= 1
+            if self._dirty is not None:
+                self._dirty.add(running[0])
 
     def expire(self, now: float) -> int:
         """Drop reservations and sessions whose time is up; returns how many. Call it often."""
@@ -134,15 +156,99 @@ class SessionBook:
             del self._accounts[account_id]
         return len(gone) + len(lost)
 
+    # --- sharing with other instances ---------------------------------------------------------
+
+    def track_changes(self) -> None:
+        """Start recording which accounts' local figures change (for ``take_dirty``)."""
+        if self._dirty is None:
+            self._dirty = set()
+
+    def take_dirty(self) -> set[int]:
+        """The accounts whose local figures changed since the last call; the set starts anew."""
+        dirty = self._dirty
+        if dirty is None:
+            return set()
+        self._dirty = set()
+        return dirty
+
+    def mark_dirty(self, account_ids: Iterable[int]) -> None:
+        """Have these accounts published again (a failed publish, a reconnection)."""
+        if self._dirty is not None:
+            self._dirty.update(account_ids)
+
+    def local_figures(self, account_id: int) -> tuple[int, int]:
+        """This instance's own (reserved micro-units, running sessions) for the account."""
+        state = self._accounts.get(account_id)
+        return (state.reserved, state.sessions) if state is not None else (0, 0)
+
+    def local_accounts(self) -> list[int]:
+        """Accounts for which this instance holds credit or runs sessions."""
+        return [a for a, s in self._accounts.items() if s.reserved or s.sessions]
+
+    def set_remote(self, instance: str, account_id: int, reserved: int, sessions: int) -> None:
+        """What ``instance`` holds for the account now (replacing what it held before)."""
+        held = self._remote_by_instance.get(instance)
+        if held is None:
+            if not reserved and not sessions:
+                return
+            held = self._remote_by_instance[instance] = {}
+        before = held.pop(account_id, (0, 0))
+        if reserved or sessions:
+            held[account_id] = (reserved, sessions)
+        elif not held:
+            del self._remote_by_instance[instance]
+        self._add_remote(account_id, reserved - before[0], sessions - before[1])
+
+    def forget_instance(self, instance: str) -> int:
+        """Drop everything ``instance`` held (it stopped, or its heartbeat expired); returns
+        how many accounts it held figures for."""
+        held = self._remote_by_instance.pop(instance, None)
+        if held is None:
+            return 0
+        for account_id, (reserved, sessions) in held.items():
+            self._add_remote(account_id, -reserved, -sessions)
+        return len(held)
+
+    def clear_remote(self) -> None:
+        """Forget every other instance (Redis unreachable: decide from local state alone)."""
+        self._remote.clear()
+        self._remote_by_instance.clear()
+
+    def remote_instances(self) -> list[str]:
+        """Instances that hold figures for at least one account, as last heard."""
+        return list(self._remote_by_instance)
+
+    def remote_figures(self, account_id: int) -> tuple[int, int]:
+        """(reserved micro-units, running sessions) that other instances hold for the account."""
+        return self._remote.get(account_id, (0, 0))
+
+    @property
+    def remote_account_count(self) -> int:
+        return len(self._remote)
+
     # --- internals ----------------------------------------------------------------------------
+
+    def _add_remote(self, account_id: int, reserved: int, sessions: int) -> None:
+        if not reserved and not sessions:
+            return
+        old_reserved, old_sessions = self._remote.get(account_id, (0, 0))
+        new = (old_reserved + reserved, old_sessions + sessions)
+        if new == (0, 0):
+            self._remote.pop(account_id, None)
+        else:
+            self._remote[account_id] = new
 
     def _reserve(self, key: str, account_id: int, amount: int, expires_at: float) -> None:
         self._reservations[key] = Reservation(account_id, amount, expires_at)
         self._state(account_id).reserved += amount
+        if self._dirty is not None:
+            self._dirty.add(account_id)
 
     def _release_reservation(self, key: str) -> None:
         held = self._reservations.pop(key, None)
         if held is not None:
+            if self._dirty is not None:
+                self._dirty.add(held.account_id)
             state = self._accounts.get(held.account_id)
             if state is not None:
                 state.reserved -= held.amount

@@ -1,0 +1,285 @@
+"""SessionBook without a clock: every call gets its ``now`` (monotonic seconds) explicitly.
+
+Local bookkeeping (reservations, running sessions, setup rate, expiry) and what other instances
+hold (remote figures, set by the Redis sync) summed into the figures a decision reads.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ocs.charging.sessions import SessionBook
+
+ACCOUNT = 7
+OTHER = 8
+
+
+# --- local and remote figures ------------------------------------------------------------------
+
+
+def test_a_new_book_holds_nothing() -> None:
+    book = SessionBook()
+    assert book.reserved(ACCOUNT) == 0
+    assert book.active_sessions(ACCOUNT) == 0
+    assert book.setups_in_window(ACCOUNT, 0.0) == 0
+    assert book.remote_figures(ACCOUNT) == (0, 0)
+    assert book.local_figures(ACCOUNT) == (0, 0)
+
+
+def test_reserved_and_sessions_are_local_plus_remote() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 500, now=0.0, ttl_s=30)
+    book.start("acct-1", ACCOUNT, now=1.0, ttl_s=600)  # claims auth-1's 500
+    book.reserve("acct-1", ACCOUNT, 700, now=2.0, ttl_s=600)
+    assert book.local_figures(ACCOUNT) == (700, 1)
+    book.set_remote("b", ACCOUNT, 1_000, 2)
+    book.set_remote("c", ACCOUNT, 300, 1)
+    assert book.remote_figures(ACCOUNT) == (1_300, 3)
+    assert book.reserved(ACCOUNT) == 2_000
+    assert book.active_sessions(ACCOUNT) == 4
+    # Only remote figures for an account this instance knows nothing about.
+    book.set_remote("b", OTHER, 50, 0)
+    assert (book.reserved(OTHER), book.active_sessions(OTHER)) == (50, 0)
+    assert book.local_figures(OTHER) == (0, 0)
+
+
+def test_an_instance_announcement_replaces_what_it_held() -> None:
+    book = SessionBook()
+    book.set_remote("b", ACCOUNT, 1_000, 2)
+    book.set_remote("b", ACCOUNT, 400, 1)
+    assert book.remote_figures(ACCOUNT) == (400, 1)
+    book.set_remote("c", ACCOUNT, 100, 1)
+    book.set_remote("b", ACCOUNT, 0, 0)
+    assert book.remote_figures(ACCOUNT) == (100, 1)
+    book.set_remote("c", ACCOUNT, 0, 0)
+    assert book.remote_figures(ACCOUNT) == (0, 0)
+    assert book.remote_account_count == 0
+    assert book.remote_instances() == []
+
+
+def test_a_zero_from_an_unknown_instance_is_ignored() -> None:
+    book = SessionBook()
+    book.set_remote("b", ACCOUNT, 0, 0)
+    assert book.remote_instances() == []
+
+
+def test_forgetting_an_instance_drops_all_it_held_and_nothing_else() -> None:
+    book = SessionBook()
+    book.set_remote("b", ACCOUNT, 1_000, 2)
+    book.set_remote("b", OTHER, 10, 1)
+    book.set_remote("c", ACCOUNT, 5, 1)
+    assert sorted(book.remote_instances()) == ["b", "c"]
+    assert book.forget_instance("b") == 2
+    assert book.remote_figures(ACCOUNT) == (5, 1)
+    assert book.remote_figures(OTHER) == (0, 0)
+    assert book.forget_instance("b") == 0
+    assert book.remote_instances() == ["c"]
+
+
+def test_clearing_remote_figures_leaves_the_local_ones() -> None:
+    book = SessionBook()
+    book.start("s", ACCOUNT, now=0.0, ttl_s=60)
+    book.set_remote("b", ACCOUNT, 1_000, 2)
+    book.clear_remote()
+    assert book.active_sessions(ACCOUNT) == 1
+    assert book.reserved(ACCOUNT) == 0
+    assert book.remote_instances() == []
+
+
+def test_remote_figures_survive_local_expiry_of_the_account() -> None:
+    book = SessionBook()
+    book.set_remote("b", ACCOUNT, 10, 1)
+    book.admit("auth-1", ACCOUNT, 5, now=0.0, ttl_s=1)
+    book.expire(now=100.0)  # the local state of the account is gone
+    assert book.local_figures(ACCOUNT) == (0, 0)
+    assert (book.reserved(ACCOUNT), book.active_sessions(ACCOUNT)) == (10, 1)
+
+
+# --- dirty tracking ------------------------------------------------------------------------------
+
+
+def test_without_tracking_nothing_is_recorded() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 5, now=0.0, ttl_s=30)
+    book.mark_dirty([ACCOUNT])
+    assert book.take_dirty() == set()
+
+
+def test_every_change_of_local_figures_marks_its_account() -> None:
+    book = SessionBook()
+    book.track_changes()
+    book.admit("auth-1", ACCOUNT, 5, now=0.0, ttl_s=30)
+    assert book.take_dirty() == {ACCOUNT}
+    assert book.take_dirty() == set()  # taken: the set starts anew
+
+    book.start("acct-1", ACCOUNT, now=1.0, ttl_s=60)  # one more session
+    assert book.take_dirty() == {ACCOUNT}
+    book.reserve("acct-1", ACCOUNT, 9, now=1.0, ttl_s=60)  # the next quota
+    assert book.take_dirty() == {ACCOUNT}
+    book.reserve("ccr-2", OTHER, 9, now=1.0, ttl_s=60)
+    assert book.take_dirty() == {OTHER}
+    book.end("acct-1")
+    assert book.take_dirty() == {ACCOUNT}
+    book.end("acct-1")  # already gone: no change
+    assert book.take_dirty() == set()
+
+
+def test_reads_and_remote_figures_do_not_mark_anything() -> None:
+    book = SessionBook()
+    book.track_changes()
+    book.reserved(ACCOUNT)
+    book.active_sessions(ACCOUNT)
+    book.setups_in_window(ACCOUNT, 0.0)
+    book.set_remote("b", ACCOUNT, 10, 1)
+    book.forget_instance("b")
+    assert book.take_dirty() == set()
+
+
+def test_a_touch_moves_an_expiry_but_no_figure() -> None:
+    book = SessionBook()
+    book.start("s", ACCOUNT, now=0.0, ttl_s=60)
+    book.track_changes()
+    book.touch("s", now=30.0, ttl_s=60)
+    assert book.take_dirty() == set()
+
+
+def test_expiry_marks_the_accounts_it_releases() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 5, now=0.0, ttl_s=10)
+    book.start("lost", OTHER, now=0.0, ttl_s=20)
+    book.track_changes()
+    book.expire(now=10.0)
+    assert book.take_dirty() == {ACCOUNT}
+    book.expire(now=20.0)
+    assert book.take_dirty() == {OTHER}
+
+
+def test_mark_dirty_and_local_accounts_for_a_republish() -> None:
+    book = SessionBook()
+    book.track_changes()
+    book.admit("auth-1", ACCOUNT, 5, now=0.0, ttl_s=10)
+    book.start("s", OTHER, now=0.0, ttl_s=10)
+    book.take_dirty()
+    assert sorted(book.local_accounts()) == [ACCOUNT, OTHER]
+    book.mark_dirty(book.local_accounts())
+    assert book.take_dirty() == {ACCOUNT, OTHER}
+
+
+# --- expiry (every grant has a TTL) --------------------------------------------------------------
+
+
+def test_a_reservation_expires_at_its_ttl() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 500, now=100.0, ttl_s=30)
+    assert book.expire(now=129.9) == 0
+    assert book.reserved(ACCOUNT) == 500
+    assert book.expire(now=130.0) == 1
+    assert book.reserved(ACCOUNT) == 0
+    assert book.reservation_count == 0
+
+
+def test_a_lost_session_expires_and_stops_counting() -> None:
+    book = SessionBook()
+    book.start("lost", ACCOUNT, now=0.0, ttl_s=120)
+    book.reserve("lost", ACCOUNT, 800, now=0.0, ttl_s=120)
+    assert book.active_sessions(ACCOUNT) == 1
+    assert book.expire(now=119.0) == 0
+    assert book.expire(now=120.0) == 2  # its reservation and the session itself
+    assert (book.active_sessions(ACCOUNT), book.reserved(ACCOUNT)) == (0, 0)
+    assert book.session_count == 0
+    assert not book.is_running("lost")
+
+
+def test_news_from_a_session_pushes_its_expiry_out() -> None:
+    book = SessionBook()
+    book.start("s", ACCOUNT, now=0.0, ttl_s=60)
+    book.reserve("s", ACCOUNT, 800, now=0.0, ttl_s=60)
+    book.touch("s", now=50.0, ttl_s=60)
+    assert book.expire(now=100.0) == 0
+    assert book.active_sessions(ACCOUNT) == 1
+    assert book.reserved(ACCOUNT) == 800
+    assert book.expire(now=110.0) == 2
+
+
+def test_a_second_start_of_the_same_session_is_a_touch() -> None:
+    book = SessionBook()
+    book.start("s", ACCOUNT, now=0.0, ttl_s=60)
+    book.start("s", ACCOUNT, now=50.0, ttl_s=60)
+    assert book.active_sessions(ACCOUNT) == 1
+    assert book.expire(now=100.0) == 0
+
+
+# --- setup rate ----------------------------------------------------------------------------------
+
+
+def test_setups_count_within_the_window_only() -> None:
+    book = SessionBook(setup_window_s=1.0)
+    for now in (10.0, 10.2, 10.9):
+        book.admit(f"auth-{now}", ACCOUNT, 1, now=now, ttl_s=30)
+    assert book.setups_in_window(ACCOUNT, 10.95) == 3
+    assert book.setups_in_window(ACCOUNT, 11.0) == 2  # the one at 10.0 is a full second old
+    assert book.setups_in_window(ACCOUNT, 11.5) == 1
+    assert book.setups_in_window(ACCOUNT, 12.0) == 0
+    assert book.setups_in_window(OTHER, 11.0) == 0
+
+
+@pytest.mark.parametrize("window", [0.5, 2.0])
+def test_the_setup_window_is_a_parameter(window: float) -> None:
+    book = SessionBook(setup_window_s=window)
+    book.admit("auth-1", ACCOUNT, 1, now=0.0, ttl_s=30)
+    assert book.setups_in_window(ACCOUNT, window - 0.01) == 1
+    assert book.setups_in_window(ACCOUNT, window) == 0
+
+
+def test_an_idle_account_is_dropped_by_expiry() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 1, now=0.0, ttl_s=5)
+    book.expire(now=10.0)
+    assert book.local_accounts() == []
+    assert book.setups_in_window(ACCOUNT, 10.0) == 0
+
+
+# --- pending reservations claimed by a start -----------------------------------------------------
+
+
+def test_a_start_claims_the_oldest_pending_reservation_of_its_account() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 100, now=0.0, ttl_s=30)
+    book.admit("auth-2", ACCOUNT, 200, now=1.0, ttl_s=30)
+    book.start("acct-1", ACCOUNT, now=2.0, ttl_s=600)
+    # The credit is held once, now under the session's key, with the session's TTL.
+    assert book.reserved(ACCOUNT) == 300
+    assert book.reservation_count == 2
+    assert book.expire(now=31.5) == 1  # auth-2's hold ran out; acct-1's did not
+    assert book.reserved(ACCOUNT) == 100
+    book.end("acct-1")
+    assert book.reserved(ACCOUNT) == 0
+    assert book.active_sessions(ACCOUNT) == 0
+
+
+def test_a_start_without_pending_reservation_only_counts_the_session() -> None:
+    book = SessionBook()
+    book.admit("auth-1", OTHER, 100, now=0.0, ttl_s=30)  # another account's hold stays
+    book.start("acct-1", ACCOUNT, now=1.0, ttl_s=600)
+    assert book.active_sessions(ACCOUNT) == 1
+    assert book.reserved(ACCOUNT) == 0
+    assert book.reserved(OTHER) == 100
+
+
+def test_an_expired_pending_reservation_is_not_claimed() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 100, now=0.0, ttl_s=30)
+    book.expire(now=30.0)
+    book.start("acct-1", ACCOUNT, now=31.0, ttl_s=600)
+    assert book.reserved(ACCOUNT) == 0
+    assert book.active_sessions(ACCOUNT) == 1
+
+
+def test_admitting_again_under_the_same_key_replaces_the_hold() -> None:
+    book = SessionBook()
+    book.admit("auth-1", ACCOUNT, 100, now=0.0, ttl_s=30)
+    book.admit("auth-1", ACCOUNT, 250, now=0.5, ttl_s=30)
+    assert book.reserved(ACCOUNT) == 250
+    book.start("acct-1", ACCOUNT, now=1.0, ttl_s=600)
+    assert book.reserved(ACCOUNT) == 250
+    assert book.local_figures(ACCOUNT) == (250, 1)
