@@ -279,6 +279,70 @@ class UsageConfig:
     )
 
 
+def check_peer_pattern(value: Any) -> str | None:
+    text = str(value)
+    body = text[2:] if text.startswith("*.") else text
+    if not body or "*" in body or " " in body:
+        return 'a Diameter identity such as "pcef1.example.net" or a pattern "*.example.net"'
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiameterPeerConfig:
+    origin_host: str = _spec(
+        "",
+        "The peer's Origin-Host, or a pattern *.domain.",
+        check=check_peer_pattern,
+        required=True,
+    )
+    realm: str | None = _spec(None, "The peer's Origin-Realm, if it must match.")
+    address: str | None = _spec(
+        None, "The peer's source address or network, if it must match.", check=check_network
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiameterConfig:
+    enabled: bool = _spec(False, "Serve Diameter credit control (RFC 4006, 3GPP Gy/Ro).")
+    listen: tuple[str, ...] = _spec(
+        ("127.0.0.1:3868",), "Addresses for Diameter over TCP.", check=check_host_port
+    )
+    origin_host: str = _spec("ocs.localdomain", "Our Origin-Host.", check=check_non_empty)
+    origin_realm: str = _spec("localdomain", "Our Origin-Realm.", check=check_non_empty)
+    max_message_bytes: int = _spec(
+        65536, "Largest Diameter message accepted.", check=_range(1024, 16 * 1024 * 1024)
+    )
+    max_connections: int = _spec(256, "Most peer connections at once.", check=_range(1, 100_000))
+    cer_timeout_s: float = _spec(
+        10.0, "A connection that sends no CER within this time is closed.", check=_range(0.1, 600)
+    )
+    read_timeout_s: float = _spec(
+        30.0,
+        "A partial message that does not complete within this time closes the connection.",
+        check=_range(0.1, 3600),
+    )
+    watchdog_s: float = _spec(
+        30.0, "Tw: device watchdog interval (RFC 3539; jittered).", check=_range(6, 3600)
+    )
+    tcc_s: float = _spec(
+        600.0,
+        "A credit-control session with no request for this long is closed (Tcc).",
+        check=_range(1, 86400),
+    )
+    validity_time_s: int = _spec(1800, "Validity-Time sent with a grant.", check=_range(0, 86400))
+    max_pending: int = _spec(
+        4096,
+        "Requests in progress at once; beyond it the answer is 3004 DIAMETER_TOO_BUSY.",
+        check=_range(1, 1_000_000),
+    )
+    strict: bool = _spec(
+        False, "End sessions when credit runs out (Final-Unit-Indication) instead of continuing."
+    )
+    peers: tuple[DiameterPeerConfig, ...] = _spec(
+        (), "Peers allowed to connect (the allow-list; an unknown peer gets 3010)."
+    )
+
+
 def check_redis_url(value: Any) -> str | None:
     text = str(value)
     if not text.startswith(("redis://", "rediss://", "unix://")):
@@ -324,6 +388,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
     grant: GrantConfig = field(default_factory=GrantConfig)
     radius: RadiusConfig = field(default_factory=RadiusConfig)
+    diameter: DiameterConfig = field(default_factory=DiameterConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
@@ -514,6 +579,11 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
             f"expected at most grant.max_volume_bytes ({config.grant.max_volume_bytes})"
         )
     problems.extend(_radius_problems(config.radius))
+    if config.diameter.enabled and not config.diameter.peers:
+        problems.append(
+            "diameter.enabled = true but no [[diameter.peers]] is configured: every peer "
+            "would be refused"
+        )
     if problems:
         raise ConfigError(problems, source)
     result: Config = dataclasses.replace(config, source=source)

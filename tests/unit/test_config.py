@@ -29,8 +29,8 @@ def test_example_file_shows_every_key_with_its_default() -> None:
             # A key of an array of tables ([[radius.clients]]): shown in the example entry.
             assert f"{key.split('.')[-1]} = " in text, f"{key} is not shown in ocs.example.toml"
             continue
-        if key == "radius.clients":
-            assert "[[radius.clients]]" in text
+        if key in ("radius.clients", "diameter.peers"):
+            assert f"[[{key}]]" in text
             continue
         if default is None:
             # Unset by default: shown commented out.
@@ -44,7 +44,10 @@ def test_example_file_shows_every_key_with_its_default() -> None:
     assert shown <= {k for k, _, _ in iter_keys()}
     example = load_config(ROOT / "config" / "ocs.example.toml", env={})
     assert example.radius.clients  # the example shows one client ...
-    assert example == Config(radius=replace(Config().radius, clients=example.radius.clients))
+    assert example == Config(
+        radius=replace(Config().radius, clients=example.radius.clients),
+        diameter=replace(Config().diameter, peers=example.diameter.peers),
+    )
 
 
 @pytest.mark.parametrize("name", ["ocs.example.toml", "ocs.demo.toml"])
