@@ -15,28 +15,25 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountSnapshot
 
 
-@dataclass(frozen=True, slots=True)
-class CacheEntry:
-    snapshot: AccountSnapshot
-    loaded_at: float  # monotonic seconds
-    # The database's change stamp of the row the snapshot was read from, when known: a read
-    # that started before a newer one finished must not overwrite it.
-    version: Any = None
-
-
 class AccountCache:
+    """Memory matters here (a million accounts): snapshots are stored as they are, the time and
+    version of an entry are kept apart only for entries refreshed after the bulk load, and
+    identities are indexed per kind by their value (no tuple per key)."""
+
     def __init__(
         self, *, negative_ttl_s: float = 10.0, negative_max_entries: int = 100_000
     ) -> None:
-        self._entries: dict[int, CacheEntry] = {}
-        self._identities: dict[tuple[str, str], int] = {}
+        self._entries: dict[int, AccountSnapshot] = {}
+        self._loaded_at: dict[int, float] = {}  # entries refreshed after the bulk load
+        self._versions: dict[int, Any] = {}
+        self._bulk_loaded_at = 0.0
+        self._identities: dict[str, dict[str, int]] = {kind.value: {} for kind in IdentityKind}
         self._unknown: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._negative_ttl_s = negative_ttl_s
         self._negative_max = negative_max_entries
@@ -47,7 +44,7 @@ class AccountCache:
 
     @property
     def identity_count(self) -> int:
-        return len(self._identities)
+        return sum(len(index) for index in self._identities.values())
 
     # --- writes (the loader and the pipeline) ----------------------------------------------
 
@@ -58,39 +55,52 @@ class AccountCache:
         loaded_at: float,
     ) -> None:
         """Swap in a complete new content (a full load); readers never see a half state."""
-        entries = {s.account_id: CacheEntry(s, loaded_at) for s in snapshots}
-        index = {(kind, value): account for kind, value, account in identities}
+        entries = {s.account_id: s for s in snapshots}
+        index: dict[str, dict[str, int]] = {kind.value: {} for kind in IdentityKind}
+        for kind, value, account in identities:
+            owner = entries.get(account)
+            # One string object for both the name and its user name: a million of them add up.
+            shared = owner.name if owner is not None and owner.name == value else value
+            index.setdefault(kind, {})[shared] = account
         self._entries, self._identities = entries, index
+        self._loaded_at, self._versions = {}, {}
+        self._bulk_loaded_at = loaded_at
         self._unknown.clear()
         self.validated_at = loaded_at
 
     def put(self, snapshot: AccountSnapshot, loaded_at: float, version: Any = None) -> bool:
-        """Store a snapshot unless the cache holds one read from a newer row; True if stored."""
-        current = self._entries.get(snapshot.account_id)
-        if (
-            current is not None
-            and version is not None
-            and current.version is not None
-            and version < current.version
-        ):
+        """Store a snapshot unless the cache holds one read from a newer row; True if stored.
+        ``version`` is the row's change stamp, when known: a read that started before a newer
+        one finished must not overwrite it."""
+        account = snapshot.account_id
+        current = self._versions.get(account)
+        if version is not None and current is not None and version < current:
             return False
-        self._entries[snapshot.account_id] = CacheEntry(snapshot, loaded_at, version)
+        self._entries[account] = snapshot
+        self._loaded_at[account] = loaded_at
+        if version is None:
+            self._versions.pop(account, None)
+        else:
+            self._versions[account] = version
         return True
 
     def remove(self, account_id: int) -> None:
         self._entries.pop(account_id, None)
+        self._loaded_at.pop(account_id, None)
+        self._versions.pop(account_id, None)
 
     def set_identities(self, account_id: int, identities: Iterable[tuple[str, str]]) -> None:
         """Make ``identities`` (kind, normalized value) the account's complete set."""
-        stale = [key for key, acct in self._identities.items() if acct == account_id]
-        for key in stale:
-            del self._identities[key]
+        for index in self._identities.values():
+            stale = [value for value, acct in index.items() if acct == account_id]
+            for value in stale:
+                del index[value]
         for kind, value in identities:
-            self._identities[(kind, value)] = account_id
+            self._identities.setdefault(kind, {})[value] = account_id
             self._unknown.pop((kind, value), None)
 
     def add_identity(self, kind: IdentityKind, value: str, account_id: int) -> None:
-        self._identities[(kind.value, value)] = account_id
+        self._identities[kind.value][value] = account_id
         self._unknown.pop((kind.value, value), None)
 
     def mark_validated(self, now: float) -> None:
@@ -110,7 +120,7 @@ class AccountCache:
     # --- reads (the hot path) ----------------------------------------------------------------
 
     def account_for(self, kind: IdentityKind, normalized_value: str) -> int | None:
-        return self._identities.get((kind.value, normalized_value))
+        return self._identities[kind.value].get(normalized_value)
 
     def known_unknown(self, kind: IdentityKind, normalized_value: str, now: float) -> bool:
         """True while the identity is remembered as not existing."""
@@ -122,11 +132,18 @@ class AccountCache:
             return False
         return True
 
-    def get(self, account_id: int) -> CacheEntry | None:
+    def get(self, account_id: int) -> AccountSnapshot | None:
         return self._entries.get(account_id)
 
-    def age_s(self, entry: CacheEntry, now: float) -> float:
-        proven = entry.loaded_at
+    def loaded_at(self, account_id: int) -> float:
+        return self._loaded_at.get(account_id, self._bulk_loaded_at)
+
+    def version(self, account_id: int) -> Any:
+        return self._versions.get(account_id)
+
+    def age_s(self, account_id: int, now: float) -> float:
+        """Seconds since the entry was last known to match the database."""
+        proven = self._loaded_at.get(account_id, self._bulk_loaded_at)
         if self.validated_at is not None and self.validated_at > proven:
             proven = self.validated_at
         return now - proven
@@ -135,7 +152,9 @@ class AccountCache:
         """Age of the least recently proven entry (for the metric and /readyz)."""
         if not self._entries:
             return None
-        oldest = min(e.loaded_at for e in self._entries.values())
+        oldest = self._bulk_loaded_at
+        if len(self._loaded_at) == len(self._entries):
+            oldest = min(self._loaded_at.values())
         if self.validated_at is not None and self.validated_at > oldest:
             oldest = self.validated_at
         return now - oldest

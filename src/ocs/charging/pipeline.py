@@ -216,11 +216,11 @@ class Charging:
                 self.stats.cache_hits += 1
                 return self._count(_unknown(unit))
             return None
-        entry = self.cache.get(account_id)
-        if entry is None or self.cache.age_s(entry, now) > self.policy.ttl_s:
+        snapshot = self.cache.get(account_id)
+        if snapshot is None or self.cache.age_s(account_id, now) > self.policy.ttl_s:
             return None
         self.stats.cache_hits += 1
-        return self._decide(entry.snapshot, unit, requested, reservation_key, now)
+        return self._decide(snapshot, unit, requested, reservation_key, now)
 
     async def admit(
         self,
@@ -268,13 +268,17 @@ class Charging:
         now = self.clock.mono()
         account_id = self.cache.account_for(kind, value)
         entry = self.cache.get(account_id) if account_id is not None else None
-        if entry is not None and self.cache.age_s(entry, now) <= self.policy.max_stale_s:
+        if (
+            entry is not None
+            and account_id is not None
+            and self.cache.age_s(account_id, now) <= self.policy.max_stale_s
+        ):
             self.stats.stale_decisions += 1
-            return self._decide(entry.snapshot, unit, requested, reservation_key, now)
+            return self._decide(entry, unit, requested, reservation_key, now)
         self.stats.stale_policy_applied += 1
         if self.policy.on_stale == "accept":
             if entry is not None:
-                decision = self._decide(entry.snapshot, unit, requested, reservation_key, now)
+                decision = self._decide(entry, unit, requested, reservation_key, now)
                 if decision.admitted:
                     return decision
             cap = (
@@ -365,9 +369,9 @@ class Charging:
         Raises ``SourceUnavailable`` when only the database could tell."""
         account_id = self.cache.account_for(kind, value)
         if account_id is not None:
-            entry = self.cache.get(account_id)
-            if entry is not None:
-                return entry.snapshot
+            cached = self.cache.get(account_id)
+            if cached is not None:
+                return cached
         if not self._source_usable(self.clock.mono()):
             raise SourceUnavailable("the database is unavailable and the identity is not cached")
         snapshot = await self._single_flight(
@@ -403,12 +407,11 @@ class Charging:
             # Not in the database yet: charge the cached figures, so the next decisions see the
             # usage while PostgreSQL is away. The sidecar reloads the truth once it is back.
             delta = max(total - self._session_totals.get(key, 0), 0)
-            entry = self.cache.get(report.account_id)
-            if entry is not None and delta:
-                snapshot = dataclasses.replace(
-                    entry.snapshot, balance=entry.snapshot.balance - delta
-                )
-                self.cache.put(snapshot, entry.loaded_at, entry.version)
+            cached = self.cache.get(report.account_id)
+            if cached is not None and delta:
+                account = report.account_id
+                snapshot = dataclasses.replace(cached, balance=cached.balance - delta)
+                self.cache.put(snapshot, self.cache.loaded_at(account), self.cache.version(account))
         if not outcome.duplicate:
             self._session_totals[key] = max(total, self._session_totals.get(key, 0))
         if report.final:

@@ -154,6 +154,26 @@ class AccountSnapshot:
     tariff: Tariff = field(default=FREE_TARIFF)
 
     def __post_init__(self) -> None:
+        # One cheap test for the common case (a million snapshots load at start-up); the
+        # detailed checks below only run to name what is wrong.
+        if (
+            type(self.account_id) is int
+            and type(self.balance) is int
+            and type(self.credit_limit) is int
+            and type(self.min_balance) is int
+            and type(self.unbilled) is int
+            and (
+                self.max_sessions is None
+                or (type(self.max_sessions) is int and self.max_sessions >= 0)
+            )
+            and (
+                self.max_setups_per_s is None
+                or (type(self.max_setups_per_s) is int and self.max_setups_per_s >= 0)
+            )
+            and type(self.status) is AccountStatus
+            and type(self.limit_basis) is LimitBasis
+        ):
+            return
         _require_int("account_id", self.account_id)
         _require_int("balance", self.balance)
         _require_int("credit_limit", self.credit_limit)
