@@ -263,3 +263,38 @@ async def test_demo_accounts_decide_as_the_table_says(conn: asyncpg.Connection) 
         by_e164 = await store.account_id_by_identity(conn, IdentityKind.E164, demo.e164)
         by_user = await store.account_id_by_identity(conn, IdentityKind.USER_NAME, demo.name)
         assert by_e164 == by_user == snap.account_id
+
+
+async def test_concurrent_usage_on_one_account_neither_deadlocks_nor_double_charges(
+    dsn: str,
+) -> None:
+    setup = await asyncpg.connect(dsn)
+    try:
+        account = await store.create_account(
+            setup, "busy", store.AccountSettings(credit_limit=parse_amount("1000"))
+        )
+    finally:
+        await setup.close()
+    conns = [await asyncpg.connect(dsn) for _ in range(8)]
+
+    async def report(conn: asyncpg.Connection, n: int) -> None:
+        for round_ in range(10):
+            await conn.execute(
+                "SELECT * FROM ocs_record_session_usage('diameter', 'pcef', $1, $2, $3, "
+                "$4, 0, 0, $5, $6, now())",
+                f"s{n}",
+                account,
+                f"s{n}/{round_}",
+                (round_ + 1) * 10,
+                Decimal("0.01") * (round_ + 1),
+                round_ == 9,
+            )
+
+    try:
+        await asyncio.gather(*(report(c, n) for n, c in enumerate(conns)))
+        balance = await conns[0].fetchval("SELECT balance FROM accounts WHERE id = $1", account)
+    finally:
+        for c in conns:
+            await c.close()
+    # Eight sessions, each charged its cumulative 0.10 exactly once.
+    assert balance == Decimal("-0.80")
