@@ -1,0 +1,537 @@
+"""Several instances sharing session counts and reservations through a real redis-server.
+
+Each test starts its own ``redis-server`` on a free loopback port (no persistence) and stops it by
+pid at the end. In one process: two SessionBook + RedisSync pairs stand for two instances. End to
+end: two ``ocsd`` daemons on one PostgreSQL and one Redis, driven over RADIUS.
+
+With ``CI=true`` a missing redis-server fails these tests; elsewhere they are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from support import ROOT, run_ocs, write_config
+
+from ocs.charging.cache import AccountCache
+from ocs.charging.pipeline import CachePolicy, Charging, UsageOutcome, UsageReport
+from ocs.charging.sessions import SessionBook
+from ocs.core import AccountSnapshot, GrantLimits, Tariff, parse_amount
+from ocs.core.identity import IdentityKind
+from ocs.core.model import RefusalReason
+from ocs.metrics import Metrics
+from ocs.radius import codec
+from ocs.store.redis_sync import KeyLayout, RedisSync
+
+pytestmark = pytest.mark.integration
+
+REDIS_SERVER = shutil.which("redis-server")
+INTERVAL_S = 0.02
+INSTANCE_TTL_S = 1.0
+ACCOUNT = 42
+
+
+def free_tcp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """``redis-server`` as a subprocess on a fixed loopback port; can be stopped and restarted."""
+
+    def __init__(self, binary: str, port: int, workdir: Path) -> None:
+        self.binary = binary
+        self.port = port
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if REDIS_SERVER is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server (Debian package redis-server) is required in CI")
+        pytest.skip("no redis-server")
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(REDIS_SERVER, free_tcp_port(), workdir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def eventually(
+    check: Callable[[], bool], timeout_s: float = 5.0, what: str = "condition"
+) -> float:
+    """Wait until ``check()`` holds; returns how long it took."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not check():
+        if loop.time() - started > timeout_s:
+            raise AssertionError(f"{what}: not within {timeout_s} s")
+        await asyncio.sleep(0.005)
+    return loop.time() - started
+
+
+@dataclass
+class Instance:
+    book: SessionBook
+    sync: RedisSync
+    metrics: Metrics
+
+    def metric(self, name: str) -> float | None:
+        return self.metrics.registry.get_sample_value(name)
+
+
+@pytest.fixture
+async def instances(redis_server: RedisServer) -> AsyncIterator[Callable[[], Instance]]:
+    """Make SessionBook + RedisSync pairs on the test's Redis; all stopped at the end."""
+    made: list[Instance] = []
+
+    def make() -> Instance:
+        book, metrics = SessionBook(), Metrics()
+        sync = RedisSync(
+            book,
+            url=redis_server.url,
+            key_prefix="t",
+            sync_interval_s=INTERVAL_S,
+            instance_ttl_s=INSTANCE_TTL_S,
+            timeout_s=0.5,
+            metrics=metrics,
+        )
+        sync.start()
+        made.append(Instance(book, sync, metrics))
+        return made[-1]
+
+    yield make
+    for instance in made:
+        await instance.sync.stop()
+
+
+def mono() -> float:
+    return asyncio.get_running_loop().time()
+
+
+async def up(*members: Instance) -> None:
+    await eventually(lambda: all(m.sync.up for m in members), what="redis sync up")
+    await eventually(lambda: all(len(m.sync.live) == len(members) - 1 for m in members))
+
+
+# --- two instances in one process ---------------------------------------------------------------
+
+
+async def test_a_session_on_one_instance_counts_on_the_other(instances, redis_server) -> None:
+    a, b = instances(), instances()
+    await up(a, b)
+    a.book.start("call-1", ACCOUNT, mono(), ttl_s=600)
+    took = await eventually(lambda: b.book.active_sessions(ACCOUNT) == 1, what="B sees A's call")
+    assert took < 20 * INTERVAL_S + 0.5
+    assert b.book.local_figures(ACCOUNT) == (0, 0)
+    b.book.start("call-2", ACCOUNT, mono(), ttl_s=600)
+    await eventually(lambda: a.book.active_sessions(ACCOUNT) == 2, what="A sees B's call")
+    a.book.end("call-1")
+    await eventually(lambda: b.book.active_sessions(ACCOUNT) == 1, what="B sees the end")
+    assert a.book.active_sessions(ACCOUNT) == 1
+
+    # The keys: one per (account, instance), hash-tagged by account, with the instance TTL.
+    client = aioredis.from_url(redis_server.url)
+    try:
+        keys = KeyLayout("t")
+        assert await client.get(keys.account(ACCOUNT, b.sync.instance)) == b"0 1"
+        assert await client.get(keys.account(ACCOUNT, a.sync.instance)) is None  # zero: deleted
+        assert 0 < await client.pttl(keys.account(ACCOUNT, b.sync.instance)) <= 1000
+        assert keys.account(ACCOUNT, "x") == "t:{acct:42}:i:x"
+        assert sorted(m.decode() for m in await client.zrange(keys.instances, 0, -1)) == sorted(
+            [a.sync.instance, b.sync.instance]
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_figures_set_before_an_instance_starts_reach_it(instances) -> None:
+    """A (re)starting instance rebuilds the others' figures from the stream's history, with no
+    decision having looked at the account before."""
+    a = instances()
+    a.book.start("call-1", ACCOUNT, mono(), ttl_s=600)
+    a.book.admit("auth-9", ACCOUNT + 1, 123, mono(), ttl_s=600)
+    await up(a)
+    await asyncio.sleep(5 * INTERVAL_S)
+    b = instances()
+    await eventually(lambda: b.book.active_sessions(ACCOUNT) == 1, what="B learns the history")
+    assert b.book.reserved(ACCOUNT + 1) == 123
+
+
+async def test_figures_stay_known_past_the_instance_ttl(instances) -> None:
+    """Non-zero figures are re-published before their keys expire and re-announced, so a long
+    call is still counted (and a late joiner still learns it) after several instance TTLs."""
+    a, b = instances(), instances()
+    a.book.start("long-call", ACCOUNT, mono(), ttl_s=600)
+    await up(a, b)
+    await asyncio.sleep(3 * INSTANCE_TTL_S)
+    assert b.book.active_sessions(ACCOUNT) == 1
+    c = instances()
+    await eventually(lambda: c.book.active_sessions(ACCOUNT) == 1, what="C learns the call")
+
+
+@dataclass
+class MemoryStore:
+    """AccountSource and UsageSink in memory (like tests/unit/test_radius_front.py's)."""
+
+    accounts: dict[int, AccountSnapshot]
+    recorded: dict[str, int] = field(default_factory=dict)
+
+    async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
+        return next((a for a in self.accounts.values() if a.name == value), None)
+
+    async def load_account(self, account_id: int) -> AccountSnapshot | None:
+        return self.accounts.get(account_id)
+
+    async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
+        self.recorded[report.idempotency_key] = total_amount
+        return UsageOutcome(charged=total_amount, duplicate=False, snapshot=None)
+
+    async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
+        return []
+
+    async def record_unmatched(
+        self, report: UsageReport, identity_kind: str, identity: str
+    ) -> bool:
+        return True
+
+
+class FixedWall:
+    def wall(self) -> datetime:
+        return datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+    def mono(self) -> float:
+        return asyncio.get_running_loop().time()
+
+
+def charging_for(book: SessionBook, snapshot: AccountSnapshot) -> Charging:
+    cache = AccountCache()
+    cache.replace_all([snapshot], [("user_name", snapshot.name, snapshot.account_id)], mono())
+    return Charging(
+        cache=cache,
+        sessions=book,
+        source=MemoryStore({snapshot.account_id: snapshot}),
+        sink=MemoryStore({snapshot.account_id: snapshot}),
+        limits=GrantLimits(max_time_s=600),
+        policy=CachePolicy(),
+        clock=FixedWall(),
+    )
+
+
+async def test_a_reservation_on_one_instance_lowers_what_the_other_sees(instances) -> None:
+    # 1.00 at 0.06/min buys 1000 s; a grant is capped at 600 s = 0.60 held for it.
+    snapshot = AccountSnapshot(
+        account_id=ACCOUNT,
+        name="shared",
+        balance=parse_amount("1.00"),
+        tariff=Tariff(price_per_minute=parse_amount("0.06")),
+    )
+    a, b = instances(), instances()
+    await up(a, b)
+    charging_a, charging_b = charging_for(a.book, snapshot), charging_for(b.book, snapshot)
+    user = (IdentityKind.USER_NAME, "shared")
+
+    first = charging_a.admit_cached(*user, reservation_key="auth-1")
+    assert first is not None and first.admitted and first.granted_units == 600
+    await eventually(lambda: b.book.reserved(ACCOUNT) == parse_amount("0.60"), what="hold seen")
+    second = charging_b.admit_cached(*user, reservation_key="auth-2")
+    assert second is not None and second.admitted
+    assert second.available == parse_amount("0.40")
+    assert second.granted_units == 400  # what is left, not another 600 s
+    await eventually(lambda: a.book.reserved(ACCOUNT) == parse_amount("1.00"))
+    third = charging_a.admit_cached(*user, reservation_key="auth-3")
+    assert third is not None and not third.admitted
+    assert third.reason is RefusalReason.INSUFFICIENT_CREDIT
+    # B's session ends before it started (a reject from further down): its hold is released.
+    b.book.end("auth-2")
+    await eventually(lambda: a.book.reserved(ACCOUNT) == parse_amount("0.60"))
+    fourth = charging_a.admit_cached(*user, reservation_key="auth-4")
+    assert fourth is not None and fourth.admitted and fourth.granted_units == 400
+
+
+async def test_redis_going_away_degrades_to_local_state_and_comes_back(
+    instances, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = instances(), instances()
+    await up(a, b)
+    a.book.start("call-a", ACCOUNT, mono(), ttl_s=600)
+    b.book.start("call-b", ACCOUNT, mono(), ttl_s=600)
+    await eventually(
+        lambda: a.book.active_sessions(ACCOUNT) == 2 == b.book.active_sessions(ACCOUNT)
+    )
+    assert a.metric("ocs_redis_up") == 1
+
+    caplog.set_level("INFO", logger="ocs.redis")
+    redis_server.stop()
+    await eventually(lambda: not a.sync.up and not b.sync.up, what="both notice")
+    for instance in (a, b):
+        assert instance.metric("ocs_redis_up") == 0
+        # Only what it holds itself: the other's call is no longer counted.
+        assert instance.book.active_sessions(ACCOUNT) == 1
+    # Still serving: local changes go on and are counted locally.
+    a.book.start("call-a2", ACCOUNT, mono(), ttl_s=600)
+    a.book.end("call-a")
+    assert a.book.active_sessions(ACCOUNT) == 1
+    await asyncio.sleep(0.5)  # several failed rounds with backoff...
+    assert a.metric("ocs_redis_errors_total") >= 2
+    downs = [r for r in caplog.records if "redis unavailable" in r.getMessage()]
+    assert len(downs) == 2  # ...but one line per instance
+
+    redis_server.start()  # an empty Redis: everything must be published again
+    await eventually(lambda: a.sync.up and b.sync.up, timeout_s=10, what="both reconnect")
+    await eventually(
+        lambda: a.book.active_sessions(ACCOUNT) == 2 == b.book.active_sessions(ACCOUNT),
+        what="re-synced",
+    )
+    assert a.metric("ocs_redis_up") == 1 == b.metric("ocs_redis_up")
+    ups = [r for r in caplog.records if "redis sync up" in r.getMessage()]
+    assert len(ups) == 2
+
+
+async def test_an_instance_that_vanishes_is_forgotten_after_its_ttl(instances) -> None:
+    a, b, c = instances(), instances(), instances()
+    await up(a, b, c)
+    a.book.start("call-a", ACCOUNT, mono(), ttl_s=600)
+    c.book.start("call-c", ACCOUNT, mono(), ttl_s=600)
+    await eventually(lambda: b.book.active_sessions(ACCOUNT) == 2)
+
+    # A crashes: no goodbye. B keeps counting its call until A's heartbeat is instance_ttl_s old.
+    await a.sync.stop(retire=False)
+    crashed = mono()
+    await asyncio.sleep(INSTANCE_TTL_S / 2)
+    assert b.book.active_sessions(ACCOUNT) == 2
+    await eventually(lambda: b.book.active_sessions(ACCOUNT) == 1, timeout_s=3 * INSTANCE_TTL_S)
+    assert mono() - crashed >= INSTANCE_TTL_S * 0.9
+    assert a.sync.instance not in b.sync.live
+
+    # C stops cleanly: it deletes its keys and heartbeat, and B forgets it at once.
+    await c.sync.stop()
+    took = await eventually(lambda: b.book.active_sessions(ACCOUNT) == 0)
+    assert took < INSTANCE_TTL_S / 2
+    assert b.sync.live == set()
+
+
+async def test_a_burst_of_changes_goes_out_in_a_few_batched_rounds(instances) -> None:
+    a, b = instances(), instances()
+    await up(a, b)
+    rounds = a.sync.rounds
+    await asyncio.sleep(20 * INTERVAL_S)
+    assert 5 <= a.sync.rounds - rounds <= 25  # idle: one round per interval
+    rounds = a.sync.rounds
+    for n in range(2000):
+        a.book.admit(f"auth-{n}", 1000 + n % 100, 1, mono(), ttl_s=60)
+    await eventually(lambda: b.book.remote_account_count == 100, what="B sees 100 accounts")
+    assert a.sync.rounds - rounds <= 10
+    assert all(b.book.reserved(1000 + n) == 20 for n in range(100))
+
+
+# --- two daemons ---------------------------------------------------------------------------------
+
+SECRET = codec.SharedSecret(b"testing123")
+
+
+def exchange(port: int, packet: bytes, timeout: float = 3.0) -> codec.Packet | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(timeout)
+        sock.sendto(packet, ("127.0.0.1", port))
+        try:
+            data, _ = sock.recvfrom(4096)
+        except TimeoutError:
+            return None
+    return codec.parse_packet(data)
+
+
+def access(user: str, identifier: int) -> bytes:
+    return codec.encode_request(
+        codec.ACCESS_REQUEST,
+        identifier,
+        SECRET,
+        [codec.attr_str(codec.USER_NAME, user), (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01")],
+    )
+
+
+def accounting(status: int, user: str, session: str, identifier: int, seconds: int = 0) -> bytes:
+    return codec.encode_request(
+        codec.ACCOUNTING_REQUEST,
+        identifier,
+        SECRET,
+        [
+            codec.attr_str(codec.USER_NAME, user),
+            codec.attr_int(codec.ACCT_STATUS_TYPE, status),
+            codec.attr_str(codec.ACCT_SESSION_ID, session),
+            (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
+            codec.attr_int(codec.ACCT_SESSION_TIME, seconds),
+        ],
+        message_authenticator=False,
+    )
+
+
+def daemon_config(tmp_path: Path, name: str, redis_url: str) -> tuple[Path, int, int]:
+    auth, acct = free_udp_port(), free_udp_port()
+    config = write_config(
+        tmp_path / f"{name}.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / (name + ".lock")}"
+[metrics]
+listen = "127.0.0.1:0"
+[usage]
+spool_file = "{tmp_path / (name + ".spool")}"
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{auth}"]
+acct_listen = ["127.0.0.1:{acct}"]
+dictionary = "{ROOT / "dictionaries" / "dictionary"}"
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "testing123"
+[redis]
+url = "{redis_url}"
+key_prefix = "e2e"
+sync_interval_s = 0.02
+""",
+    )
+    return config, auth, acct
+
+
+def wait_for_reply(
+    port: int, make: Callable[[int], bytes], accept: Callable[[codec.Packet], bool]
+) -> codec.Packet:
+    """Send fresh requests until one's reply satisfies ``accept`` (5 s at most)."""
+    deadline = time.monotonic() + 5
+    n = 100
+    while True:
+        reply = exchange(port, make(n))
+        if reply is not None and accept(reply):
+            return reply
+        if time.monotonic() > deadline:
+            raise AssertionError(f"last reply: {reply and (reply.code, reply.attributes)}")
+        n = (n + 1) % 256
+        time.sleep(0.02)
+
+
+def test_two_daemons_share_a_session_cap(
+    dsn: str, daemons, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    for args in (
+        ("tariff", "set", "voice", "--per-minute", "0.06"),
+        ("account", "create", "one-line", "--credit-limit", "100", "--tariff", "voice"),
+        ("identity", "add", "one-line", "user_name", "one-line"),
+        ("account", "update", "one-line", "--max-sessions", "1"),
+    ):
+        done = run_ocs(*args, dsn=dsn)
+        assert done.code == 0, done.err
+    config_a, _auth_a, acct_a = daemon_config(tmp_path, "a", redis_server.url)
+    config_b, auth_b, _acct_b = daemon_config(tmp_path, "b", redis_server.url)
+    a = daemons("--config", str(config_a), dsn=dsn)
+    b = daemons("--config", str(config_b), dsn=dsn)
+    for daemon in (a, b):
+        daemon.wait_for("msg='ready")
+        daemon.wait_for("redis sync up")
+
+    start = exchange(acct_a, accounting(1, "one-line", "call-1", 2))
+    assert start is not None and start.code == codec.ACCOUNTING_RESPONSE
+    # B has never decided for this account nor seen this call: A's announcement tells it.
+    refused = wait_for_reply(
+        auth_b, lambda n: access("one-line", n), lambda r: r.code == codec.ACCESS_REJECT
+    )
+    assert refused.get(codec.REPLY_MESSAGE) == b"too many sessions"
+    stop = exchange(acct_a, accounting(2, "one-line", "call-1", 3, seconds=30))
+    assert stop is not None and stop.code == codec.ACCOUNTING_RESPONSE
+    admitted = wait_for_reply(
+        auth_b, lambda n: access("one-line", n), lambda r: r.code == codec.ACCESS_ACCEPT
+    )
+    assert admitted.get_int(codec.SESSION_TIMEOUT) == 3600
+
+    for daemon in (a, b):
+        assert daemon.stop() == 0
+        out = daemon.output()
+        assert "Traceback" not in out
+        assert "redis unavailable" not in out
+
+
+def test_a_daemon_keeps_serving_without_redis(
+    dsn: str, daemons, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    run_ocs("demo", "load", dsn=dsn)
+    config, auth, acct = daemon_config(tmp_path, "a", redis_server.url)
+    daemon = daemons("--config", str(config), dsn=dsn)
+    daemon.wait_for("redis sync up")
+    redis_server.stop()
+    daemon.wait_for("redis unavailable")
+    assert exchange(auth, access("prepaid-ok", 1)).code == codec.ACCESS_ACCEPT
+    assert exchange(acct, accounting(1, "postpaid", "c-1", 2)).code == codec.ACCOUNTING_RESPONSE
+    redis_server.start()
+    deadline = time.monotonic() + 15
+    while daemon.output().count("redis sync up") < 2:
+        assert time.monotonic() < deadline, daemon.output()
+        time.sleep(0.05)
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.output()
+    assert daemon.output().count("redis unavailable") == 1
