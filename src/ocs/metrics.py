@@ -28,6 +28,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
+DIAMETER_PEER_STATES = ("wait-cer", "open", "closing", "wait-disconnect")
+
 DROP_CAUSES = (
     "unknown_client",
     "bad_authenticator",
@@ -40,6 +42,32 @@ DROP_CAUSES = (
     "duplicate_in_progress",
     "database_unavailable",
     "spool_full",
+    "internal_error",
+)
+
+# Diameter: why a request went unanswered (or was answered without being processed), and why
+# a peer connection was closed by us. Bounded label sets, bound once by the server.
+DIAMETER_DROP_CAUSES = (
+    "malformed",
+    "unsolicited_answer",
+    "duplicate_in_progress",
+    "too_many_pending",
+    "peer_gone",
+    "internal_error",
+)
+DIAMETER_CLOSE_REASONS = (
+    "cer_timeout",
+    "read_timeout",
+    "watchdog",
+    "too_many_connections",
+    "evicted_idle",
+    "framing_error",
+    "unknown_peer",
+    "cer_refused",
+    "protocol_error",
+    "peer_dpr",
+    "dpa_timeout",
+    "shutdown",
     "internal_error",
 )
 
@@ -189,6 +217,68 @@ class Metrics:
         self.redis_instances = Gauge(
             "ocs_redis_instances",
             "Other live instances sharing session counts and reservations through Redis.",
+            registry=r,
+        )
+        # Operations (ocs.ops): billing state counted in SQL, reloads, log rate limiting.
+        self.accounts_below_threshold = Gauge(
+            "ocs_accounts_below_warning_threshold",
+            "Accounts with at least one warning threshold crossed and not yet re-armed.",
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "ocs_outbox_pending_events",
+            "Outbox events (warnings, webhooks) not yet delivered nor abandoned.",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "ocs_config_reloads_total",
+            "SIGHUP configuration reloads, by result (applied or refused).",
+            ["result"],
+            registry=r,
+        )
+        self.config_last_reload = Gauge(
+            "ocs_config_last_reload_success_timestamp_seconds",
+            "Unix time the configuration was last loaded successfully (start or reload).",
+            registry=r,
+        )
+        self.log_lines_suppressed = Counter(
+            "ocs_log_lines_suppressed_total",
+            "Log lines left out by the rate limit (similar lines beyond the burst).",
+            registry=r,
+        )
+        # Diameter peers by RFC 6733 state; the children of DIAMETER_PEER_STATES are created (at
+        # 0) only when diameter.enabled, so "no Diameter peers" alerts only where it is served.
+        self.diameter_peers = Gauge(
+            "ocs_diameter_peers",
+            "Diameter peer connections, by state (wait-cer, open, closing, wait-disconnect).",
+            ["state"],
+            registry=r,
+        )
+        # Diameter answers and connections (diameter.enabled; peers by state above).
+        self.diameter_answers = Counter(
+            "ocs_diameter_answers_total",
+            "Diameter requests answered, by command (CER, DWR, DPR, CCR-I/U/T/E, CCR for "
+            "refused ones, other) and Result-Code.",
+            ["command", "result_code"],
+            registry=r,
+        )
+        self.diameter_mscc_results = Counter(
+            "ocs_diameter_mscc_results_total",
+            "Multiple-Services-Credit-Control answers, by command and their own Result-Code.",
+            ["command", "result_code"],
+            registry=r,
+        )
+        self.diameter_peer_answers = Counter(
+            "ocs_diameter_peer_answers_total",
+            "Answers received from peers to our own requests (DWA, DPA), by command and "
+            "Result-Code.",
+            ["command", "result_code"],
+            registry=r,
+        )
+        self.diameter_connections_closed = Counter(
+            "ocs_diameter_connections_closed_total",
+            "Diameter connections closed by ocsd, by reason.",
+            ["reason"],
             registry=r,
         )
         self._server: Any = None

@@ -294,3 +294,45 @@ secret = "testing123"
     assert supervisor.stop() == 0
     assert supervisor.output().count("msg='stopped'") == 3
     assert "Traceback" not in supervisor.output()
+
+
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(dsn: str, daemons, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "orphans.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+workers = 2
+[metrics]
+enabled = false
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{free_udp_port()}"]
+acct_listen = ["127.0.0.1:{free_udp_port()}"]
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "testing123"
+""",
+    )
+    supervisor = daemons("--config", str(config), dsn=dsn)
+    out = supervisor.wait_for("workers=2")
+    pids = [
+        int(line.split("pid=")[1].split("'")[0])
+        for line in out.splitlines()
+        if "worker started" in line
+    ]
+    assert len(pids) == 2
+    supervisor.kill()  # SIGKILL: it cannot forward anything
+    deadline = time.monotonic() + 15
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        time.sleep(0.1)
+    assert not alive, f"workers {alive} outlived their supervisor"

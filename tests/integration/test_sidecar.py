@@ -192,7 +192,7 @@ def test_commit_to_changed_decision_latency(dsn: str, daemons, tmp_path: Path) -
     samples = sorted(asyncio.run(measure()))
     p50, p99 = statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
     print(f"\ncommit -> changed decision: p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    assert p99 < 0.5
+    assert p99 < 1.0  # the issue: "well within one second"; the aim (100 ms) is reported
 
 
 @pytest.fixture

@@ -165,6 +165,7 @@ class RadiusFront:
         self._queue: deque[tuple[_Listener, bytes, tuple[str | int, ...], float]] = deque()
         self._wakeup = asyncio.Event()
         self._listeners: list[_Listener] = []
+        self.bound: list[tuple[str, str, int]] = []  # (kind, host, port) listening, for /status
         self._worker: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         # retransmission key -> (expiry, reply; None while the first copy is in progress)
@@ -211,6 +212,7 @@ class RadiusFront:
                 name = sock.getsockname()
                 bound.append((kind, str(name[0]), int(name[1])))
         self._worker = asyncio.create_task(self._drain(), name="radius-worker")
+        self.bound = bound
         return bound
 
     async def stop(self, timeout_s: float) -> None:
@@ -235,6 +237,7 @@ class RadiusFront:
     ) -> None:
         if len(self._queue) >= self.queue_size:
             self._drop["queue_full"].inc()
+            _log_drop("queue_full", addr[0])
             return
         self._queue.append((listener, data, addr, arrived))
         self._wakeup.set()
@@ -280,6 +283,7 @@ class RadiusFront:
         if cached is not None and cached[0] > time.monotonic():
             if cached[1] is None:
                 self._drop["duplicate_in_progress"].inc()
+                _log_drop("duplicate_in_progress", host)
             else:
                 self._dup.inc()
                 self._send(listener, cached[1], addr)
@@ -292,12 +296,14 @@ class RadiusFront:
                 self._status_server(ex)
             else:
                 self._drop["wrong_code"].inc()
+                _log_drop("wrong_code", host, code=packet.code, port="auth")
         elif packet.code == codec.ACCOUNTING_REQUEST:
             self._accounting_request(ex)
         elif packet.code == codec.STATUS_SERVER:
             self._status_server(ex)
         else:
             self._drop["wrong_code"].inc()
+            _log_drop("wrong_code", host, code=packet.code, port="acct")
 
     # --- Access-Request ------------------------------------------------------------------------
 
@@ -314,6 +320,7 @@ class RadiusFront:
             return
         elif client.limit_proxy_state and packet.get(codec.PROXY_STATE) is not None:
             self._drop["proxy_state_without_message_authenticator"].inc()
+            _log_drop("proxy_state_without_message_authenticator", client.name)
             return
 
         identity = self._identity(client, packet)
@@ -381,6 +388,7 @@ class RadiusFront:
             packet, client.secret
         ):
             self._drop["bad_authenticator"].inc()
+            _log_drop("bad_authenticator", client.name, code=packet.code)
             return
         code = codec.ACCESS_ACCEPT if listener.kind == "auth" else codec.ACCOUNTING_RESPONSE
         reply = codec.encode_reply(
@@ -400,11 +408,13 @@ class RadiusFront:
         client, packet = ex.client, ex.packet
         if not codec.verify_request_authenticator(packet, client.secret):
             self._drop["bad_authenticator"].inc()
+            _log_drop("bad_authenticator", client.name, code=packet.code)
             return
         if packet.message_authenticator_offset is not None and not (
             codec.verify_message_authenticator(packet, client.secret)
         ):
             self._drop["bad_authenticator"].inc()
+            _log_drop("bad_authenticator", client.name, code=packet.code)
             return
         if not self._may_wait():
             return
@@ -522,6 +532,7 @@ class RadiusFront:
     def _may_wait(self) -> bool:
         if len(self._pending) >= self.max_pending:
             self._drop["too_many_pending"].inc()
+            _log_drop("too_many_pending", "-")
             return False
         return True
 
@@ -561,6 +572,12 @@ class RadiusFront:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+
+def _log_drop(cause: str, source: object, **detail: object) -> None:
+    """One debug line per dropped request (rate-limited by the log handler per cause); the
+    source is an address or a client name, never anything secret."""
+    log.debug("radius: request dropped", extra={"reason": cause, "source": source, **detail})
 
 
 def _factory(listener: _Listener) -> Callable[[], _Listener]:

@@ -101,6 +101,14 @@ class Sidecar:
             self.metrics.database_errors.inc()
             log.warning("database unreachable: %s (deciding from cached figures)", why)
 
+    def reload_all(self) -> int:
+        """Re-read every cached account (configuration reload): queued and versioned like any
+        change, so a newer figure is never overwritten. Returns how many were queued."""
+        ids = self.cache.account_ids()
+        self._changed.update(ids)
+        self._wake.set()
+        return len(ids)
+
     # --- LISTEN -------------------------------------------------------------------------------
 
     def _on_notify(self, _conn: Any, _pid: int, channel: str, payload: str) -> None:
