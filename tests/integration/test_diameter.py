@@ -246,3 +246,67 @@ def test_shutdown_sends_dpr(dsn: str, daemons, tmp_path: Path) -> None:
     run(scenario())
     assert daemon.proc.wait(20) == 0
     assert "Traceback" not in daemon.output()
+
+
+def test_refund_account_credits_the_price_once(diameter_daemon, dsn: str) -> None:
+    port, _ = diameter_daemon
+    event = 4  # CCR-Event
+    refund = 1  # Requested-Action REFUND_ACCOUNT
+
+    async def scenario() -> None:
+        peer = await opened(port)
+        request = ccr(
+            "pcef;refund;1",
+            event,
+            0,
+            user="prepaid-empty",
+            action=refund,
+            requested=units(437, time_s=120),
+        )
+        assert result_code(await peer.request(request)) == 2001
+        again = ccr(
+            "pcef;refund;1",
+            event,
+            0,
+            user="prepaid-empty",
+            action=refund,
+            requested=units(437, time_s=120),
+        )
+        assert result_code(await peer.request(again)) == 2001  # the same refund: credited once
+        peer.close()
+
+    run(scenario())
+    # 120 s at 0.06/min = 0.12, credited back once
+    assert "balance             0.12" in run_ocs("account", "show", "prepaid-empty", dsn=dsn).out
+
+
+def test_a_restarted_daemon_carries_on_running_sessions(dsn: str, daemons, tmp_path: Path) -> None:
+    port = free_tcp_port()
+    config = str(diameter_config(tmp_path, port))
+    first = daemons("--config", config, "--load-demo", dsn=dsn)
+    first.wait_for("msg='ready")
+
+    async def before() -> None:
+        peer = await opened(port)
+        assert result_code(await peer.request(ccr("pcef;r;1", INITIAL, 0, user="postpaid"))) == 2001
+        update = ccr("pcef;r;1", UPDATE, 1, user="postpaid", used=units(446, time_s=60))
+        assert result_code(await peer.request(update)) == 2001
+        peer.close()
+
+    run(before())
+    assert first.stop() == 0
+    second = daemons("--config", config, dsn=dsn)
+    second.wait_for("msg='ready")
+
+    async def after() -> None:
+        peer = await opened(port)
+        update = ccr("pcef;r;1", UPDATE, 2, user="postpaid", used=units(446, time_s=30))
+        assert result_code(await peer.request(update)) == 2001
+        final = ccr("pcef;r;1", TERMINATION, 3, user="postpaid", used=units(446, time_s=10))
+        assert result_code(await peer.request(final)) == 2001
+        peer.close()
+
+    run(after())
+    assert second.stop() == 0
+    # 60 + 30 + 10 = 100 s at 0.06/min = 0.10: nothing lost across the restart, nothing twice
+    assert "balance             -50.10" in run_ocs("account", "show", "postpaid", dsn=dsn).out

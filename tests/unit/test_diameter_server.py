@@ -93,6 +93,24 @@ class MemoryStore:
     def balance(self, account_id: int) -> int:
         return self.accounts[account_id].balance
 
+    async def open_session(self, source: str, origin: str, session_key: str) -> None:
+        return None  # the memory store keeps no sessions across a restart
+
+    async def credit(
+        self, account_id: int, amount: int, idempotency_key: str, note: str
+    ) -> AccountSnapshot:
+        old = self.accounts[account_id]
+        new = AccountSnapshot(
+            account_id=old.account_id,
+            name=old.name,
+            balance=old.balance + amount,
+            credit_limit=old.credit_limit,
+            status=old.status,
+            tariff=old.tariff,
+        )
+        self.accounts[account_id] = new
+        return new
+
 
 def snapshot(account_id: int, name: str, balance: str, **kw: object) -> AccountSnapshot:
     return AccountSnapshot(
@@ -461,8 +479,11 @@ async def test_event_requests(setup: Setup) -> None:
     )
     assert result_code(debit) == 2001 and granted(debit) == {CC_TIME: 60}
     assert setup.store.balance(1) == before - parse_amount("0.06")
-    refund = await peer.request(ccr("e;5", EVENT, 0, user="prepaid-ok", action=1))
-    assert result_code(refund) == codec.DIAMETER_UNABLE_TO_COMPLY
+    refund = await peer.request(
+        ccr("e;5", EVENT, 0, user="prepaid-ok", action=1, requested=units(437, time_s=60))
+    )
+    assert result_code(refund) == 2001  # REFUND_ACCOUNT: the price of 60 s credited back
+    assert setup.store.balance(1) == before
     missing = await peer.request(ccr("e;6", EVENT, 0, user="prepaid-ok"))
     assert result_code(missing) == codec.DIAMETER_MISSING_AVP
 

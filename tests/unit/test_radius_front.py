@@ -93,6 +93,14 @@ class MemoryStore:
         self.unmatched.append(report)
         return True
 
+    async def open_session(self, source: str, origin: str, session_key: str) -> None:
+        return None  # the memory store keeps no sessions across a restart
+
+    async def credit(
+        self, account_id: int, amount: int, idempotency_key: str, note: str
+    ) -> AccountSnapshot | None:
+        return None
+
 
 class FakeTransport:
     def __init__(self) -> None:

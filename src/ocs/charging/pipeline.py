@@ -87,6 +87,14 @@ class AccountSource(Protocol):
     async def load_account(self, account_id: int) -> AccountSnapshot | None: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpenSession:
+    """What the database knows of a running session: its account and cumulative usage."""
+
+    account_id: int
+    usage: Usage
+
+
 class UsageSink(Protocol):
     async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
         """Make the report durable; ``total_amount`` is the session's cumulative charge."""
@@ -100,6 +108,16 @@ class UsageSink(Protocol):
         self, report: UsageReport, identity_kind: str, identity: str
     ) -> bool:
         """Keep usage whose identity matches no account; True unless it was a repeat."""
+        ...
+
+    async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
+        """A session still open in the database (after a restart forgot it in memory)."""
+        ...
+
+    async def credit(
+        self, account_id: int, amount: int, idempotency_key: str, note: str
+    ) -> AccountSnapshot | None:
+        """Give ``amount`` back to the account (a refund of units), once per key."""
         ...
 
 
@@ -427,6 +445,18 @@ class Charging:
     ) -> bool:
         """Usage nobody can be charged for is kept (never lost) for operators to reconcile."""
         return await self.sink.record_unmatched(report, identity_kind, identity)
+
+    async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
+        """A running session this process does not know (it restarted): from the database."""
+        if not self._source_usable(self.clock.mono()):
+            raise SourceUnavailable("the database is unavailable")
+        return await self.sink.open_session(source, origin, session_key)
+
+    async def credit(self, account_id: int, amount: int, idempotency_key: str, note: str) -> None:
+        """Credit the account (a refund of units); the cache sees it at once."""
+        snapshot = await self.sink.credit(account_id, amount, idempotency_key, note)
+        if snapshot is not None:
+            self.cache.put(snapshot, self.clock.mono())
 
     async def close_origin(self, source: str, origin: str, reason: str) -> int:
         """Accounting-On/Off: every session of ``origin`` is gone."""

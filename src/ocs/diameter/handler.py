@@ -16,9 +16,11 @@ Rules of this file:
   a success: the client retries (with the T flag) or fails over.
 - Every credit-control session expires: one with no request for ``tcc_s`` is closed here (its
   usage so far recorded as final), so a lost CCR-Termination cannot hold credit forever.
-- REFUND_ACCOUNT is answered 5012 DIAMETER_UNABLE_TO_COMPLY: a refund is a ledger credit, an
-  operator's act bound by the operators' limits in the database, which the pipeline does not
-  expose to protocol adapters.
+- REFUND_ACCOUNT credits the price of the requested units back to the account (a ledger
+  credit with no operator, idempotent per Session-Id and CC-Request-Number).
+- A CCR-Update or CCR-Termination for a session this process does not know (it restarted, or
+  another instance started it) is carried on from the session's usage recorded in the database;
+  only a session the database does not have open gets 5002.
 """
 
 from __future__ import annotations
@@ -263,7 +265,9 @@ class CreditControl:
         if kind is RequestType.UPDATE or kind is RequestType.TERMINATION:
             session = self.sessions.get(request.session_id)
             if session is None:
-                return self._no_session(request)
+                if self._repeated_termination(request):
+                    return self._no_session(request)
+                return None  # perhaps open in the database (we restarted): ask it
             increment = used_increment(request)
             if not increment.is_empty or request.request_number in session.reported:
                 return None  # usage to record (or a repeat of a request that had some)
@@ -297,6 +301,8 @@ class CreditControl:
             if kind is RequestType.EVENT:
                 return await self._event(request)
             session = self.sessions.get(request.session_id)
+            if session is None and not self._repeated_termination(request):
+                session = await self._adopt(request)
             if session is None:
                 return self._no_session(request)
             if kind is RequestType.UPDATE:
@@ -594,6 +600,47 @@ class CreditControl:
         self.count("CCR-T", DIAMETER_SUCCESS, ())
         return self.encoder.build(request, result_code=DIAMETER_SUCCESS)
 
+    def _repeated_termination(self, request: CreditControlRequest) -> bool:
+        closed = self._closed.get(request.session_id)
+        return (
+            closed is not None
+            and request.request_type is RequestType.TERMINATION
+            and closed[0] == request.request_number
+        )
+
+    async def _adopt(self, request: CreditControlRequest) -> CcSession | None:
+        """A CCR-U/T for a session this process does not know: if the database has it open
+        (this daemon restarted, or another instance started it), carry on from its recorded
+        usage instead of answering 5002, so nothing reported later is lost."""
+        found = await self.charging.open_session(SOURCE, request.origin_host, request.session_id)
+        if found is None:
+            return None
+        identity = self._identity(request)
+        unit = unit_of(
+            request.requested_unit or request.used_units[0] if request.used_units else None
+        )
+        key = self._book_key(request)
+        self.charging.session_started(
+            SOURCE, request.origin_host, request.session_id, found.account_id, self.tcc_s
+        )
+        session = CcSession(
+            session_id=request.session_id,
+            origin=request.origin_host,
+            account_id=found.account_id,
+            kind=identity[0] if identity is not None else IdentityKind.USER_NAME,
+            identity=identity[1] if identity is not None else "",
+            book_key=key,
+            unit=unit,
+            expires_at=self.charging.clock.mono() + self.tcc_s,
+            seconds=found.usage.seconds,
+            octets=found.usage.octets,
+            events=found.usage.events,
+            recorded=True,
+        )
+        self.sessions[request.session_id] = session
+        log.info("diameter: session resumed from the database origin=%s", request.origin_host)
+        return session
+
     def _no_session(self, request: CreditControlRequest) -> bytes:
         closed = self._closed.get(request.session_id)
         if (
@@ -620,7 +667,13 @@ class CreditControl:
         key_suffix: str | None = None,
     ) -> None:
         charging = self.charging
-        snapshot = await charging.account(session.kind, session.identity)
+        snapshot = charging.cache.get(session.account_id)
+        if snapshot is None:
+            snapshot = (
+                await charging.account(session.kind, session.identity)
+                if session.identity
+                else await charging.source.load_account(session.account_id)
+            )
         if snapshot is None:
             raise SourceUnavailable(f"account of session {session.session_id!r} not found")
         if key_suffix is not None:
@@ -665,8 +718,22 @@ class CreditControl:
         amount = requested_amount(units, unit) or 1
         usage = _usage(unit, amount)
         if action is RequestedAction.REFUND_ACCOUNT:
-            self.count("CCR-E", DIAMETER_UNABLE_TO_COMPLY, ())
-            return self.encoder.build(request, result_code=DIAMETER_UNABLE_TO_COMPLY)
+            # The price of the units is credited back, once per Session-Id and request number.
+            refund = usage_charge(snapshot.tariff, usage)
+            await self.charging.credit(
+                snapshot.account_id,
+                refund,
+                f"{SOURCE}-refund|{request.session_id}|{request.request_number}",
+                "diameter REFUND_ACCOUNT",
+            )
+            self.count("CCR-E", DIAMETER_SUCCESS, ())
+            return self.encoder.build(
+                request,
+                result_code=DIAMETER_SUCCESS,
+                cost_information=CostInformation(
+                    value_digits=refund, exponent=-6, currency_code=self.currency_code
+                ),
+            )
         if action is RequestedAction.PRICE_ENQUIRY:
             cost = usage_charge(snapshot.tariff, usage)
             self.count("CCR-E", DIAMETER_SUCCESS, ())

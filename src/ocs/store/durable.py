@@ -12,8 +12,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ocs.charging.pipeline import SourceUnavailable, UsageOutcome, UsageReport
-from ocs.core.model import Usage
+from ocs.charging.pipeline import OpenSession, SourceUnavailable, UsageOutcome, UsageReport
+from ocs.core.model import AccountSnapshot, Usage
 from ocs.store.source import PostgresAccounts
 from ocs.store.spool import Spool
 
@@ -104,6 +104,15 @@ class SpoolingSink:
             await asyncio.to_thread(self.spool.append, entry)
             self.spooled += 1
             return True
+
+    async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
+        return await self.database.open_session(source, origin, session_key)
+
+    async def credit(
+        self, account_id: int, amount: int, idempotency_key: str, note: str
+    ) -> AccountSnapshot | None:
+        # Not spooled: a refund is answered 3004 while the database is away, and retried.
+        return await self.database.credit(account_id, amount, idempotency_key, note)
 
     async def replay(self) -> int:
         """Commit spooled records; returns how many. Stops (keeping the rest) at the first

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncpg
 
-from ocs.charging.pipeline import SourceUnavailable, UsageOutcome, UsageReport
+from ocs.charging.pipeline import OpenSession, SourceUnavailable, UsageOutcome, UsageReport
 from ocs.core.identity import IdentityKind
-from ocs.core.model import AccountSnapshot
+from ocs.core.model import AccountSnapshot, Usage
 from ocs.core.money import to_decimal
 from ocs.store.accounts import (
     SNAPSHOT_COLUMNS,
@@ -131,3 +131,41 @@ class PostgresAccounts:
         except DATABASE_ERRORS as exc:
             raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
         return bool(status.endswith(" 1"))
+
+    async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
+        try:
+            row = await self.pool.fetchrow(
+                """SELECT account_id, seconds, octets, events FROM sessions
+                   WHERE source = $1 AND origin = $2 AND session_key = $3 AND closed_at IS NULL""",
+                source,
+                origin,
+                session_key,
+            )
+        except DATABASE_ERRORS as exc:
+            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+        if row is None:
+            return None
+        usage = Usage(seconds=row["seconds"], octets=row["octets"], events=row["events"])
+        return OpenSession(account_id=row["account_id"], usage=usage)
+
+    async def credit(
+        self, account_id: int, amount: int, idempotency_key: str, note: str
+    ) -> AccountSnapshot | None:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(
+                    """INSERT INTO ledger_entries (account_id, kind, amount, external_id, note)
+                       VALUES ($1, 'credit', $2, $3, $4)
+                       ON CONFLICT (external_id) DO NOTHING""",
+                    account_id,
+                    to_decimal(amount),
+                    idempotency_key,
+                    note,
+                )
+                snap = await conn.fetchrow(
+                    f"SELECT {SNAPSHOT_COLUMNS} FROM account_snapshots WHERE account_id = $1",
+                    account_id,
+                )
+        except DATABASE_ERRORS as exc:
+            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+        return snapshot_from_row(tuple(snap)) if snap else None
