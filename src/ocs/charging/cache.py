@@ -90,11 +90,12 @@ class AccountCache:
         self._versions.pop(account_id, None)
 
     def set_identities(self, account_id: int, identities: Iterable[tuple[str, str]]) -> None:
-        """Make ``identities`` (kind, normalized value) the account's complete set."""
-        for index in self._identities.values():
-            stale = [value for value, acct in index.items() if acct == account_id]
-            for value in stale:
-                del index[value]
+        """Point these identities (kind, normalized value) at the account.
+
+        Identities are only ever added or moved by the writers ocs has (the database refuses
+        one that belongs to another account), so nothing is scanned for removal here: that
+        would cost a pass over every identity for every changed account. An identity deleted
+        by hand in SQL stays in this cache until the next full load."""
         for kind, value in identities:
             self._identities.setdefault(kind, {})[value] = account_id
             self._unknown.pop((kind, value), None)

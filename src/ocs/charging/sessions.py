@@ -18,13 +18,17 @@ Rules of this file:
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
-@dataclass(slots=True)
-class Reservation:
+class Reservation(NamedTuple):
+    """Immutable on purpose: a tuple of numbers is not tracked by the cyclic garbage collector,
+    and hundreds of thousands of held admissions must not lengthen its pauses."""
+
     account_id: int
     amount: int  # micro-units
     expires_at: float  # monotonic seconds
@@ -38,11 +42,18 @@ class _AccountState:
     pending: deque[str] = field(default_factory=deque)
 
 
+_RESERVATION, _SESSION = 0, 1
+_IDLE_SWEEP_S = 10.0
+
+
 class SessionBook:
     """In-process bookkeeping; one instance per daemon, shared with other daemons through the
     remote figures a sync task keeps up to date."""
 
     def __init__(self, *, setup_window_s: float = 1.0) -> None:
+        # (deadline, kind, key): every reservation's and session's expiry, lazily deleted
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._next_idle_sweep = 0.0
         self._window = setup_window_s
         self._accounts: dict[int, _AccountState] = {}
         self._reservations: dict[str, Reservation] = {}
@@ -112,8 +123,10 @@ class SessionBook:
             held = self._reservations.pop(pending, None)
             if held is not None:
                 self._reservations[session_key] = Reservation(account_id, held.amount, now + ttl_s)
+                heapq.heappush(self._deadlines, (now + ttl_s, _RESERVATION, session_key))
                 break
         self._sessions[session_key] = (account_id, now + ttl_s)
+        heapq.heappush(self._deadlines, (now + ttl_s, _SESSION, session_key))
         state.sessions += 1
         if self._dirty is not None:
             self._dirty.add(account_id)
@@ -123,9 +136,11 @@ class SessionBook:
         running = self._sessions.get(session_key)
         if running is not None:
             self._sessions[session_key] = (running[0], now + ttl_s)
+            heapq.heappush(self._deadlines, (now + ttl_s, _SESSION, session_key))
         held = self._reservations.get(session_key)
         if held is not None:
-            held.expires_at = now + ttl_s
+            self._reservations[session_key] = held._replace(expires_at=now + ttl_s)
+            heapq.heappush(self._deadlines, (now + ttl_s, _RESERVATION, session_key))
 
     def reserve(self, key: str, account_id: int, amount: int, now: float, ttl_s: float) -> None:
         """Hold (or re-size) the credit of a running session (the next quota of a CCR-U)."""
@@ -144,17 +159,33 @@ class SessionBook:
                 self._dirty.add(running[0])
 
     def expire(self, now: float) -> int:
-        """Drop reservations and sessions whose time is up; returns how many. Call it often."""
-        gone = [k for k, r in self._reservations.items() if r.expires_at <= now]
-        for key in gone:
-            self._release_reservation(key)
-        lost = [k for k, (_, expires_at) in self._sessions.items() if expires_at <= now]
-        for key in lost:
-            self.end(key)
-        horizon = now - self._window
-        for account_id in [a for a, s in self._accounts.items() if _idle(s, horizon)]:
-            del self._accounts[account_id]
-        return len(gone) + len(lost)
+        """Drop reservations and sessions whose time is up; returns how many. Call it often.
+
+        Work is proportional to what expires, not to what is held: deadlines sit in a heap
+        (entries made stale by a touch or a release are skipped when they surface), so a busy
+        daemon holding hundreds of thousands of admissions never stalls here."""
+        expired = 0
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, kind, key = heapq.heappop(deadlines)
+            if kind == _RESERVATION:
+                held = self._reservations.get(key)
+                if held is not None and held.expires_at <= now:
+                    self._release_reservation(key)
+                    expired += 1
+            else:
+                running = self._sessions.get(key)
+                if running is not None and running[1] <= now:
+                    self.end(key)
+                    expired += 1
+        if now >= self._next_idle_sweep:
+            # Idle accounts (nothing held, no recent setup) are dropped now and then, not on
+            # every call: the scan is over every account with state.
+            self._next_idle_sweep = now + _IDLE_SWEEP_S
+            horizon = now - self._window
+            for account_id in [a for a, s in self._accounts.items() if _idle(s, horizon)]:
+                del self._accounts[account_id]
+        return expired
 
     # --- sharing with other instances ---------------------------------------------------------
 
@@ -240,6 +271,7 @@ class SessionBook:
 
     def _reserve(self, key: str, account_id: int, amount: int, expires_at: float) -> None:
         self._reservations[key] = Reservation(account_id, amount, expires_at)
+        heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
         self._state(account_id).reserved += amount
         if self._dirty is not None:
             self._dirty.add(account_id)
