@@ -90,17 +90,12 @@ async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None)
     """Load every account snapshot and identity into the cache. Returns the database time the
     load started at: the watermark from which the sidecar polls for changes."""
     started = time.monotonic()
-    snapshots = []
     async with db.pool.acquire() as conn:
         watermark: datetime = await conn.fetchval("SELECT now()")
-        async for batch in store.iter_snapshots(conn):
-            snapshots.extend(batch)
-            if len(snapshots) % 100_000 < len(batch):
-                log.info("loading accounts loaded=%d", len(snapshots))
-        identities = await store.all_identities(conn)
-    cache.replace_all(snapshots, identities, loaded_at=asyncio.get_running_loop().time())
-    loaded, identity_count = len(snapshots), len(identities)
-    del snapshots, identities
+        entries, identities = await store.load_all(conn)
+    loaded, identity_count = len(entries), sum(len(index) for index in identities.values())
+    cache.adopt_all(entries, identities, loaded_at=asyncio.get_running_loop().time())
+    del entries, identities
     # The cache is long-lived: keep it out of the cyclic collector's full passes, which
     # otherwise walk every snapshot and pause the loop for hundreds of milliseconds.
     gc.collect()
@@ -151,7 +146,21 @@ class Daemon:
         if self.ready and (self._reload_task is None or self._reload_task.done()):
             self._reload_task = asyncio.create_task(apply_reload(self), name="reload")
 
+    def _watch_gc(self) -> None:
+        """Observe every garbage-collection pause (they stall the loop) in a histogram."""
+        pauses = {gen: self.metrics.gc_pause.labels(str(gen)) for gen in (0, 1, 2)}
+        started = [0.0]
+
+        def callback(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                pauses[info.get("generation", 2)].observe(time.perf_counter() - started[0])
+
+        gc.callbacks.append(callback)
+
     async def run(self) -> None:
+        self._watch_gc()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop, signal.Signals(signum).name)
@@ -333,14 +342,20 @@ class Daemon:
         loop = asyncio.get_running_loop()
         last_hits = last_misses = last_spooled = last_replayed = 0
         tick = 0
+        worst_lag = 0.0
+        expected = loop.time()
         while True:
             now = loop.time()
+            worst_lag = max(worst_lag, now - expected)
             self.sessions.expire(now)
             tick += 1
             if tick % 10:
+                expected = loop.time() + 0.1
                 await asyncio.sleep(0.1)
                 continue
             m = self.metrics
+            m.loop_lag.set(worst_lag)
+            worst_lag = 0.0
             m.cache_entries.set(len(self.cache))
             oldest = self.cache.oldest_age_s(now)
             m.cache_oldest_age.set(oldest if oldest is not None else 0)
@@ -356,6 +371,7 @@ class Daemon:
                 m.cache_lookups.labels("hit").inc(stats.cache_hits - last_hits)
                 m.cache_lookups.labels("miss").inc(stats.cache_misses - last_misses)
                 last_hits, last_misses = stats.cache_hits, stats.cache_misses
+            expected = loop.time() + 0.1
             await asyncio.sleep(0.1)
 
     def _start_operations(self, db: Database) -> None:

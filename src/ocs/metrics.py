@@ -281,6 +281,18 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.gc_pause = Histogram(
+            "ocs_gc_pause_seconds",
+            "Pauses of Python's cyclic garbage collector, by generation (they stall requests).",
+            ["generation"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        self.loop_lag = Gauge(
+            "ocs_event_loop_lag_seconds",
+            "How late the event loop ran a 0.1 s timer, worst of the last second.",
+            registry=r,
+        )
         self._server: Any = None
 
     def serve(self, host: str, port: int) -> int:
