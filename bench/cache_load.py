@@ -6,6 +6,11 @@ reports the time and the resident memory it added per account (median of --runs 
 into a fresh cache in a fresh process state as far as Python allows).
 
     .venv/bin/python bench/cache_load.py [--accounts 1000000] [--runs 3] [--keep DIR]
+                                         [--tracemalloc]
+
+``--tracemalloc`` also reports the live bytes the cache holds per account (Python allocations
+still referenced after the load, without the allocator's slack); it slows the load down a lot,
+so its times are not comparable with runs without it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import statistics
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 from ocs.app import warm_cache
@@ -55,10 +61,13 @@ async def seed(dsn: str, accounts: int) -> None:
         print(f"seeded {accounts} accounts in {time.monotonic() - started:.1f} s")
 
 
-async def load_once(dsn: str) -> tuple[float, int, int]:
+async def load_once(dsn: str, trace: bool) -> tuple[float, int, int, int]:
     config = DatabaseConfig(dsn=dsn, command_timeout_s=600)
     async with open_database(config, apply_migrations=False) as db:
         gc.collect()
+        if trace:
+            tracemalloc.start()
+        traced_before = tracemalloc.get_traced_memory()[0]
         before = rss_bytes()
         cache = AccountCache()
         started = time.monotonic()
@@ -66,10 +75,12 @@ async def load_once(dsn: str) -> tuple[float, int, int]:
         elapsed = time.monotonic() - started
         gc.collect()
         after = rss_bytes()
+        live = tracemalloc.get_traced_memory()[0] - traced_before
+        tracemalloc.stop()
         count = len(cache)
         del cache
         gc.collect()
-    return elapsed, after - before, count
+    return elapsed, after - before, count, live
 
 
 def main() -> None:
@@ -77,13 +88,14 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--keep", help="data directory to keep (and reuse) between runs")
+    parser.add_argument("--tracemalloc", action="store_true", help="also measure live bytes")
     args = parser.parse_args()
     data = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ocs-bench-")) / "pg"
     server = EmbeddedPostgres(data)
     dsn = server.start()
     try:
         asyncio.run(seed(dsn, args.accounts))
-        results = [asyncio.run(load_once(dsn)) for _ in range(args.runs)]
+        results = [asyncio.run(load_once(dsn, args.tracemalloc)) for _ in range(args.runs)]
     finally:
         server.stop()
     times = [r[0] for r in results]
@@ -99,6 +111,13 @@ def main() -> None:
         + ", ".join(f"{b:.0f}" for b in per_account)
         + ")"
     )
+    if args.tracemalloc:
+        live = [r[3] / max(r[2], 1) for r in results]
+        print(
+            f"live/account   : median {statistics.median(live):.0f} bytes traced  (runs: "
+            + ", ".join(f"{b:.0f}" for b in live)
+            + ")"
+        )
 
 
 if __name__ == "__main__":

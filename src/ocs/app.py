@@ -90,9 +90,16 @@ async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None)
     """Load every account snapshot and identity into the cache. Returns the database time the
     load started at: the watermark from which the sidecar polls for changes."""
     started = time.monotonic()
-    async with db.pool.acquire() as conn:
-        watermark: datetime = await conn.fetchval("SELECT now()")
-        entries, identities = await store.load_all(conn)
+    # A million new objects would trigger many collections that find nothing to free.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        async with db.pool.acquire() as conn:
+            watermark: datetime = await conn.fetchval("SELECT now()")
+            entries, identities = await store.load_all(conn)
+    finally:
+        if collecting:
+            gc.enable()
     loaded, identity_count = len(entries), sum(len(index) for index in identities.values())
     cache.adopt_all(entries, identities, loaded_at=asyncio.get_running_loop().time())
     del entries, identities

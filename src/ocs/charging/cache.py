@@ -68,6 +68,24 @@ class AccountCache:
         self._unknown.clear()
         self.validated_at = loaded_at
 
+    def adopt_all(
+        self,
+        entries: dict[int, AccountSnapshot],
+        identities: dict[str, dict[str, int]],
+        loaded_at: float,
+    ) -> None:
+        """``replace_all`` for the bulk loader, which builds the dictionaries this cache keeps
+        itself (snapshots by account id; account ids by kind, then value): they are taken as
+        they are, not copied, so the caller must not keep using them. Every kind gets an
+        index, even an empty one."""
+        for kind in IdentityKind:
+            identities.setdefault(kind.value, {})
+        self._entries, self._identities = entries, identities
+        self._loaded_at, self._versions = {}, {}
+        self._bulk_loaded_at = loaded_at
+        self._unknown.clear()
+        self.validated_at = loaded_at
+
     def put(self, snapshot: AccountSnapshot, loaded_at: float, version: Any = None) -> bool:
         """Store a snapshot unless the cache holds one read from a newer row; True if stored.
         ``version`` is the row's change stamp, when known: a read that started before a newer

@@ -188,6 +188,46 @@ class AccountSnapshot:
         if not isinstance(self.limit_basis, LimitBasis):
             raise TypeError(f"limit_basis must be a LimitBasis, got {self.limit_basis!r}")
 
+    @classmethod
+    def trusted(  # noqa: PLR0917 - positional on purpose: the fastest call
+        cls,
+        account_id: int,
+        name: str,
+        status: AccountStatus,
+        balance: int,
+        credit_limit: int,
+        min_balance: int,
+        limit_basis: LimitBasis,
+        unbilled: int,
+        unbilled_period: date | None,
+        time_zone: tzinfo,
+        temporary_increase: TemporaryIncrease | None,
+        max_sessions: int | None,
+        max_setups_per_s: int | None,
+        tariff: Tariff,
+    ) -> "AccountSnapshot":
+        """A snapshot from values already known to be valid (the bulk loader, where the
+        database's types and constraints vouch for them): skips the keyword ``__init__`` and
+        ``__post_init__``, which cost about a second per million accounts. Every field is
+        positional, in declaration order. Anything else builds through the constructor."""
+        snapshot = object.__new__(cls)
+        put = object.__setattr__
+        put(snapshot, "account_id", account_id)
+        put(snapshot, "name", name)
+        put(snapshot, "status", status)
+        put(snapshot, "balance", balance)
+        put(snapshot, "credit_limit", credit_limit)
+        put(snapshot, "min_balance", min_balance)
+        put(snapshot, "limit_basis", limit_basis)
+        put(snapshot, "unbilled", unbilled)
+        put(snapshot, "unbilled_period", unbilled_period)
+        put(snapshot, "time_zone", time_zone)
+        put(snapshot, "temporary_increase", temporary_increase)
+        put(snapshot, "max_sessions", max_sessions)
+        put(snapshot, "max_setups_per_s", max_setups_per_s)
+        put(snapshot, "tariff", tariff)
+        return snapshot
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrantLimits:

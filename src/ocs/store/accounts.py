@@ -208,6 +208,109 @@ async def all_identities(conn: asyncpg.Connection) -> list[tuple[str, str, int]]
     return [(r["kind"], r["value"], r["account_id"]) for r in rows]
 
 
+# --- The bulk load (the daemon's cache warm-up) ------------------------------------------------
+
+# What the account_snapshots view gives, taken apart so that a million rows carry only what
+# differs per account: tariffs and active temporary increases are read once each (few rows) and
+# shared by id, instead of joined into every account row.
+_BULK_TARIFFS = """
+SELECT id, (price_per_minute * 1000000)::bigint, billing_increment_s, minimum_s,
+       (price_per_mb * 1000000)::bigint, (connection_fee * 1000000)::bigint,
+       (price_per_event * 1000000)::bigint
+FROM tariffs"""
+_BULK_INCREASES = """
+SELECT account_id, (amount * 1000000)::bigint, (percent * 100)::bigint, valid_until
+FROM temporary_credit_limits
+WHERE revoked_at IS NULL AND valid_until > now()"""
+_BULK_ACCOUNTS = """
+SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::bigint,
+       (min_balance * 1000000)::bigint, limit_basis, (unbilled * 1000000)::bigint,
+       unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id
+FROM accounts"""
+_BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
+
+
+async def load_all(
+    conn: asyncpg.Connection, batch_size: int = 20_000
+) -> tuple[dict[int, AccountSnapshot], dict[str, dict[str, int]]]:
+    """Every account's snapshot by account id, and every identity's account id by kind and
+    value, from one consistent read: the same content as ``iter_snapshots`` and
+    ``all_identities``, built straight into the dictionaries the cache keeps (no list of every
+    row or snapshot on the way). Objects are shared where equal: tariffs, increases' absence,
+    time zones, credit limits and minimum balances (operators set few distinct ones), an
+    identity's account id and, when they are equal, its value and the account's name."""
+    entries: dict[int, AccountSnapshot] = {}
+    index: dict[str, dict[str, int]] = {kind.value: {} for kind in IdentityKind}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        tariffs: dict[int | None, Tariff] = {
+            r[0]: _tariff(r[1], r[2], r[3], r[4], r[5], r[6])
+            for r in await conn.fetch(_BULK_TARIFFS)
+        }
+        tariffs[None] = _tariff(0, 1, 0, 0, 0, 0)  # what the view gives without a tariff
+        increases = {
+            r[0]: TemporaryIncrease(valid_until=r[3], amount=r[1], percent_bp=r[2])
+            for r in await conn.fetch(_BULK_INCREASES)
+        }
+        statuses, bases = _STATUSES, _BASES
+        zones: dict[str, tzinfo] = {}
+        amounts: dict[int, int] = {}
+        build = AccountSnapshot.trusted
+        cursor = await conn.cursor(_BULK_ACCOUNTS)
+        while rows := await cursor.fetch(batch_size):
+            for (
+                account,
+                name,
+                status,
+                balance,
+                credit_limit,
+                min_balance,
+                basis,
+                unbilled,
+                unbilled_period,
+                time_zone,
+                max_sessions,
+                max_setups,
+                tariff_id,
+            ) in rows:
+                tz = zones.get(time_zone)
+                if tz is None:
+                    tz = zones[time_zone] = zone(time_zone)
+                entries[account] = build(
+                    account,
+                    name,
+                    statuses[status],
+                    balance,
+                    amounts.setdefault(credit_limit, credit_limit),
+                    amounts.setdefault(min_balance, min_balance),
+                    bases[basis],
+                    unbilled,
+                    unbilled_period,
+                    tz,
+                    increases.get(account),
+                    max_sessions,
+                    max_setups,
+                    tariffs[tariff_id],
+                )
+            if len(entries) % 100_000 < len(rows):
+                log.info("loading accounts loaded=%d", len(entries))
+        del amounts
+        cursor = await conn.cursor(_BULK_IDENTITIES)
+        while rows := await cursor.fetch(batch_size):
+            for kind, text, account_id in rows:
+                owner = entries.get(account_id)
+                if owner is None:
+                    key, account = text, account_id
+                else:
+                    # The snapshot's objects, not equal copies: a million of each add up.
+                    key = owner.name if owner.name == text else text
+                    account = owner.account_id
+                by_value = index.get(kind)
+                if by_value is None:
+                    by_value = index[kind] = {}
+                by_value[key] = account
+    return entries, index
+
+
 # --- Administration (the CLI and the demo data) ------------------------------------------------
 
 
