@@ -1,6 +1,5 @@
 """The credit rules of DESIGN §1, table-driven from the seeds' worked examples."""
 
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -286,7 +285,7 @@ def test_concurrency_and_setup_rate_caps() -> None:
     fast = decide(snap, SessionRequest(setups_last_s=5), NOW, LIMITS)
     assert fast.reason is RefusalReason.SETUP_RATE_EXCEEDED
     # A cap of 0 refuses every new session.
-    assert not decide(replace(snap, max_sessions=0), SessionRequest(), NOW, LIMITS).admitted
+    assert not decide(snap.replace(max_sessions=0), SessionRequest(), NOW, LIMITS).admitted
 
 
 def test_credit_is_reported_before_caps() -> None:
@@ -314,7 +313,7 @@ def test_volume_and_event_grants() -> None:
     decision = decide(data, SessionRequest(unit=ServiceUnit.VOLUME), NOW, LIMITS)
     assert decision.granted_units == LIMITS.max_volume_bytes  # 1.00 buys 100 MB, the cap
     small = decide(
-        replace(data, balance=parse_amount("0.005")),
+        data.replace(balance=parse_amount("0.005")),
         SessionRequest(unit=ServiceUnit.VOLUME),
         NOW,
         LIMITS,
@@ -328,7 +327,7 @@ def test_connection_fee_is_paid_before_time_is_granted() -> None:
     tariff = Tariff(price_per_minute=parse_amount("0.06"), connection_fee=parse_amount("0.50"))
     snap = account(balance="1.00", tariff=tariff)
     assert decide(snap, SessionRequest(), NOW, LIMITS).granted_units == 500
-    only_fee = replace(snap, balance=parse_amount("0.50"))
+    only_fee = snap.replace(balance=parse_amount("0.50"))
     assert not decide(only_fee, SessionRequest(), NOW, LIMITS).admitted
 
 

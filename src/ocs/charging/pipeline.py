@@ -17,7 +17,6 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -428,7 +427,7 @@ class Charging:
             cached = self.cache.get(report.account_id)
             if cached is not None and delta:
                 account = report.account_id
-                snapshot = dataclasses.replace(cached, balance=cached.balance - delta)
+                snapshot = cached.replace(balance=cached.balance - delta)
                 self.cache.put(snapshot, self.cache.loaded_at(account), self.cache.version(account))
         if not outcome.duplicate:
             self._session_totals[key] = max(total, self._session_totals.get(key, 0))

@@ -8,6 +8,7 @@ are whole seconds; volumes are bytes.
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
+from typing import Any
 
 
 class AccountStatus(StrEnum):
@@ -128,20 +129,12 @@ FREE_TARIFF = Tariff()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccountSnapshot:
-    """What the core needs to know about one account, as loaded from the store.
+class AccountTerms:
+    """Everything about an account but its identity and balance: status, limits, basis, caps,
+    tariff. Many accounts have the same terms, so one object can serve them all (the cache
+    holds a million accounts; see ``AccountSnapshot``)."""
 
-    ``balance``: payments + credits + transfers in - refunds - transfers out - rated usage.
-    ``credit_limit``: how far below zero the balance may go (0 prepaid, > 0 postpaid,
-    < 0 prepaid with a buffer). ``unbilled`` is the rated usage of the monthly period that
-    starts on ``unbilled_period`` (a first of month in ``time_zone``); it only counts while
-    that period is the current one, so a new month starts from 0 without any reload.
-    """
-
-    account_id: int
-    name: str
     status: AccountStatus = AccountStatus.ACTIVE
-    balance: int = 0
     credit_limit: int = 0
     min_balance: int = 0
     limit_basis: LimitBasis = LimitBasis.BALANCE
@@ -154,12 +147,9 @@ class AccountSnapshot:
     tariff: Tariff = field(default=FREE_TARIFF)
 
     def __post_init__(self) -> None:
-        # One cheap test for the common case (a million snapshots load at start-up); the
-        # detailed checks below only run to name what is wrong.
+        # One cheap test for the common case; the detailed checks only run to name the fault.
         if (
-            type(self.account_id) is int
-            and type(self.balance) is int
-            and type(self.credit_limit) is int
+            type(self.credit_limit) is int
             and type(self.min_balance) is int
             and type(self.unbilled) is int
             and (
@@ -174,8 +164,6 @@ class AccountSnapshot:
             and type(self.limit_basis) is LimitBasis
         ):
             return
-        _require_int("account_id", self.account_id)
-        _require_int("balance", self.balance)
         _require_int("credit_limit", self.credit_limit)
         _require_int("min_balance", self.min_balance)
         _require_int("unbilled", self.unbilled)
@@ -188,45 +176,185 @@ class AccountSnapshot:
         if not isinstance(self.limit_basis, LimitBasis):
             raise TypeError(f"limit_basis must be a LimitBasis, got {self.limit_basis!r}")
 
-    @classmethod
-    def trusted(  # noqa: PLR0917 - positional on purpose: the fastest call
-        cls,
+
+_TERM_FIELDS = (
+    "status",
+    "credit_limit",
+    "min_balance",
+    "limit_basis",
+    "unbilled",
+    "unbilled_period",
+    "time_zone",
+    "temporary_increase",
+    "max_sessions",
+    "max_setups_per_s",
+    "tariff",
+)
+
+
+class AccountSnapshot:
+    """What the core needs to know about one account, as loaded from the store.
+
+    ``balance``: payments + credits + transfers in - refunds - transfers out - rated usage.
+    ``credit_limit``: how far below zero the balance may go (0 prepaid, > 0 postpaid,
+    < 0 prepaid with a buffer). ``unbilled`` is the rated usage of the monthly period that
+    starts on ``unbilled_period`` (a first of month in ``time_zone``); it only counts while
+    that period is the current one, so a new month starts from 0 without any reload.
+
+    Immutable. Built with keywords like a dataclass; every setting is an attribute. Only
+    ``account_id``, ``name`` and ``balance`` live on the object itself: the rest is an
+    ``AccountTerms`` that accounts with equal settings share, which keeps a cached account
+    near 64 bytes plus what the cache's dictionaries need.
+    """
+
+    __slots__ = ("account_id", "balance", "name", "terms")
+    account_id: int
+    name: str
+    balance: int
+    terms: AccountTerms
+
+    def __init__(
+        self,
+        *,
         account_id: int,
         name: str,
-        status: AccountStatus,
-        balance: int,
-        credit_limit: int,
-        min_balance: int,
-        limit_basis: LimitBasis,
-        unbilled: int,
-        unbilled_period: date | None,
-        time_zone: tzinfo,
-        temporary_increase: TemporaryIncrease | None,
-        max_sessions: int | None,
-        max_setups_per_s: int | None,
-        tariff: Tariff,
+        status: AccountStatus = AccountStatus.ACTIVE,
+        balance: int = 0,
+        credit_limit: int = 0,
+        min_balance: int = 0,
+        limit_basis: LimitBasis = LimitBasis.BALANCE,
+        unbilled: int = 0,
+        unbilled_period: date | None = None,
+        time_zone: tzinfo = UTC,
+        temporary_increase: TemporaryIncrease | None = None,
+        max_sessions: int | None = None,
+        max_setups_per_s: int | None = None,
+        tariff: Tariff = FREE_TARIFF,
+    ) -> None:
+        _require_int("account_id", account_id)
+        _require_int("balance", balance)
+        terms = AccountTerms(
+            status=status,
+            credit_limit=credit_limit,
+            min_balance=min_balance,
+            limit_basis=limit_basis,
+            unbilled=unbilled,
+            unbilled_period=unbilled_period,
+            time_zone=time_zone,
+            temporary_increase=temporary_increase,
+            max_sessions=max_sessions,
+            max_setups_per_s=max_setups_per_s,
+            tariff=tariff,
+        )
+        put = object.__setattr__
+        put(self, "account_id", account_id)
+        put(self, "name", name)
+        put(self, "balance", balance)
+        put(self, "terms", terms)
+
+    @classmethod
+    def trusted(
+        cls, account_id: int, name: str, balance: int, terms: AccountTerms
     ) -> "AccountSnapshot":
         """A snapshot from values already known to be valid (the bulk loader, where the
-        database's types and constraints vouch for them): skips the keyword ``__init__`` and
-        ``__post_init__``, which cost about a second per million accounts. Every field is
-        positional, in declaration order. Anything else builds through the constructor."""
+        database's types and constraints vouch for them), sharing ``terms``: no validation."""
         snapshot = object.__new__(cls)
         put = object.__setattr__
         put(snapshot, "account_id", account_id)
         put(snapshot, "name", name)
-        put(snapshot, "status", status)
         put(snapshot, "balance", balance)
-        put(snapshot, "credit_limit", credit_limit)
-        put(snapshot, "min_balance", min_balance)
-        put(snapshot, "limit_basis", limit_basis)
-        put(snapshot, "unbilled", unbilled)
-        put(snapshot, "unbilled_period", unbilled_period)
-        put(snapshot, "time_zone", time_zone)
-        put(snapshot, "temporary_increase", temporary_increase)
-        put(snapshot, "max_sessions", max_sessions)
-        put(snapshot, "max_setups_per_s", max_setups_per_s)
-        put(snapshot, "tariff", tariff)
+        put(snapshot, "terms", terms)
         return snapshot
+
+    def replace(self, **changes: Any) -> "AccountSnapshot":
+        """A copy with some fields changed (as ``dataclasses.replace``)."""
+        values: dict[str, Any] = {
+            "account_id": self.account_id,
+            "name": self.name,
+            "balance": self.balance,
+        }
+        values.update({f: getattr(self.terms, f) for f in _TERM_FIELDS})
+        unknown = set(changes) - set(values)
+        if unknown:
+            raise TypeError(f"AccountSnapshot has no field(s) {sorted(unknown)}")
+        if set(changes) <= {"balance"} and "balance" in changes:
+            # The common case (usage charged locally): keep sharing the terms.
+            _require_int("balance", changes["balance"])
+            return AccountSnapshot.trusted(
+                self.account_id, self.name, changes["balance"], self.terms
+            )
+        values.update(changes)
+        return AccountSnapshot(**values)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"AccountSnapshot is immutable (cannot set {name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"AccountSnapshot is immutable (cannot delete {name})")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, AccountSnapshot):
+            return NotImplemented
+        return (self.account_id, self.name, self.balance, self.terms) == (
+            other.account_id,
+            other.name,
+            other.balance,
+            other.terms,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.account_id, self.name, self.balance, self.terms))
+
+    def __repr__(self) -> str:
+        return (
+            f"AccountSnapshot(account_id={self.account_id!r}, name={self.name!r}, "
+            f"balance={self.balance!r}, terms={self.terms!r})"
+        )
+
+    # The terms, as attributes of the snapshot.
+    @property
+    def status(self) -> AccountStatus:
+        return self.terms.status
+
+    @property
+    def credit_limit(self) -> int:
+        return self.terms.credit_limit
+
+    @property
+    def min_balance(self) -> int:
+        return self.terms.min_balance
+
+    @property
+    def limit_basis(self) -> LimitBasis:
+        return self.terms.limit_basis
+
+    @property
+    def unbilled(self) -> int:
+        return self.terms.unbilled
+
+    @property
+    def unbilled_period(self) -> date | None:
+        return self.terms.unbilled_period
+
+    @property
+    def time_zone(self) -> tzinfo:
+        return self.terms.time_zone
+
+    @property
+    def temporary_increase(self) -> TemporaryIncrease | None:
+        return self.terms.temporary_increase
+
+    @property
+    def max_sessions(self) -> int | None:
+        return self.terms.max_sessions
+
+    @property
+    def max_setups_per_s(self) -> int | None:
+        return self.terms.max_setups_per_s
+
+    @property
+    def tariff(self) -> Tariff:
+        return self.terms.tariff
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

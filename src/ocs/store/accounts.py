@@ -23,6 +23,7 @@ from ocs.core.identity import IdentityKind, normalize_identity
 from ocs.core.model import (
     AccountSnapshot,
     AccountStatus,
+    AccountTerms,
     LimitBasis,
     Tariff,
     TemporaryIncrease,
@@ -252,8 +253,9 @@ async def load_all(
             for r in await conn.fetch(_BULK_INCREASES)
         }
         statuses, bases = _STATUSES, _BASES
+        balance_basis = LimitBasis.BALANCE
         zones: dict[str, tzinfo] = {}
-        amounts: dict[int, int] = {}
+        shared_terms: dict[tuple[Any, ...], AccountTerms] = {}
         build = AccountSnapshot.trusted
         cursor = await conn.cursor(_BULK_ACCOUNTS)
         while rows := await cursor.fetch(batch_size):
@@ -265,8 +267,8 @@ async def load_all(
                 credit_limit,
                 min_balance,
                 basis,
-                unbilled,
-                unbilled_period,
+                row_unbilled,
+                row_unbilled_period,
                 time_zone,
                 max_sessions,
                 max_setups,
@@ -275,25 +277,47 @@ async def load_all(
                 tz = zones.get(time_zone)
                 if tz is None:
                     tz = zones[time_zone] = zone(time_zone)
-                entries[account] = build(
-                    account,
-                    name,
-                    statuses[status],
-                    balance,
-                    amounts.setdefault(credit_limit, credit_limit),
-                    amounts.setdefault(min_balance, min_balance),
-                    bases[basis],
+                limit_basis = bases[basis]
+                # The unbilled figure only matters on the unbilled basis; dropping it elsewhere
+                # lets accounts with equal settings share one terms object.
+                unbilled, unbilled_period = (
+                    (0, None)
+                    if limit_basis is balance_basis
+                    else (row_unbilled, row_unbilled_period)
+                )
+                increase = increases.get(account)
+                terms_key = (
+                    status,
+                    credit_limit,
+                    min_balance,
+                    basis,
                     unbilled,
                     unbilled_period,
-                    tz,
-                    increases.get(account),
+                    time_zone,
+                    increase,
                     max_sessions,
                     max_setups,
-                    tariffs[tariff_id],
+                    tariff_id,
                 )
+                terms = shared_terms.get(terms_key)
+                if terms is None:
+                    terms = shared_terms[terms_key] = AccountTerms(
+                        status=statuses[status],
+                        credit_limit=credit_limit,
+                        min_balance=min_balance,
+                        limit_basis=limit_basis,
+                        unbilled=unbilled,
+                        unbilled_period=unbilled_period,
+                        time_zone=tz,
+                        temporary_increase=increase,
+                        max_sessions=max_sessions,
+                        max_setups_per_s=max_setups,
+                        tariff=tariffs[tariff_id],
+                    )
+                entries[account] = build(account, name, balance, terms)
             if len(entries) % 100_000 < len(rows):
                 log.info("loading accounts loaded=%d", len(entries))
-        del amounts
+        del shared_terms
         cursor = await conn.cursor(_BULK_IDENTITIES)
         while rows := await cursor.fetch(batch_size):
             for kind, text, account_id in rows:
