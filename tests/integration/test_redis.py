@@ -2,15 +2,18 @@
 
 Each test starts its own ``redis-server`` on a free loopback port (no persistence) and stops it by
 pid at the end. In one process: two SessionBook + RedisSync pairs stand for two instances. End to
-end: two ``ocsd`` daemons on one PostgreSQL and one Redis, driven over RADIUS.
+end: two ``ocsd`` daemons on one PostgreSQL and one Redis, driven over RADIUS. One test starts a
+three-master Redis Cluster instead (three ``redis-server`` and ``redis-cli --cluster create``).
 
-With ``CI=true`` a missing redis-server fails these tests; elsewhere they are skipped.
+With ``CI=true`` a missing redis-server (or redis-cli) fails these tests; elsewhere they are
+skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from support import ROOT, run_ocs, write_config
 
 from ocs.charging.cache import AccountCache
@@ -37,6 +41,7 @@ from ocs.store.redis_sync import KeyLayout, RedisSync
 pytestmark = pytest.mark.integration
 
 REDIS_SERVER = shutil.which("redis-server")
+REDIS_CLI = shutil.which("redis-cli")
 INTERVAL_S = 0.02
 INSTANCE_TTL_S = 1.0
 ACCOUNT = 42
@@ -48,6 +53,20 @@ def free_tcp_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too."""
+    for _ in range(100):
+        port = random.randrange(20_000, 50_000)
+        try:
+            with socket.socket() as one, socket.socket() as bus:
+                one.bind(("127.0.0.1", port))
+                bus.bind(("127.0.0.1", port + 10_000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -57,10 +76,11 @@ def free_udp_port() -> int:
 class RedisServer:
     """``redis-server`` as a subprocess on a fixed loopback port; can be stopped and restarted."""
 
-    def __init__(self, binary: str, port: int, workdir: Path) -> None:
+    def __init__(self, binary: str, port: int, workdir: Path, extra: tuple[str, ...] = ()) -> None:
         self.binary = binary
         self.port = port
         self.workdir = workdir
+        self.extra = extra
         self.url = f"redis://127.0.0.1:{port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -78,6 +98,7 @@ class RedisServer:
                 "no",
                 "--dir",
                 str(self.workdir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -107,12 +128,18 @@ class RedisServer:
         self.proc = None
 
 
+def require(binary: str | None, name: str) -> str:
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{name} (Debian package redis-server) is required in CI")
+        pytest.skip(f"no {name}")
+    return binary
+
+
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    if REDIS_SERVER is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server (Debian package redis-server) is required in CI")
-        pytest.skip("no redis-server")
+    require(REDIS_SERVER, "redis-server")
+    assert REDIS_SERVER is not None
     workdir = tmp_path / "redis"
     workdir.mkdir()
     server = RedisServer(REDIS_SERVER, free_tcp_port(), workdir)
@@ -147,15 +174,61 @@ class Instance:
 
 
 @pytest.fixture
-async def instances(redis_server: RedisServer) -> AsyncIterator[Callable[[], Instance]]:
-    """Make SessionBook + RedisSync pairs on the test's Redis; all stopped at the end."""
+def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
+    """Three masters on free loopback ports, all 16384 slots assigned; stopped by pid."""
+    server, cli = require(REDIS_SERVER, "redis-server"), require(REDIS_CLI, "redis-cli")
+    workdir = tmp_path / "cluster"
+    workdir.mkdir()
+    nodes = []
+    for _ in range(3):
+        port = free_cluster_port()
+        options = ("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf")
+        nodes.append(RedisServer(server, port, workdir, options))
+    try:
+        for node in nodes:
+            node.start()
+        created = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert created.returncode == 0, created.stdout.decode() + created.stderr.decode()
+        deadline = time.monotonic() + 10
+        for node in nodes:
+            while True:
+                info = subprocess.run(
+                    [cli, "-p", str(node.port), "cluster", "info"],
+                    capture_output=True,
+                    timeout=5,
+                    check=False,
+                ).stdout
+                if b"cluster_state:ok" in info and b"cluster_slots_ok:16384" in info:
+                    break
+                assert time.monotonic() < deadline, info.decode()
+                time.sleep(0.05)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def make_instances(url: str) -> tuple[Callable[[], Instance], list[Instance]]:
     made: list[Instance] = []
 
     def make() -> Instance:
         book, metrics = SessionBook(), Metrics()
         sync = RedisSync(
             book,
-            url=redis_server.url,
+            url=url,
             key_prefix="t",
             sync_interval_s=INTERVAL_S,
             instance_ttl_s=INSTANCE_TTL_S,
@@ -166,6 +239,13 @@ async def instances(redis_server: RedisServer) -> AsyncIterator[Callable[[], Ins
         made.append(Instance(book, sync, metrics))
         return made[-1]
 
+    return make, made
+
+
+@pytest.fixture
+async def instances(redis_server: RedisServer) -> AsyncIterator[Callable[[], Instance]]:
+    """Make SessionBook + RedisSync pairs on the test's Redis; all stopped at the end."""
+    make, made = make_instances(redis_server.url)
     yield make
     for instance in made:
         await instance.sync.stop()
@@ -389,6 +469,72 @@ async def test_a_burst_of_changes_goes_out_in_a_few_batched_rounds(instances) ->
     await eventually(lambda: b.book.remote_account_count == 100, what="B sees 100 accounts")
     assert a.sync.rounds - rounds <= 10
     assert all(b.book.reserved(1000 + n) == 20 for n in range(100))
+
+
+# --- Redis Cluster ------------------------------------------------------------------------------
+
+
+async def test_two_instances_share_figures_through_a_redis_cluster(redis_cluster) -> None:
+    """Each instance names a different node; the sync detects the cluster, its script touches
+    the {sync} slot alone, and the account keys land on the nodes their hash tags pick."""
+    first, second, _ = redis_cluster
+    make_a, made_a = make_instances(first.url)
+    make_b, made_b = make_instances(second.url)
+    client = RedisCluster.from_url(first.url)
+    try:
+        a, b = make_a(), make_b()
+        await up(a, b)
+        assert a.sync.cluster is True and b.sync.cluster is True
+        keys = KeyLayout("t")
+        await client.initialize()
+
+        # One account per master: hash tags {acct:ID} on three different nodes.
+        accounts: dict[str, int] = {}
+        for account in range(1, 1000):
+            node = client.get_node_from_key(keys.account(account, a.sync.instance))
+            accounts.setdefault(node.name, account)
+            if len(accounts) == 3:
+                break
+        assert sorted(accounts) == sorted(f"127.0.0.1:{n.port}" for n in redis_cluster)
+
+        for n, account in enumerate(accounts.values()):
+            a.book.start(f"call-{n}", account, mono(), ttl_s=600)
+            a.book.admit(f"auth-{n}", account, 100 + n, mono(), ttl_s=600)
+        for n, account in enumerate(accounts.values()):
+            await eventually(lambda account=account: b.book.active_sessions(account) == 1)
+            assert b.book.reserved(account) == 100 + n
+            assert b.book.local_figures(account) == (0, 0)
+            key = keys.account(account, a.sync.instance)
+            assert await client.get(key) == f"{100 + n} 1".encode()
+            assert 0 < await client.pttl(key) <= 1000
+
+        # B's calls count on A; an end reaches B and deletes A's key.
+        second_account, third_account = list(accounts.values())[1:]
+        b.book.start("call-b", second_account, mono(), ttl_s=600)
+        await eventually(lambda: a.book.active_sessions(second_account) == 2, what="A sees B")
+        a.book.end("call-2")
+        a.book.end("auth-2")
+        await eventually(lambda: b.book.active_sessions(third_account) == 0, what="B sees end")
+        await eventually(lambda: b.book.reserved(third_account) == 0)
+        assert await client.get(keys.account(third_account, a.sync.instance)) is None
+
+        # Still counted past the instance TTL (re-published per key, re-announced).
+        await asyncio.sleep(1.5 * INSTANCE_TTL_S)
+        assert b.book.active_sessions(second_account) == 2
+        assert await client.get(keys.account(second_account, a.sync.instance)) == b"101 1"
+
+        # A stops cleanly: its keys on every node and its heartbeat go, B forgets it at once.
+        await a.sync.stop()
+        made_a.clear()
+        await eventually(lambda: b.book.active_sessions(second_account) == 1, what="forgotten")
+        for account in accounts.values():
+            assert await client.get(keys.account(account, a.sync.instance)) is None
+        assert [m.decode() for m in await client.zrange(keys.instances, 0, -1)] == [b.sync.instance]
+        assert a.metric("ocs_redis_errors_total") == 0 == b.metric("ocs_redis_errors_total")
+    finally:
+        for instance in made_a + made_b:
+            await instance.sync.stop()
+        await client.aclose()
 
 
 # --- two daemons ---------------------------------------------------------------------------------
