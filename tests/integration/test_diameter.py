@@ -310,3 +310,53 @@ def test_a_restarted_daemon_carries_on_running_sessions(dsn: str, daemons, tmp_p
     assert second.stop() == 0
     # 60 + 30 + 10 = 100 s at 0.06/min = 0.10: nothing lost across the restart, nothing twice
     assert "balance             -50.10" in run_ocs("account", "show", "postpaid", dsn=dsn).out
+
+
+def test_ccr_t_during_a_database_outage_is_spooled_and_lands_once(daemons, tmp_path: Path) -> None:
+    from ocs.store.embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres(tmp_path / "pg")
+    dsn = server.start()
+    try:
+        assert run_ocs("demo", "load", dsn=dsn).code == 0
+        port = free_tcp_port()
+        extra = (
+            f'[usage]\nspool_file = "{tmp_path / "ccr.spool"}"\n[cache]\nrefresh_interval_s = 0.2\n'
+        )
+        daemon = daemons("--config", str(diameter_config(tmp_path, port, extra)), dsn=dsn)
+        daemon.wait_for("msg='ready")
+
+        async def start() -> None:
+            peer = await opened(port)
+            initial = ccr("pcef;out;1", INITIAL, 0, user="postpaid")
+            assert result_code(await peer.request(initial)) == 2001
+            update = ccr("pcef;out;1", UPDATE, 1, user="postpaid", used=units(446, time_s=20))
+            assert result_code(await peer.request(update)) == 2001
+            peer.close()
+
+        run(start())
+        server.stop()  # PostgreSQL goes away
+        daemon.wait_for("database unreachable", timeout=10)
+
+        async def terminate() -> None:
+            peer = await opened(port)
+            final = ccr("pcef;out;1", TERMINATION, 2, user="postpaid", used=units(446, time_s=40))
+            assert result_code(await peer.request(final)) == 2001  # spooled, then answered
+            peer.close()
+
+        run(terminate())
+        assert (tmp_path / "ccr.spool").stat().st_size > 0
+        server = EmbeddedPostgres(tmp_path / "pg")
+        server.start()  # back: the sidecar replays the spool
+        daemon.wait_for("database reachable again", timeout=20)
+        import time
+
+        deadline = time.monotonic() + 10
+        while (tmp_path / "ccr.spool").stat().st_size and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "ccr.spool").stat().st_size == 0
+        # 20 s + 40 s = 60 s at 0.06/min = 0.06, charged exactly once
+        assert "balance             -50.06" in run_ocs("account", "show", "postpaid", dsn=dsn).out
+        assert daemon.stop() == 0
+    finally:
+        server.stop()
