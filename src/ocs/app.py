@@ -417,10 +417,6 @@ class Daemon:
             self.spool.close()
         if self.ops_endpoint is not None:
             await self.ops_endpoint.close(grace)
-        try:
-            await asyncio.wait_for(asyncio.to_thread(self.metrics.close), grace)
-        except TimeoutError:
-            log.warning("metrics endpoint did not close within graceful_timeout_s")
 
 
 # --- process model ---------------------------------------------------------------------------

@@ -34,7 +34,13 @@ from ocs.core import (
     parse_amount,
 )
 from ocs.core.identity import IdentityError, IdentityKind
-from ocs.core.model import AccountSnapshot, CreditDecision, RefusalReason, ServiceUnit
+from ocs.core.model import (
+    REFUSAL_TEXT,
+    AccountSnapshot,
+    CreditDecision,
+    RefusalReason,
+    ServiceUnit,
+)
 from ocs.core.money import AmountError
 from ocs.store import accounts as store
 from ocs.store import operators as operator_store
@@ -81,23 +87,12 @@ def fields(pairs: Sequence[tuple[str, str]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in pairs)
 
 
-REASON_TEXT = {
-    RefusalReason.UNKNOWN_ACCOUNT: "unknown account",
-    RefusalReason.INSUFFICIENT_CREDIT: "insufficient credit",
-    RefusalReason.BLOCKED: "account blocked",
-    RefusalReason.CLOSED: "account closed",
-    RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
-    RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
-    RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
-}
-
-
 def describe_decision(decision: CreditDecision) -> str:
     if decision.admitted:
         unit = {ServiceUnit.TIME: "s", ServiceUnit.VOLUME: "bytes", ServiceUnit.EVENT: "events"}
         return f"admitted, grant {decision.granted_units} {unit[decision.unit]}"
     assert decision.reason is not None
-    why = REASON_TEXT[decision.reason]
+    why = REFUSAL_TEXT[decision.reason]
     if decision.reason is RefusalReason.INSUFFICIENT_CREDIT:
         why += f" (available {format_amount(decision.available)})"
     return f"refused: {why}"

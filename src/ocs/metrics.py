@@ -7,8 +7,6 @@ session id. Hot paths hold bound children (``.inc()`` ≈ 0.7 µs) instead of ca
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -293,18 +291,3 @@ class Metrics:
             "How late the event loop ran a 0.1 s timer, worst of the last second.",
             registry=r,
         )
-        self._server: Any = None
-
-    def serve(self, host: str, port: int) -> int:
-        """Serve /metrics in a thread; returns the bound port. Raises OSError."""
-        from prometheus_client import start_http_server  # noqa: PLC0415
-
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._server = server
-        return int(server.server_port)
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None

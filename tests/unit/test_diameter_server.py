@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -24,12 +24,12 @@ from diameter_peer import (
     result_code,
     units,
 )
+from memory_store import MemoryStore
 
 from ocs.charging.cache import AccountCache
-from ocs.charging.pipeline import CachePolicy, Charging, UsageOutcome, UsageReport
+from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
 from ocs.core import AccountSnapshot, AccountStatus, GrantLimits, Tariff, parse_amount
-from ocs.core.identity import IdentityKind
 from ocs.diameter import codec
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
@@ -38,78 +38,6 @@ from ocs.metrics import Metrics
 TARIFF = Tariff(price_per_minute=parse_amount("0.06"), price_per_mb=parse_amount("0.01"))
 INITIAL, UPDATE, TERMINATION, EVENT = 1, 2, 3, 4
 CC_TIME, CC_TOTAL_OCTETS = codec.AVP_CC_TIME, codec.AVP_CC_TOTAL_OCTETS
-
-
-@dataclass
-class MemoryStore:
-    """AccountSource and UsageSink in memory, with an optional gate that holds every call."""
-
-    accounts: dict[int, AccountSnapshot]
-    identities: dict[tuple[str, str], int]
-    recorded: dict[str, int] = field(default_factory=dict)
-    charged: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    gate: asyncio.Event | None = None
-
-    async def _wait(self) -> None:
-        if self.gate is not None:
-            await self.gate.wait()
-
-    async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
-        await self._wait()
-        account = self.identities.get((kind.value, value))
-        return self.accounts.get(account) if account is not None else None
-
-    async def load_account(self, account_id: int) -> AccountSnapshot | None:
-        return self.accounts.get(account_id)
-
-    async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
-        await self._wait()
-        if report.idempotency_key in self.recorded:
-            return UsageOutcome(charged=0, duplicate=True, snapshot=None)
-        session = (report.source, report.origin, report.session_key)
-        delta = max(total_amount - self.charged.get(session, 0), 0)
-        self.charged[session] = self.charged.get(session, 0) + delta
-        self.recorded[report.idempotency_key] = delta
-        old = self.accounts[report.account_id]
-        new = AccountSnapshot(
-            account_id=old.account_id,
-            name=old.name,
-            balance=old.balance - delta,
-            credit_limit=old.credit_limit,
-            status=old.status,
-            tariff=old.tariff,
-        )
-        self.accounts[report.account_id] = new
-        return UsageOutcome(charged=delta, duplicate=False, snapshot=new)
-
-    async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
-        return []
-
-    async def record_unmatched(
-        self, report: UsageReport, identity_kind: str, identity: str
-    ) -> bool:
-        return True
-
-    def balance(self, account_id: int) -> int:
-        return self.accounts[account_id].balance
-
-    async def open_session(self, source: str, origin: str, session_key: str) -> None:
-        return None  # the memory store keeps no sessions across a restart
-
-    async def credit(
-        self, account_id: int, amount: int, idempotency_key: str, note: str
-    ) -> AccountSnapshot:
-        old = self.accounts[account_id]
-        new = AccountSnapshot(
-            account_id=old.account_id,
-            name=old.name,
-            balance=old.balance + amount,
-            credit_limit=old.credit_limit,
-            status=old.status,
-            tariff=old.tariff,
-        )
-        self.accounts[account_id] = new
-        return new
 
 
 def snapshot(account_id: int, name: str, balance: str, **kw: object) -> AccountSnapshot:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from memory_store import MemoryStore
 from pyrad.dictionary import Dictionary
 from pyrad.packet import AuthPacket
 
 from ocs.charging.cache import AccountCache
-from ocs.charging.pipeline import CachePolicy, Charging, UsageOutcome, UsageReport
+from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
 from ocs.core import AccountSnapshot, AccountStatus, GrantLimits, Tariff, parse_amount
 from ocs.core.identity import IdentityKind
@@ -44,62 +44,6 @@ class FakeClock:
 
     def mono(self) -> float:
         return self.now
-
-
-@dataclass
-class MemoryStore:
-    """AccountSource and UsageSink in memory: the database's contract, none of its durability."""
-
-    accounts: dict[int, AccountSnapshot]
-    identities: dict[tuple[str, str], int]
-    recorded: dict[str, int] = field(default_factory=dict)  # idempotency key -> charged
-    charged: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    unmatched: list[UsageReport] = field(default_factory=list)
-    lookups: int = 0
-
-    async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
-        self.lookups += 1
-        account = self.identities.get((kind.value, value))
-        return self.accounts.get(account) if account is not None else None
-
-    async def load_account(self, account_id: int) -> AccountSnapshot | None:
-        return self.accounts.get(account_id)
-
-    async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
-        if report.idempotency_key in self.recorded:
-            return UsageOutcome(charged=0, duplicate=True, snapshot=None)
-        session = (report.source, report.origin, report.session_key)
-        delta = max(total_amount - self.charged.get(session, 0), 0)
-        self.charged[session] = self.charged.get(session, 0) + delta
-        self.recorded[report.idempotency_key] = delta
-        old = self.accounts[report.account_id]
-        new = AccountSnapshot(
-            account_id=old.account_id,
-            name=old.name,
-            balance=old.balance - delta,
-            credit_limit=old.credit_limit,
-            status=old.status,
-            tariff=old.tariff,
-        )
-        self.accounts[report.account_id] = new
-        return UsageOutcome(charged=delta, duplicate=False, snapshot=new)
-
-    async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
-        return []
-
-    async def record_unmatched(
-        self, report: UsageReport, identity_kind: str, identity: str
-    ) -> bool:
-        self.unmatched.append(report)
-        return True
-
-    async def open_session(self, source: str, origin: str, session_key: str) -> None:
-        return None  # the memory store keeps no sessions across a restart
-
-    async def credit(
-        self, account_id: int, amount: int, idempotency_key: str, note: str
-    ) -> AccountSnapshot | None:
-        return None
 
 
 class FakeTransport:

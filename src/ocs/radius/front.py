@@ -33,7 +33,7 @@ from typing import cast
 from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
 from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
-from ocs.metrics import Metrics
+from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
 
@@ -175,7 +175,7 @@ class RadiusFront:
 
     def _bind_metrics(self) -> None:
         m = self.metrics
-        self._drop = {c: m.dropped.labels("radius", c) for c in _drop_causes()}
+        self._drop = {c: m.dropped.labels("radius", c) for c in DROP_CAUSES}
         self._dup = m.duplicates.labels("radius")
         self._lat_auth = m.latency.labels("radius", "access")
         self._lat_acct = m.latency.labels("radius", "accounting")
@@ -582,12 +582,6 @@ def _log_drop(cause: str, source: object, **detail: object) -> None:
 
 def _factory(listener: _Listener) -> Callable[[], _Listener]:
     return lambda: listener
-
-
-def _drop_causes() -> tuple[str, ...]:
-    from ocs.metrics import DROP_CAUSES  # noqa: PLC0415
-
-    return DROP_CAUSES
 
 
 def _reservation_key(ex: _Exchange) -> str:
