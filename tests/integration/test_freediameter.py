@@ -1,9 +1,15 @@
 """Interop with freeDiameter (Debian ``freediameterd``): a real Diameter peer and relay.
 
 freeDiameterd runs with a configuration generated here (loopback, free ports, a throwaway
-self-signed certificate it insists on even without TLS). It connects to ocsd (ConnectPeer),
-completes CER/CEA and DWR/DWA both ways (TwTimer 6 s, ocsd's watchdog_s 6 s), then relays a
-credit-control request from a small client of ours to ocsd and the answer back. Only
+self-signed certificate it insists on even without TLS). It connects to two ocsd instances
+(ConnectPeer), completes CER/CEA with both and DWR/DWA both ways, then relays credit-control
+requests from a small client of ours to ocsd and the answers back.
+
+Each side resets its watchdog on any message it receives, so with equal timers the direction
+of the next DWR is a coin toss. The timers are therefore set apart, one direction per
+connection: freeDiameter's Tw is 14 s (12-16 s jittered); ocsd "ocs.localdomain" has 6 s
+(4-8 s), so its DWR always goes first and freeDiameter answers it; ocsd "ocs2.localdomain"
+has 30 s (28-32 s), so freeDiameter's DWR always goes first and that ocsd answers it. Only
 well-formed traffic is sent to it (INTEROP-NOTES: it is fragile under bad input); hostile
 peers are tested against ocsd directly in test_diameter.py. With CI=true a missing
 freeDiameterd is a failure, not a skip.
@@ -85,7 +91,7 @@ def freediameter_binaries() -> str:
     return FREEDIAMETERD
 
 
-def freediameter_config(tmp_path: Path, fd_port: int, ocs_port: int) -> Path:
+def freediameter_config(tmp_path: Path, fd_port: int, ocs_port: int, ocs2_port: int) -> Path:
     subprocess.run(
         [
             str(OPENSSL),
@@ -123,7 +129,7 @@ SecPort = 0;
 No_SCTP;
 No_IPv6;
 ListenOn = "127.0.0.1";
-TwTimer = 6;
+TwTimer = 14;
 TcTimer = 6;
 AppServThreads = 2;
 TLS_Cred = "{tmp_path / "fd.pem"}", "{tmp_path / "fd.key"}";
@@ -132,6 +138,32 @@ TLS_CA = "{tmp_path / "fd.pem"}";
 LoadExtension = "{EXTENSIONS / "rt_default.fdx"}" : "{tmp_path / "rt_default.conf"}";
 LoadExtension = "{EXTENSIONS / "acl_wl.fdx"}" : "{tmp_path / "acl_wl.conf"}";
 ConnectPeer = "ocs.localdomain" {{ ConnectTo = "127.0.0.1"; Port = {ocs_port}; No_TLS; }};
+ConnectPeer = "ocs2.localdomain" {{ ConnectTo = "127.0.0.1"; Port = {ocs2_port}; No_TLS; }};
+""",
+    )
+
+
+def ocsd_config(
+    tmp_path: Path, name: str, *, origin_host: str, port: int, metrics_port: int, watchdog_s: int
+) -> Path:
+    return write_config(
+        tmp_path / f"{name}.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / f"{name}.lock"}"
+graceful_timeout_s = 5
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[diameter]
+enabled = true
+listen = ["127.0.0.1:{port}"]
+origin_host = "{origin_host}"
+origin_realm = "localdomain"
+watchdog_s = {watchdog_s}
+[[diameter.peers]]
+origin_host = "fd.relay.net"
+realm = "relay.net"
+address = "127.0.0.1"
 """,
     )
 
@@ -139,53 +171,63 @@ ConnectPeer = "ocs.localdomain" {{ ConnectTo = "127.0.0.1"; Port = {ocs_port}; N
 def test_freediameter_peer_and_relay(
     freediameter_binaries: str, dsn: str, daemons, tmp_path: Path
 ) -> None:
-    ocs_port, fd_port, metrics_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
-    config = write_config(
-        tmp_path / "ocsd.toml",
-        f"""
-[daemon]
-lock_file = "{tmp_path / "ocsd.lock"}"
-graceful_timeout_s = 5
-[metrics]
-listen = "127.0.0.1:{metrics_port}"
-[diameter]
-enabled = true
-listen = ["127.0.0.1:{ocs_port}"]
-origin_host = "ocs.localdomain"
-origin_realm = "localdomain"
-watchdog_s = 6
-[[diameter.peers]]
-origin_host = "fd.relay.net"
-realm = "relay.net"
-address = "127.0.0.1"
-""",
+    ocs_port, ocs2_port, fd_port = free_tcp_port(), free_tcp_port(), free_tcp_port()
+    metrics_port, metrics2_port = free_tcp_port(), free_tcp_port()
+    config = ocsd_config(
+        tmp_path,
+        "ocsd",
+        origin_host="ocs.localdomain",
+        port=ocs_port,
+        metrics_port=metrics_port,
+        watchdog_s=6,
+    )
+    config2 = ocsd_config(
+        tmp_path,
+        "ocsd2",
+        origin_host="ocs2.localdomain",
+        port=ocs2_port,
+        metrics_port=metrics2_port,
+        watchdog_s=30,
     )
     daemon = daemons("--config", str(config), "--load-demo", dsn=dsn)
     daemon.wait_for("msg='ready")
+    # The second instance starts once the first has migrated and loaded the demo data.
+    daemon2 = daemons("--config", str(config2), dsn=dsn)
+    daemon2.wait_for("msg='ready")
     fd_log = (tmp_path / "freediameter.log").open("w")
     fd = subprocess.Popen(
-        [freediameter_binaries, "-c", str(freediameter_config(tmp_path, fd_port, ocs_port))],
+        [
+            freediameter_binaries,
+            "-c",
+            str(freediameter_config(tmp_path, fd_port, ocs_port, ocs2_port)),
+        ],
         stdout=fd_log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
     )
     try:
-        # freeDiameter connects to ocsd and completes the capabilities exchange.
+        # freeDiameter connects to both and completes the capabilities exchanges.
         daemon.wait_for("peer open origin_host=fd.relay.net", timeout=30)
-        # DWR/DWA both ways: freeDiameter's DWR answered by us, ours answered by it.
+        daemon2.wait_for("peer open origin_host=fd.relay.net", timeout=30)
+        # Our DWR answered by freeDiameter (ocsd's timer is the shorter one) ...
         wait_until(
             lambda: (
-                metric(metrics_port, "ocs_diameter_answers_total", command="DWR") >= 1
-                and metric(metrics_port, "ocs_diameter_peer_answers_total", command="DWA") >= 1
+                metric(
+                    metrics_port,
+                    "ocs_diameter_peer_answers_total",
+                    command="DWA",
+                    result_code="2001",
+                )
+                >= 1
             ),
             25,
-            "DWR/DWA in both directions",
+            "a DWR from ocsd answered by freeDiameter",
         )
-        assert (
-            metric(
-                metrics_port, "ocs_diameter_peer_answers_total", command="DWA", result_code="2001"
-            )
-            >= 1
+        # ... and freeDiameter's DWR answered by us (freeDiameter's timer is the shorter one).
+        wait_until(
+            lambda: metric(metrics2_port, "ocs_diameter_answers_total", command="DWR") >= 1,
+            25,
+            "a DWR from freeDiameter answered by ocsd",
         )
 
         async def relay() -> None:
@@ -250,5 +292,6 @@ address = "127.0.0.1"
                 fd.kill()
                 fd.wait(5)
         fd_log.close()
-    assert daemon.stop() == 0
-    assert "Traceback" not in daemon.output()
+    for instance in (daemon, daemon2):
+        assert instance.stop() == 0
+        assert "Traceback" not in instance.output()
