@@ -4,13 +4,16 @@ Run (the daemon with the demo data and a [diameter] section allowing *.localdoma
 127.0.0.1, see the note at the end of this docstring):
 
     .venv/bin/python bench/diameter_load.py --port 3868 [--connections 4] [--depth 64]
-        [--pairs 200000] [--duration-s 20] [--user postpaid] [--used-s 0]
+        [--pairs 200000] [--duration-s 20] [--user postpaid | --users 10000] [--used-s 0]
 
 Each connection does its own CER, then keeps ``--depth`` sessions in flight: a CCR-I (asking
 for 60 s, so the account's reservations stay small), and on its answer the session's CCR-T
 (reporting ``--used-s`` seconds; 0 means nothing to record, so the daemon answers from memory;
-> 0 makes every CCR-T a committed database write). Requests are pre-encoded templates whose
-Session-Id and identifiers are patched in place, so the client spends little per request.
+> 0 makes every CCR-T a committed database write). ``--users N`` spreads the sessions over
+the first N accounts that ``bench/seed_accounts.py`` creates (its accepting ones, round robin)
+instead of one ``--user``, so the writes do not all queue for one account's row. Requests
+are pre-encoded templates whose Session-Id, identifiers and User-Name are patched in place,
+so the client spends little per request.
 Prints CCR/s (both kinds counted), pairs/s, p50/p99/max latency per CCR and the Result-Code
 counts. Bounded by ``--pairs`` and ``--duration-s``; loopback addresses only. Figures go in
 notes, not tests.
@@ -52,6 +55,7 @@ from ocs.diameter.framer import Framer
 _RESULT_CODE_AVP = struct.pack(">II", codec.AVP_RESULT_CODE, 0x40000000 | 12)
 _U32 = struct.Struct(">I")
 _SESSION_DIGITS = 12
+RUN_ID = f"{time.time_ns():x}"  # Session-Ids differ from run to run (sessions persist)
 
 
 def cer(host: str) -> bytes:
@@ -73,12 +77,14 @@ def cer(host: str) -> bytes:
 
 
 class Template:
-    """A CCR with a fixed-width session number to patch: ``render(hop, session)``."""
+    """A CCR with a fixed-width session number and User-Name to patch:
+    ``render(hop, session, user)``, ``user`` as long as the one given here."""
 
     def __init__(self, host: str, request_type: int, user: str, used_s: int) -> None:
         self.marker = b"9" * _SESSION_DIGITS
+        user_marker = "#" * len(user.encode())
         avps = [
-            avp_utf8(codec.AVP_SESSION_ID, f"{host};{self.marker.decode()}"),
+            avp_utf8(codec.AVP_SESSION_ID, f"{host};{RUN_ID};{self.marker.decode()}"),
             encode_avp(codec.AVP_ORIGIN_HOST, host.encode()),
             encode_avp(codec.AVP_ORIGIN_REALM, b"localdomain"),
             encode_avp(codec.AVP_DESTINATION_REALM, b"localdomain"),
@@ -93,7 +99,7 @@ class Template:
                     avp_utf8(codec.AVP_SUBSCRIPTION_ID_DATA, "unused"),
                 ],
             ),
-            avp_utf8(codec.AVP_USER_NAME, user),
+            avp_utf8(codec.AVP_USER_NAME, user_marker),
         ]
         if request_type == 1:
             avps.append(
@@ -113,12 +119,16 @@ class Template:
         )
         self.prefix = message[:12]
         at = message.index(self.marker)
+        user_at = message.index(user_marker.encode(), at)
         self.middle = message[20:at]
-        self.suffix = message[at + _SESSION_DIGITS :]
+        self.between = message[at + _SESSION_DIGITS : user_at]
+        self.suffix = message[user_at + len(user_marker) :]
 
-    def render(self, hop_by_hop: int, session: int) -> bytes:
+    def render(self, hop_by_hop: int, session: int, user: bytes) -> bytes:
         ids = _U32.pack(hop_by_hop) * 2
-        return b"".join((self.prefix, ids, self.middle, b"%012d" % session, self.suffix))
+        return b"".join(
+            (self.prefix, ids, self.middle, b"%012d" % session, self.between, user, self.suffix)
+        )
 
 
 class LoadConnection(asyncio.Protocol):
@@ -126,12 +136,13 @@ class LoadConnection(asyncio.Protocol):
         self.bench = bench
         host = f"bench-{index}.localdomain"
         self.host = host
-        self.initial = Template(host, 1, bench.user, bench.used_s)
-        self.final = Template(host, 3, bench.user, bench.used_s)
+        self.initial = Template(host, 1, bench.users[0].decode(), bench.used_s)
+        self.final = Template(host, 3, bench.users[0].decode(), bench.used_s)
         self.framer = Framer(1 << 20)
         self.transport: asyncio.Transport | None = None
         self.opened = asyncio.get_running_loop().create_future()
-        self.inflight: dict[int, tuple[float, int, bool]] = {}  # hop -> (sent, session, initial)
+        # hop -> (sent, session, initial)
+        self.inflight: dict[int, tuple[float, int, bool]] = {}
         self.next_hop = 1000
         self.done = asyncio.get_running_loop().create_future()
         self._out: list[bytes] = []
@@ -162,7 +173,7 @@ class LoadConnection(asyncio.Protocol):
     def _send(self, template: Template, session: int, initial: bool) -> None:
         hop = self.next_hop = (self.next_hop + 1) & 0xFFFFFFFF
         self.inflight[hop] = (time.perf_counter(), session, initial)
-        self._out.append(template.render(hop, session))
+        self._out.append(template.render(hop, session, self.bench.user_of(session)))
 
     def _flush(self) -> None:
         if self._out and self.transport is not None and not self.transport.is_closing():
@@ -203,6 +214,15 @@ def _result_code(message: bytes) -> int:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.user = args.user
+        if args.users:
+            self.users = [
+                b"4178%07d" % i
+                for i in range(1, args.users + 1)
+                if i % 10 == 5 or (i % 10 != 0 and i % 97 != 0)
+            ]
+            self.user = f"{args.users} seeded accounts"
+        else:
+            self.users = [args.user.encode()]
         self.used_s = args.used_s
         self.pairs = args.pairs
         self.duration_s = args.duration_s
@@ -223,6 +243,9 @@ class Bench:
             return None
         self.sessions_started += 1
         return self.sessions_started
+
+    def user_of(self, session: int) -> bytes:
+        return self.users[session % len(self.users)]
 
     def record(self, latency: float, code: int, initial: bool) -> None:
         self.answers += 1
@@ -256,7 +279,7 @@ async def run(args: argparse.Namespace) -> None:
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     pairs = sum(n for (kind, _code), n in bench.codes.items() if kind == "CCR-T")
     print(
-        f"{args.connections} connections x depth {args.depth}, user {args.user!r}, "
+        f"{args.connections} connections x depth {args.depth}, user {bench.user!r}, "
         f"CCR-T used {args.used_s} s, {elapsed:.2f} s"
     )
     print(f"  CCR/s      {bench.answers / elapsed:10.0f}   (answers {bench.answers})")
@@ -278,6 +301,9 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=200_000, help="sessions (CCR-I + CCR-T)")
     parser.add_argument("--duration-s", type=float, default=20.0, help="time bound")
     parser.add_argument("--user", default="postpaid", help="User-Name of a demo account")
+    parser.add_argument(
+        "--users", type=int, default=0, help="spread over N accounts of bench/seed_accounts.py"
+    )
     parser.add_argument("--used-s", type=int, default=0, help="seconds reported in each CCR-T")
     parser.add_argument("--no-uvloop", action="store_true")
     args = parser.parse_args()

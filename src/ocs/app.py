@@ -202,7 +202,12 @@ class Daemon:
                 self.spool = Spool(cfg.usage.spool_file, max_bytes=cfg.usage.spool_max_bytes)
             except SpoolError as exc:
                 raise DaemonError(str(exc)) from None
-            self.sink = SpoolingSink(PostgresAccounts(db.pool), self.spool)
+            database = PostgresAccounts(
+                db.pool,
+                writers=cfg.database.usage_writers,
+                batch_max=cfg.database.usage_batch_max,
+            )
+            self.sink = SpoolingSink(database, self.spool)
             if self.sink.depth_bytes:
                 replayed = await self.sink.replay()
                 log.info("usage spool replayed at start records=%d", replayed)
@@ -413,6 +418,8 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.sink is not None:
+            await self.sink.database.drain()  # usage queued by a caller that gave up
         if self.spool is not None:
             self.spool.close()
         if self.ops_endpoint is not None:

@@ -128,6 +128,16 @@ class DatabaseConfig:
     pool_min_size: int = _spec(1, "Connections kept open.", check=_range(0, 1000))
     pool_max_size: int = _spec(10, "Most connections open at once.", check=_range(1, 1000))
     migrate_on_start: bool = _spec(True, "Apply pending schema migrations when the daemon starts.")
+    usage_writers: int = _spec(
+        2,
+        "Usage is written by group commit: at most this many transactions at once, each "
+        "committing every report queued meanwhile (one NOTIFYing commit at a time is "
+        "PostgreSQL's limit, so more rarely helps).",
+        check=_range(1, 100),
+    )
+    usage_batch_max: int = _spec(
+        256, "Most usage reports committed in one transaction.", check=_range(1, 10000)
+    )
 
 
 IDENTITY_KINDS = ("user_name", "e164", "imsi", "sip_uri", "nai", "calling_station_id", "private")

@@ -3,9 +3,24 @@
 Implements ``ocs.charging.pipeline.AccountSource`` and ``UsageSink``. Database failures become
 ``SourceUnavailable`` so the pipeline can apply its stale-data policy; the spool (a sink wrapped
 around this one) keeps usage when the database is away.
+
+Usage is written by group commit. Every committed usage record changes an account, and the
+account-change trigger NOTIFYs; PostgreSQL serialises the commits of notifying transactions
+(one global lock held through the WAL flush), so one record per transaction caps the daemon
+near one record per commit latency (≈ 1,000/s here) however many connections it uses. Reports
+are therefore queued and written by at most ``writers`` tasks, each committing whatever has
+queued (up to ``batch_max``) in one transaction: its accounts locked in id order, the records
+applied in arrival order by the same ``ocs_record_session_usage`` a single report uses, the
+snapshots read back in one query. Every caller is answered only after that commit. A batch
+that PostgreSQL refuses for one bad report (a session that belongs to another account, say) is
+retried one report per transaction, so only that report fails.
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -19,6 +34,8 @@ from ocs.store.accounts import (
     snapshot_from_row,
 )
 
+log = logging.getLogger(__name__)
+
 DATABASE_ERRORS = (
     OSError,
     asyncpg.PostgresConnectionError,
@@ -28,11 +45,83 @@ DATABASE_ERRORS = (
 )
 
 
+_RECORD_ONE = (
+    "SELECT (charged_now * 1000000)::bigint AS charged, was_duplicate AS duplicate FROM "
+    "ocs_record_session_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
+_LOCK_ACCOUNTS = "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+_RECORD_MANY = """
+    SELECT u.n, (r.charged_now * 1000000)::bigint AS charged, r.was_duplicate AS duplicate
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
+                $7::bigint[], $8::bigint[], $9::numeric[], $10::boolean[], $11::timestamptz[],
+                $12::text[])
+         WITH ORDINALITY AS u(source, origin, session_key, account_id, idempotency_key, seconds,
+                              octets, events, total, final, occurred_at, close_reason, n)
+    CROSS JOIN LATERAL ocs_record_session_usage(
+        u.source, u.origin, u.session_key, u.account_id, u.idempotency_key, u.seconds,
+        u.octets, u.events, u.total, u.final, u.occurred_at, u.close_reason) AS r
+    ORDER BY u.n"""
+_SNAPSHOTS = (
+    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
+    "WHERE account_id = ANY($1::bigint[])"
+)
+
+
+class _Queued(NamedTuple):
+    report: UsageReport
+    total_amount: int
+    answer: asyncio.Future[UsageOutcome]
+
+
+def _args(report: UsageReport, total_amount: int) -> tuple[Any, ...]:
+    return (
+        report.source,
+        report.origin,
+        report.session_key,
+        report.account_id,
+        report.idempotency_key,
+        report.usage.seconds,
+        report.usage.octets,
+        report.usage.events,
+        to_decimal(total_amount),
+        report.final,
+        report.occurred_at,
+        report.close_reason,
+    )
+
+
+def _outcome(row: Any, snap: Any) -> UsageOutcome:
+    return UsageOutcome(
+        charged=row["charged"],
+        duplicate=row["duplicate"],
+        snapshot=snapshot_from_row(tuple(snap)) if snap else None,
+        version=snap["changed_at"] if snap else None,
+    )
+
+
+def _settle(answer: asyncio.Future[UsageOutcome], outcome: UsageOutcome | BaseException) -> None:
+    if answer.done():  # the caller gave up (cancelled); the record stands, a retry is a no-op
+        return
+    if isinstance(outcome, BaseException):
+        answer.set_exception(outcome)
+    else:
+        answer.set_result(outcome)
+
+
 class PostgresAccounts:
     """``AccountSource`` and ``UsageSink`` on an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, writers: int = 2, batch_max: int = 256) -> None:
+        if writers < 1 or batch_max < 1:
+            raise ValueError("writers and batch_max must be at least 1")
         self.pool = pool
+        self.writers = writers
+        self.batch_max = batch_max
+        self.batches = 0  # transactions that committed more than one report
+        self.batched_reports = 0
+        self.batches_refused = 0  # batches retried one report at a time
+        self._queue: list[_Queued] = []
+        self._writing: set[asyncio.Task[None]] = set()
 
     async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
         try:
@@ -59,40 +148,75 @@ class PostgresAccounts:
 
     async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
         """Commit the report; returns the account's figures after it. Raises
-        ``SourceUnavailable`` when the database cannot take it (the spool then does)."""
+        ``SourceUnavailable`` when the database cannot take it (the spool then does).
+
+        Queued for group commit (see the module docstring); returns once it is committed."""
+        answer: asyncio.Future[UsageOutcome] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(report, total_amount, answer))
+        if len(self._writing) < self.writers:
+            task = asyncio.create_task(self._write_queued(), name="usage-writer")
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        return await answer
+
+    async def drain(self) -> None:
+        """Wait until every queued report is written (at shutdown, before the pool closes)."""
+        while self._writing:
+            await asyncio.gather(*self._writing, return_exceptions=True)
+
+    async def _write_queued(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.batch_max]
+            del self._queue[: self.batch_max]
+            try:
+                if len(batch) == 1:
+                    await self._write_one(batch[0])
+                else:
+                    await self._write_batch(batch)
+            except Exception as exc:  # never leave a caller waiting
+                log.exception("usage writer failed")
+                for queued in batch:
+                    _settle(queued.answer, exc)
+
+    async def _write_one(self, queued: _Queued) -> None:
+        report = queued.report
         try:
             async with self.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(
-                    "SELECT (charged_now * 1000000)::bigint AS charged, was_duplicate AS duplicate "
-                    "FROM "
-                    "ocs_record_session_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                    report.source,
-                    report.origin,
-                    report.session_key,
-                    report.account_id,
-                    report.idempotency_key,
-                    report.usage.seconds,
-                    report.usage.octets,
-                    report.usage.events,
-                    to_decimal(total_amount),
-                    report.final,
-                    report.occurred_at,
-                    report.close_reason,
-                )
-                snap = await conn.fetchrow(
-                    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
-                    "WHERE account_id = $1",
-                    report.account_id,
-                )
+                row = await conn.fetchrow(_RECORD_ONE, *_args(report, queued.total_amount))
+                snap = await conn.fetchrow(_SNAPSHOTS, [report.account_id])
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
-        assert row is not None
-        return UsageOutcome(
-            charged=row["charged"],
-            duplicate=row["duplicate"],
-            snapshot=snapshot_from_row(tuple(snap)) if snap else None,
-            version=snap["changed_at"] if snap else None,
-        )
+            _settle(queued.answer, SourceUnavailable(str(exc) or type(exc).__name__))
+        except asyncpg.PostgresError as exc:
+            _settle(queued.answer, exc)
+        else:
+            _settle(queued.answer, _outcome(row, snap))
+
+    async def _write_batch(self, batch: list[_Queued]) -> None:
+        columns = list(zip(*(_args(q.report, q.total_amount) for q in batch), strict=True))
+        accounts = sorted({q.report.account_id for q in batch})
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(_LOCK_ACCOUNTS, accounts)
+                rows = await conn.fetch(_RECORD_MANY, *(list(c) for c in columns))
+                snaps = await conn.fetch(_SNAPSHOTS, accounts)
+        except DATABASE_ERRORS as exc:
+            unavailable = SourceUnavailable(str(exc) or type(exc).__name__)
+            for queued in batch:
+                _settle(queued.answer, unavailable)
+            return
+        except asyncpg.PostgresError as exc:
+            self.batches_refused += 1
+            log.warning(
+                "usage batch of %d refused (%s); writing its reports one by one", len(batch), exc
+            )
+            for queued in batch:
+                await self._write_one(queued)
+            return
+        self.batches += 1
+        self.batched_reports += len(batch)
+        by_account = {snap["account_id"]: snap for snap in snaps}
+        for queued, row in zip(batch, rows, strict=True):
+            _settle(queued.answer, _outcome(row, by_account.get(queued.report.account_id)))
 
     async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
         try:

@@ -1,0 +1,149 @@
+"""Group commit of usage against a real PostgreSQL (``ocs.store.source.PostgresAccounts``).
+
+Many reports in flight are committed in few transactions; every caller still gets its own
+outcome, exactly what a transaction of its own would have given: the charge, the duplicate
+flag, the account's figures after it. A report PostgreSQL refuses fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+
+from ocs.charging.pipeline import SourceUnavailable, UsageReport
+from ocs.core.model import Usage
+from ocs.store.demo import load_demo
+from ocs.store.source import PostgresAccounts
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    async with pool.acquire() as conn:
+        await load_demo(conn)
+    yield pool
+    await pool.close()
+
+
+async def account_id(pool: asyncpg.Pool, name: str) -> int:
+    return int(await pool.fetchval("SELECT id FROM accounts WHERE name = $1", name))
+
+
+async def balance_micros(pool: asyncpg.Pool, account: int) -> int:
+    return int(
+        await pool.fetchval(
+            "SELECT balance_micros FROM account_snapshots WHERE account_id = $1", account
+        )
+    )
+
+
+def report(
+    account: int, session: str, seconds: int, *, final: bool = True, key: str | None = None
+) -> UsageReport:
+    return UsageReport(
+        source="diameter",
+        origin="peer.test",
+        session_key=session,
+        account_id=account,
+        idempotency_key=key or f"{session}/{seconds}/{final}",
+        usage=Usage(seconds=seconds),
+        final=final,
+        occurred_at=NOW,
+    )
+
+
+async def test_concurrent_reports_share_transactions_and_each_gets_its_own_outcome(
+    pool: asyncpg.Pool,
+) -> None:
+    accounts = [await account_id(pool, n) for n in ("prepaid-ok", "postpaid", "buffer")]
+    before = {a: await balance_micros(pool, a) for a in accounts}
+    db = PostgresAccounts(pool, writers=2, batch_max=64)
+    # 300 sessions over three accounts, 1,000 micro-units each; plus, for one session, an
+    # interim report then its final one, and a repeat of that final one, all queued together.
+    reports = [(report(accounts[i % 3], f"s{i}", 10), 1_000) for i in range(300)]
+    reports += [
+        (report(accounts[0], "long", 30, final=False), 3_000),
+        (report(accounts[0], "long", 50), 5_000),
+        (report(accounts[0], "long", 50), 5_000),  # same idempotency key: a repeat
+    ]
+    outcomes = await asyncio.gather(*(db.record(r, total) for r, total in reports))
+
+    assert db.batches >= 1
+    assert db.batched_reports > db.batches  # grouped: more reports than transactions
+    assert [o.charged for o in outcomes[:300]] == [1_000] * 300
+    assert [(o.charged, o.duplicate) for o in outcomes[300:]] == [
+        (3_000, False),
+        (2_000, False),  # the final report charges what the interim one did not
+        (0, True),
+    ]
+    expected = {a: before[a] - 100 * 1_000 for a in accounts}
+    expected[accounts[0]] -= 5_000
+    for a in accounts:
+        assert await balance_micros(pool, a) == expected[a]
+    # Every outcome carries its account's figures as of its transaction, never older.
+    for (r, _total), outcome in zip(reports, outcomes, strict=True):
+        assert outcome.snapshot is not None and outcome.snapshot.account_id == r.account_id
+        assert outcome.version is not None
+    assert await pool.fetchval("SELECT count(*) FROM usage_records") == 302
+
+
+async def test_a_report_postgresql_refuses_fails_alone(pool: asyncpg.Pool) -> None:
+    prepaid, postpaid = await account_id(pool, "prepaid-ok"), await account_id(pool, "postpaid")
+    db = PostgresAccounts(pool, writers=1, batch_max=64)
+    await db.record(report(prepaid, "taken", 5, final=False), 500)
+    # The same session claimed by another account is refused by the database; the reports
+    # queued in the same batch are written all the same.
+    results = await asyncio.gather(
+        db.record(report(postpaid, "a", 10), 1_000),
+        db.record(report(postpaid, "taken", 10, key="hijack"), 1_000),
+        db.record(report(prepaid, "b", 10), 1_000),
+        return_exceptions=True,
+    )
+    assert db.batches_refused == 1  # they were queued together, and retried one by one
+    assert isinstance(results[1], asyncpg.CheckViolationError)
+    assert [r.charged for r in (results[0], results[2])] == [1_000, 1_000]  # type: ignore[union-attr]
+    keys = {
+        r["idempotency_key"] for r in await pool.fetch("SELECT idempotency_key FROM usage_records")
+    }
+    assert keys == {"taken/5/False", "a/10/True", "b/10/True"}
+
+
+async def test_database_gone_makes_every_queued_report_unavailable(dsn: str) -> None:
+    pool = await asyncpg.create_pool(dsn, min_size=0, max_size=2)
+    db = PostgresAccounts(pool)
+    await pool.close()
+    results = await asyncio.gather(
+        *(db.record(report(1, f"s{i}", 10), 1_000) for i in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, SourceUnavailable) for r in results), results
+
+
+async def test_a_caller_that_gives_up_does_not_lose_or_double_the_record(
+    pool: asyncpg.Pool,
+) -> None:
+    prepaid = await account_id(pool, "prepaid-ok")
+    before = await balance_micros(pool, prepaid)
+    db = PostgresAccounts(pool, writers=1)
+    waiting = asyncio.create_task(db.record(report(prepaid, "gone", 10), 1_000))
+    await asyncio.sleep(0)  # queued
+    waiting.cancel()
+    await db.drain()
+    assert waiting.cancelled()
+    assert await balance_micros(pool, prepaid) == before - 1_000
+    # The client retries (it never got an answer): charged once all the same.
+    again = await db.record(report(prepaid, "gone", 10), 1_000)
+    assert (again.charged, again.duplicate) == (0, True)
+    assert await balance_micros(pool, prepaid) == before - 1_000
+
+
+def test_writer_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        PostgresAccounts(None, writers=0)  # type: ignore[arg-type]
