@@ -50,6 +50,8 @@ from ocs.store.spool import Spool, SpoolError
 
 log = logging.getLogger("ocs.daemon")
 
+EXPIRY_SLICE = 100  # heap steps per slice of expiry work (about 0.3 ms here)
+
 
 class DaemonError(RuntimeError):
     """A start-up failure with a message for the operator (no traceback needed)."""
@@ -258,6 +260,13 @@ class Daemon:
                     )
                     self.redis_sync.start()
                 self._start_operations(db)
+                # What start-up built lives as long as the daemon: the session book, the
+                # duplicate caches and their orders. Left to the cyclic collector, the large
+                # ones (hundreds of thousands of entries under load) would be walked entry by
+                # entry on every full pass: 15-40 ms stalls measured at 7,500 requests/s
+                # (see ocs.longlived).
+                gc.collect()
+                gc.freeze()
                 log.info("ready pid=%d accounts=%d", os.getpid(), len(self.cache))
                 self.ready = True
                 _signal_ready()
@@ -349,8 +358,10 @@ class Daemon:
         log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
 
     async def _housekeeping(self) -> None:
-        """Ten times a second: expire reservations and lost sessions (small batches keep the
-        loop responsive at high rates); once a second: refresh gauges."""
+        """Ten times a second: expire reservations and lost sessions, in slices with the loop
+        yielded between them (after a burst, 100,000 admissions can fall due together; at
+        once they would stall every request behind them by tens of milliseconds); once a
+        second: refresh gauges."""
         loop = asyncio.get_running_loop()
         last_hits = last_misses = last_spooled = last_replayed = 0
         tick = 0
@@ -359,7 +370,21 @@ class Daemon:
         while True:
             now = loop.time()
             worst_lag = max(worst_lag, now - expected)
-            self.sessions.expire(now)
+            self.sessions.expire(now, max_work=EXPIRY_SLICE)
+            slices = 1
+            while self.sessions.expiry_due(now):
+                await asyncio.sleep(0)
+                self.sessions.expire(now, max_work=EXPIRY_SLICE)
+                slices += 1
+                if slices % 10 == 0:
+                    gc.collect(0)
+            # CPython starts a young collection when allocations outnumber deallocations by
+            # 700, and it counts every freed container, tracked or not. While held
+            # admissions expire in thousands, their freed tuples hold that count down, the
+            # young generation grows unchecked (new requests' survivors), and the collection
+            # that finally runs walks all of it: 100 ms stalls measured here. Collecting it
+            # ten times a second keeps each pass small.
+            gc.collect(0)
             tick += 1
             if tick % 10:
                 expected = loop.time() + 0.1

@@ -6,6 +6,8 @@ hold (remote figures, set by the Redis sync) summed into the figures a decision 
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from ocs.charging.sessions import SessionBook
@@ -283,3 +285,53 @@ def test_admitting_again_under_the_same_key_replaces_the_hold() -> None:
     book.start("acct-1", ACCOUNT, now=1.0, ttl_s=600)
     assert book.reserved(ACCOUNT) == 250
     assert book.local_figures(ACCOUNT) == (250, 1)
+
+
+def test_held_admissions_drop_out_of_the_cyclic_collector() -> None:
+    """Hundreds of thousands of held admissions must not lengthen full GC passes: once the
+    collector has seen them, none of the book's per-admission records is tracked."""
+    book = SessionBook()
+    for n in range(100):
+        book.admit(f"nas|{n}", n % 7, 1_000, 0.0, 30.0)
+    book.start("nas|running", 3, 0.0, 60.0)
+    book.touch("nas|0", 1.0, 30.0)
+    gc.collect()
+    held = [
+        *book._reservations.values(),
+        *book._sessions.values(),
+        *book._deadlines,
+    ]
+    assert len(held) > 200
+    assert not any(gc.is_tracked(record) for record in held)
+    # Per account, only fixed-size state is walked, not one entry per admission.
+    assert not any(gc.is_tracked(state.pending) for state in book._accounts.values())
+
+
+def test_bounded_expiry_does_a_slice_at_a_time_and_says_when_more_is_due() -> None:
+    book = SessionBook()
+    for n in range(1_200):
+        book.admit(f"nas|{n}", n % 50, 1_000, 0.0, 30.0)
+    assert book.reserved(7) == 24 * 1_000
+    assert not book.expiry_due(29.0)
+    assert book.expiry_due(30.0)
+    slices = []
+    while book.expiry_due(30.0):
+        slices.append(book.expire(30.0, max_work=500))
+    assert slices == [500, 500, 200]
+    assert book.reservation_count == 0
+    assert book.reserved(7) == 0
+    assert book.expire(30.0, max_work=500) == 0
+
+
+def test_the_idle_sweep_is_chunked_too() -> None:
+    book = SessionBook(setup_window_s=1.0)
+    for account in range(5_000):
+        book.admit(f"nas|{account}", account, 0, 0.0, 1.0)
+    book.expire(5.0, max_work=10_000)  # reservations gone; the sweep has started
+    assert book.expiry_due(5.0)  # accounts are left to look at
+    calls = 1
+    while book.expiry_due(5.0):
+        book.expire(5.0, max_work=10_000)
+        calls += 1
+    assert calls == 3  # 5,000 accounts, 2,000 a call
+    assert book._accounts == {}

@@ -22,16 +22,20 @@ import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Final
 
+from ocs.longlived import LongLivedDict
 
-class Reservation(NamedTuple):
-    """Immutable on purpose: a tuple of numbers is not tracked by the cyclic garbage collector,
-    and hundreds of thousands of held admissions must not lengthen its pauses."""
+Reservation = tuple[int, int, float]
+"""(account id, amount in micro-units, expiry in monotonic seconds).
 
-    account_id: int
-    amount: int  # micro-units
-    expires_at: float  # monotonic seconds
+A plain tuple on purpose: the cyclic garbage collector stops tracking an exact tuple of
+numbers after it has seen it once, so hundreds of thousands of held admissions add nothing to
+its full passes. A NamedTuple looks the same but stays tracked (only exact tuples are
+untracked): measured here, 200,000 of them made every full collection 21 ms instead of 3.5."""
+_ACCOUNT: Final = 0
+_AMOUNT: Final = 1
+_EXPIRES: Final = 2
 
 
 @dataclass(slots=True)
@@ -39,11 +43,15 @@ class _AccountState:
     reserved: int = 0
     sessions: int = 0
     setups: deque[float] = field(default_factory=deque)
-    pending: deque[str] = field(default_factory=deque)
+    # Keys of pending reservations, oldest first. A dict used as an ordered set, not a deque:
+    # the collector untracks a dict of strings (a deque it walks item by item on every full
+    # pass; 225,000 pending keys made those passes 16-24 ms here), and removal is O(1).
+    pending: dict[str, None] = field(default_factory=dict)
 
 
 _RESERVATION, _SESSION = 0, 1
 _IDLE_SWEEP_S = 10.0
+_SWEEP_CHUNK = 2_000  # accounts looked at per bounded expire() call
 
 
 class SessionBook:
@@ -54,13 +62,14 @@ class SessionBook:
         # (deadline, kind, key): every reservation's and session's expiry, lazily deleted
         self._deadlines: list[tuple[float, int, str]] = []
         self._next_idle_sweep = 0.0
+        self._sweep: list[int] | None = None  # accounts left to look at in this idle sweep
         self._window = setup_window_s
-        self._accounts: dict[int, _AccountState] = {}
-        self._reservations: dict[str, Reservation] = {}
+        self._accounts: dict[int, _AccountState] = LongLivedDict()
+        self._reservations: dict[str, Reservation] = LongLivedDict()
         # running session key -> [account id, expiry (monotonic)]
-        self._sessions: dict[str, tuple[int, float]] = {}
+        self._sessions: dict[str, tuple[int, float]] = LongLivedDict()
         # Other instances: account -> [reserved, sessions] summed over them, and per instance.
-        self._remote: dict[int, tuple[int, int]] = {}
+        self._remote: dict[int, tuple[int, int]] = LongLivedDict()
         self._remote_by_instance: dict[str, dict[int, tuple[int, int]]] = {}
         # Accounts whose local figures changed since the last ``take_dirty``; None: not shared.
         self._dirty: set[int] | None = None
@@ -108,7 +117,7 @@ class SessionBook:
         state.setups.append(now)
         self._release_reservation(key)
         self._reserve(key, account_id, amount, now + ttl_s)
-        state.pending.append(key)
+        state.pending[key] = None
 
     def start(self, session_key: str, account_id: int, now: float, ttl_s: float) -> None:
         """The session runs (accounting Start, CCR-Initial): it counts against ``max_sessions``
@@ -119,10 +128,11 @@ class SessionBook:
             return
         state = self._state(account_id)
         while state.pending:
-            pending = state.pending.popleft()
+            pending = next(iter(state.pending))
+            del state.pending[pending]
             held = self._reservations.pop(pending, None)
             if held is not None:
-                self._reservations[session_key] = Reservation(account_id, held.amount, now + ttl_s)
+                self._reservations[session_key] = (account_id, held[_AMOUNT], now + ttl_s)
                 heapq.heappush(self._deadlines, (now + ttl_s, _RESERVATION, session_key))
                 break
         self._sessions[session_key] = (account_id, now + ttl_s)
@@ -139,7 +149,7 @@ class SessionBook:
             heapq.heappush(self._deadlines, (now + ttl_s, _SESSION, session_key))
         held = self._reservations.get(session_key)
         if held is not None:
-            self._reservations[session_key] = held._replace(expires_at=now + ttl_s)
+            self._reservations[session_key] = (held[_ACCOUNT], held[_AMOUNT], now + ttl_s)
             heapq.heappush(self._deadlines, (now + ttl_s, _RESERVATION, session_key))
 
     def reserve(self, key: str, account_id: int, amount: int, now: float, ttl_s: float) -> None:
@@ -158,19 +168,24 @@ class SessionBook:
             if self._dirty is not None:
                 self._dirty.add(running[0])
 
-    def expire(self, now: float) -> int:
+    def expire(self, now: float, max_work: int | None = None) -> int:
         """Drop reservations and sessions whose time is up; returns how many. Call it often.
 
         Work is proportional to what expires, not to what is held: deadlines sit in a heap
-        (entries made stale by a touch or a release are skipped when they surface), so a busy
-        daemon holding hundreds of thousands of admissions never stalls here."""
+        (entries made stale by a touch or a release are skipped when they surface). With
+        ``max_work``, one call does at most that many heap steps and sweeps at most
+        ``_SWEEP_CHUNK`` accounts; ``expiry_due`` then says whether to call again. A caller on
+        the event loop yields between calls, so 100,000 admissions expiring together never
+        stall the requests behind them."""
         expired = 0
         deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
+        budget = -1 if max_work is None else max_work
+        while budget and deadlines and deadlines[0][0] <= now:
+            budget -= 1
             _, kind, key = heapq.heappop(deadlines)
             if kind == _RESERVATION:
                 held = self._reservations.get(key)
-                if held is not None and held.expires_at <= now:
+                if held is not None and held[_EXPIRES] <= now:
                     self._release_reservation(key)
                     expired += 1
             else:
@@ -178,14 +193,29 @@ class SessionBook:
                 if running is not None and running[1] <= now:
                     self.end(key)
                     expired += 1
-        if now >= self._next_idle_sweep:
-            # Idle accounts (nothing held, no recent setup) are dropped now and then, not on
-            # every call: the scan is over every account with state.
+        # Idle accounts (nothing held, no recent setup) are dropped now and then, not on every
+        # call, and in chunks: the pass is over every account with state.
+        if self._sweep is None and now >= self._next_idle_sweep:
             self._next_idle_sweep = now + _IDLE_SWEEP_S
+            self._sweep = list(self._accounts)
+        sweep = self._sweep
+        if sweep is not None:
+            take = len(sweep) if max_work is None else min(len(sweep), _SWEEP_CHUNK)
             horizon = now - self._window
-            for account_id in [a for a, s in self._accounts.items() if _idle(s, horizon)]:
-                del self._accounts[account_id]
+            accounts = self._accounts
+            for account_id in sweep[len(sweep) - take :]:
+                state = accounts.get(account_id)
+                if state is not None and _idle(state, horizon):
+                    del accounts[account_id]
+            del sweep[len(sweep) - take :]
+            if not sweep:
+                self._sweep = None
         return expired
+
+    def expiry_due(self, now: float) -> bool:
+        """Work is left that ``expire(now, max_work)`` stopped short of."""
+        deadlines = self._deadlines
+        return bool(self._sweep) or bool(deadlines and deadlines[0][0] <= now)
 
     # --- sharing with other instances ---------------------------------------------------------
 
@@ -270,7 +300,7 @@ class SessionBook:
             self._remote[account_id] = new
 
     def _reserve(self, key: str, account_id: int, amount: int, expires_at: float) -> None:
-        self._reservations[key] = Reservation(account_id, amount, expires_at)
+        self._reservations[key] = (account_id, amount, expires_at)
         heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
         self._state(account_id).reserved += amount
         if self._dirty is not None:
@@ -280,12 +310,11 @@ class SessionBook:
         held = self._reservations.pop(key, None)
         if held is not None:
             if self._dirty is not None:
-                self._dirty.add(held.account_id)
-            state = self._accounts.get(held.account_id)
+                self._dirty.add(held[_ACCOUNT])
+            state = self._accounts.get(held[_ACCOUNT])
             if state is not None:
-                state.reserved -= held.amount
-                if key in state.pending:
-                    state.pending.remove(key)
+                state.reserved -= held[_AMOUNT]
+                state.pending.pop(key, None)
 
     @property
     def reservation_count(self) -> int:

@@ -86,6 +86,7 @@ from ocs.diameter.peer_state import (
     build_dwr,
     capabilities_exchange,
 )
+from ocs.longlived import LongLivedDict
 from ocs.metrics import (
     DIAMETER_CLOSE_REASONS,
     DIAMETER_DROP_CAUSES,
@@ -219,7 +220,7 @@ class DiameterServer:
         self._all_closed = asyncio.Event()
         self._hop_by_hop = itertools.count(self.rng.getrandbits(31))
         # duplicate key -> (expiry, answer; None while the first copy is in progress)
-        self._answers: dict[DuplicateKey, tuple[float, bytes | None]] = {}
+        self._answers: dict[DuplicateKey, tuple[float, bytes | None]] = LongLivedDict()
         self._answer_order: deque[tuple[float, DuplicateKey]] = deque()
         self._bind_metrics()
 

@@ -33,6 +33,7 @@ from typing import cast
 from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
 from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
+from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
@@ -169,7 +170,7 @@ class RadiusFront:
         self._worker: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         # retransmission key -> (expiry, reply; None while the first copy is in progress)
-        self._replies: dict[ReplyKey, tuple[float, bytes | None]] = {}
+        self._replies: dict[ReplyKey, tuple[float, bytes | None]] = LongLivedDict()
         self._reply_order: deque[tuple[float, ReplyKey]] = deque()
         self._bind_metrics()
 
