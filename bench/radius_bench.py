@@ -14,15 +14,16 @@ Started by ``bench/run_radius_bench.sh`` (see there for usage). Configurations, 
    key (checked with ``--check-config``); daemon on both cores, generator unpinned.
    Or ``external``: an ocsd someone else started (``--external-port``), measured as it is.
 
-Per configuration: a warm-up pass over every user before each run (so a 60 s cache TTL, the
-same in both servers, never makes a measured run cold), then ``--runs`` saturation runs
+Per configuration: a warm-up pass over every user before each run (so a 60 s cache TTL, the same
+in both servers, never makes a measured run cold), then ``--runs`` saturation runs
 (``--inflight`` window, unpaced) and ``--runs`` paced runs at half the median ocsd-1p saturation
-rate. Each run records the generator's report, the server's CPU (``/proc/PID/stat`` of the
-server and its children), the whole machine's busy CPU (``/proc/stat``: what other work was
-running), kernel UDP drop counters (``/proc/net/snmp``) and, for ocsd, the deltas of
-``ocs_dropped_packets_total`` and ``ocs_requests_total`` from ``/metrics`` plus any log lines
-at warning or above. Everything started is stopped by pid at the end (and the baseline's
-``stop.sh`` is run), also on Ctrl-C.
+rate; for ocsd, once the admissions the saturation runs left held (30 s each) have expired
+(``--no-settle``: straight away). Each run records the generator's report, the server's CPU
+(``/proc/PID/stat`` of the server and its children), the whole machine's busy CPU
+(``/proc/stat``: what other work was running), kernel UDP drop counters (``/proc/net/snmp``)
+and, for ocsd, the deltas of ``ocs_dropped_packets_total`` and ``ocs_requests_total`` from
+``/metrics`` plus any log lines at warning or above. Everything started is stopped by pid at
+the end (and the baseline's ``stop.sh`` is run), also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -404,6 +405,8 @@ class Bench:
         saturation = [self.measured(server, "saturation", 0) for _ in range(self.args.runs)]
         sat = statistics.median(r["throughput"] for r in saturation)
         rate = half_rate if half_rate else sat / 2
+        if server.metrics_ports and not self.args.no_settle:
+            self.settle_admissions(server)
         half = [self.measured(server, f"rate {rate:.0f}", rate) for _ in range(self.args.runs)]
         extra = []
         for fixed in self.args.extra_rate:
@@ -541,6 +544,25 @@ secret = "{SECRET}"
                 return
             time.sleep(1.0)
         log("  sidecar did not settle within 90 s (measuring anyway)")
+
+    def settle_admissions(self, server: Server, limit_s: float = 60.0) -> None:
+        """Wait until the admissions the saturation runs left held have expired.
+
+        Every Access-Accept holds its grant's cost until accounting Start claims it, or for
+        grant.admission_hold_s (30 s); the generator sends no accounting. Three saturation runs
+        leave ~600,000 held admissions that fall due in the next 30 s, a burst's aftermath, not
+        the steady state of the paced rate. ``--no-settle`` measures straight after instead.
+        """
+        started = time.monotonic()
+        while time.monotonic() - started < limit_s:
+            held = sum(
+                scrape_one(port).get("ocs_reservations", 0.0) for port in server.metrics_ports
+            )
+            if held < 1_000:
+                log(f"  held admissions expired after {time.monotonic() - started:.0f} s")
+                return
+            time.sleep(1.0)
+        log(f"  admissions still held after {limit_s:.0f} s (measuring anyway)")
 
     def stop_ocsd(self, server: Server) -> None:
         assert server.root_pid is not None
@@ -942,6 +964,11 @@ def parse_args() -> argparse.Namespace:
         help="also measure latency at this paced rate (repeatable), e.g. 7500",
     )
     p.add_argument("--workers", type=int, default=2, help="daemon.workers for ocsd-Nw")
+    p.add_argument(
+        "--no-settle",
+        action="store_true",
+        help="paced runs straight after saturation, while its held admissions expire",
+    )
     p.add_argument("--skip-ocsd", action="store_true")
     p.add_argument("--skip-freeradius", action="store_true")
     p.add_argument("--skip-freeradius-cpu0", action="store_true")
