@@ -147,3 +147,16 @@ async def test_a_caller_that_gives_up_does_not_lose_or_double_the_record(
 def test_writer_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         PostgresAccounts(None, writers=0)  # type: ignore[arg-type]
+
+
+async def test_reports_one_after_another_never_wait_for_a_writer_that_is_finishing(
+    pool: asyncpg.Pool,
+) -> None:
+    """The caller resumes before the finished writer's done-callbacks run: a writer must count
+    as gone the moment it stops looking at the queue, or the next report waits forever."""
+    prepaid = await account_id(pool, "prepaid-ok")
+    db = PostgresAccounts(pool, writers=1)
+    async with asyncio.timeout(10):  # not wait_for: the call must run in this very task
+        for n in range(20):
+            outcome = await db.record(report(prepaid, f"seq{n}", 10), 1_000)
+            assert outcome.charged == 1_000

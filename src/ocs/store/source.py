@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import asyncpg
 
@@ -156,7 +156,7 @@ class PostgresAccounts:
         if len(self._writing) < self.writers:
             task = asyncio.create_task(self._write_queued(), name="usage-writer")
             self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
+            task.add_done_callback(self._writing.discard)  # also if cancelled before it ran
         return await answer
 
     async def drain(self) -> None:
@@ -165,18 +165,27 @@ class PostgresAccounts:
             await asyncio.gather(*self._writing, return_exceptions=True)
 
     async def _write_queued(self) -> None:
-        while self._queue:
-            batch = self._queue[: self.batch_max]
-            del self._queue[: self.batch_max]
-            try:
-                if len(batch) == 1:
-                    await self._write_one(batch[0])
-                else:
-                    await self._write_batch(batch)
-            except Exception as exc:  # never leave a caller waiting
-                log.exception("usage writer failed")
-                for queued in batch:
-                    _settle(queued.answer, exc)
+        try:
+            while self._queue:
+                batch = self._queue[: self.batch_max]
+                del self._queue[: self.batch_max]
+                try:
+                    if len(batch) == 1:
+                        await self._write_one(batch[0])
+                    else:
+                        await self._write_batch(batch)
+                except Exception as exc:  # never leave a caller waiting
+                    log.exception("usage writer failed")
+                    for queued in batch:
+                        _settle(queued.answer, exc)
+                except BaseException:  # cancelled: the callers spool what is not known written
+                    for queued in batch:
+                        _settle(queued.answer, SourceUnavailable("the usage writer was stopped"))
+                    raise
+        finally:
+            # At once, not in a done-callback: a caller resumed by this writer's last answer
+            # runs before such a callback and would count this writer as still coming.
+            self._writing.discard(cast("asyncio.Task[None]", asyncio.current_task()))
 
     async def _write_one(self, queued: _Queued) -> None:
         report = queued.report
