@@ -208,6 +208,7 @@ class Daemon:
                 db.pool,
                 writers=cfg.database.usage_writers,
                 batch_max=cfg.database.usage_batch_max,
+                metrics=self.metrics,
             )
             self.sink = SpoolingSink(database, self.spool)
             if self.sink.depth_bytes:

@@ -162,6 +162,18 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.usage_commit_batch = Histogram(
+            "ocs_usage_commit_batch_reports",
+            "Usage reports per committed transaction (group commit: _count is transactions, "
+            "_sum is reports).",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=r,
+        )
+        self.usage_batches_refused = Counter(
+            "ocs_usage_batches_refused_total",
+            "Usage batches PostgreSQL refused for one bad report, then written report by report.",
+            registry=r,
+        )
         self.usage_records = Counter(
             "ocs_usage_reports_total",
             "Usage reports made durable, by protocol and result (charged, duplicate, unmatched).",

@@ -16,6 +16,7 @@ import pytest
 
 from ocs.charging.pipeline import SourceUnavailable, UsageReport
 from ocs.core.model import Usage
+from ocs.metrics import Metrics
 from ocs.store.demo import load_demo
 from ocs.store.source import PostgresAccounts
 
@@ -65,7 +66,8 @@ async def test_concurrent_reports_share_transactions_and_each_gets_its_own_outco
 ) -> None:
     accounts = [await account_id(pool, n) for n in ("prepaid-ok", "postpaid", "buffer")]
     before = {a: await balance_micros(pool, a) for a in accounts}
-    db = PostgresAccounts(pool, writers=2, batch_max=64)
+    metrics = Metrics()
+    db = PostgresAccounts(pool, writers=2, batch_max=64, metrics=metrics)
     # 300 sessions over three accounts, 1,000 micro-units each; plus, for one session, an
     # interim report then its final one, and a repeat of that final one, all queued together.
     reports = [(report(accounts[i % 3], f"s{i}", 10), 1_000) for i in range(300)]
@@ -78,6 +80,10 @@ async def test_concurrent_reports_share_transactions_and_each_gets_its_own_outco
 
     assert db.batches >= 1
     assert db.batched_reports > db.batches  # grouped: more reports than transactions
+    registry = metrics.registry
+    transactions = registry.get_sample_value("ocs_usage_commit_batch_reports_count")
+    written = registry.get_sample_value("ocs_usage_commit_batch_reports_sum")
+    assert written == 303 and transactions is not None and transactions < 303
     assert [o.charged for o in outcomes[:300]] == [1_000] * 300
     assert [(o.charged, o.duplicate) for o in outcomes[300:]] == [
         (3_000, False),
@@ -97,7 +103,8 @@ async def test_concurrent_reports_share_transactions_and_each_gets_its_own_outco
 
 async def test_a_report_postgresql_refuses_fails_alone(pool: asyncpg.Pool) -> None:
     prepaid, postpaid = await account_id(pool, "prepaid-ok"), await account_id(pool, "postpaid")
-    db = PostgresAccounts(pool, writers=1, batch_max=64)
+    metrics = Metrics()
+    db = PostgresAccounts(pool, writers=1, batch_max=64, metrics=metrics)
     await db.record(report(prepaid, "taken", 5, final=False), 500)
     # The same session claimed by another account is refused by the database; the reports
     # queued in the same batch are written all the same.
@@ -108,6 +115,7 @@ async def test_a_report_postgresql_refuses_fails_alone(pool: asyncpg.Pool) -> No
         return_exceptions=True,
     )
     assert db.batches_refused == 1  # they were queued together, and retried one by one
+    assert metrics.registry.get_sample_value("ocs_usage_batches_refused_total") == 1
     assert isinstance(results[1], asyncpg.CheckViolationError)
     assert [r.charged for r in (results[0], results[2])] == [1_000, 1_000]  # type: ignore[union-attr]
     keys = {

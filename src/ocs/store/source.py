@@ -28,6 +28,7 @@ from ocs.charging.pipeline import OpenSession, SourceUnavailable, UsageOutcome, 
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountSnapshot, Usage
 from ocs.core.money import to_decimal
+from ocs.metrics import Metrics
 from ocs.store.accounts import (
     SNAPSHOT_COLUMNS,
     VERSIONED_SNAPSHOT_COLUMNS,
@@ -111,10 +112,18 @@ def _settle(answer: asyncio.Future[UsageOutcome], outcome: UsageOutcome | BaseEx
 class PostgresAccounts:
     """``AccountSource`` and ``UsageSink`` on an asyncpg pool."""
 
-    def __init__(self, pool: asyncpg.Pool, *, writers: int = 2, batch_max: int = 256) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        writers: int = 2,
+        batch_max: int = 256,
+        metrics: Metrics | None = None,
+    ) -> None:
         if writers < 1 or batch_max < 1:
             raise ValueError("writers and batch_max must be at least 1")
         self.pool = pool
+        self.metrics = metrics
         self.writers = writers
         self.batch_max = batch_max
         self.batches = 0  # transactions that committed more than one report
@@ -199,6 +208,8 @@ class PostgresAccounts:
             _settle(queued.answer, exc)
         else:
             _settle(queued.answer, _outcome(row, snap))
+            if self.metrics is not None:
+                self.metrics.usage_commit_batch.observe(1)
 
     async def _write_batch(self, batch: list[_Queued]) -> None:
         columns = list(zip(*(_args(q.report, q.total_amount) for q in batch), strict=True))
@@ -215,6 +226,8 @@ class PostgresAccounts:
             return
         except asyncpg.PostgresError as exc:
             self.batches_refused += 1
+            if self.metrics is not None:
+                self.metrics.usage_batches_refused.inc()
             log.warning(
                 "usage batch of %d refused (%s); writing its reports one by one", len(batch), exc
             )
@@ -223,6 +236,8 @@ class PostgresAccounts:
             return
         self.batches += 1
         self.batched_reports += len(batch)
+        if self.metrics is not None:
+            self.metrics.usage_commit_batch.observe(len(batch))
         by_account = {snap["account_id"]: snap for snap in snaps}
         for queued, row in zip(batch, rows, strict=True):
             _settle(queued.answer, _outcome(row, by_account.get(queued.report.account_id)))
