@@ -82,6 +82,11 @@ def test_shipped_files_are_valid(name: str) -> None:
         ({"metrics": {"listen": "127.0.0.1:70000"}}, "metrics.listen = '127.0.0.1:70000'"),
         ({"database": {"pool_min_size": 20}}, "database.pool_min_size = 20 is not allowed"),
         ({"database": {"dsn": 5}}, "database.dsn = 5 is not allowed: expected a string"),
+        (
+            {"database": {"usage_writers": 0}},
+            "database.usage_writers = 0 is not allowed: expected a number from 1 to 100",
+        ),
+        ({"database": {"usage_batch_max": 0}}, "database.usage_batch_max = 0 is not allowed"),
         ({"grant": {"min_time_s": 100, "max_time_s": 50}}, "grant.min_time_s = 100"),
         ({"cache": {"ttl": 60}}, "cache.ttl is not a known key"),
         ({"caches": {}}, "caches is not a known key"),
