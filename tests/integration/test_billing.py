@@ -417,6 +417,48 @@ async def test_a_prepaid_period_run_twice_charges_once(dsn: str, conn: asyncpg.C
     ]
 
 
+async def test_a_payment_settling_charges_does_not_deadlock_with_a_foreign_key_check(
+    dsn: str,
+) -> None:
+    """A payment updates the balance, then settles the account's prepaid charges. Meanwhile
+    another writer's foreign-key check holds KEY SHARE on the account and that writer then
+    updates it (a period run charging the account's other service does exactly this). Locking
+    the account FOR UPDATE in the settling step conflicted with KEY SHARE: a deadlock (CI saw
+    it in the concurrent test below). FOR NO KEY UPDATE does not."""
+    start = datetime(2026, 6, 1, tzinfo=UTC)
+    setup = await asyncpg.connect(dsn)
+    try:
+        acct = await _account(setup, "sub")
+        await add_prepaid_service(setup, "sub", "internet", money("10"), start=start)
+        await run_prepaid_periods(setup, now=start + timedelta(hours=1))
+        assert (
+            await setup.fetchval("SELECT count(*) FROM prepaid_charges WHERE settled_at IS NULL")
+            == 1
+        )
+    finally:
+        await setup.close()
+    writer, payer = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        tx = writer.transaction()
+        await tx.start()
+        await writer.execute("SELECT 1 FROM accounts WHERE id = $1 FOR KEY SHARE", acct)
+        paying = asyncio.create_task(store.add_ledger_entry(payer, "sub", "payment", money("20")))
+        await asyncio.sleep(0.5)  # the payment has updated the balance and is settling
+        await asyncio.wait_for(
+            writer.execute("UPDATE accounts SET min_balance = min_balance WHERE id = $1", acct),
+            15,
+        )
+        await tx.commit()
+        await asyncio.wait_for(paying, 15)
+        assert (
+            await writer.fetchval("SELECT count(*) FROM prepaid_charges WHERE settled_at IS NULL")
+            == 0
+        )
+    finally:
+        await writer.close()
+        await payer.close()
+
+
 async def test_concurrent_runs_over_many_accounts_charge_each_period_once(dsn: str) -> None:
     """Runs at once with payments arriving: no deadlock, no period charged twice."""
     start = datetime(2026, 6, 1, tzinfo=UTC)
