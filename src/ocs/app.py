@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ocs import __version__
+from ocs.admin.demo import load_demo
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
@@ -41,7 +42,6 @@ from ocs.radius.front import ClientTable, RadiusFront
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
-from ocs.store.demo import load_demo
 from ocs.store.durable import SpoolingSink
 from ocs.store.redis_sync import RedisSync
 from ocs.store.sidecar import Sidecar

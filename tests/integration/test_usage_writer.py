@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from ocs.admin.demo import load_demo
 from ocs.charging.pipeline import SourceUnavailable, UsageReport
 from ocs.core.model import Usage
 from ocs.metrics import Metrics
-from ocs.store.demo import load_demo
 from ocs.store.source import PostgresAccounts
 
 pytestmark = pytest.mark.integration

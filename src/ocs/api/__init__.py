@@ -1,0 +1,1 @@
+"""The account API (placeholder until the server lands)."""
