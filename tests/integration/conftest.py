@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import DaemonProcess, ocs_env
+from support import ApiProcess, DaemonProcess, ocs_env
 
 from ocs.store.embedded import EmbeddedPostgres
 from ocs.store.migrate import migrate
@@ -90,6 +90,21 @@ def daemons(tmp_path: Path) -> Iterator[callable]:
         proc = DaemonProcess(
             list(args), ocs_env(dsn, **env), cwd or tmp_path, tmp_path / f"ocsd{n}.log"
         )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def apis(tmp_path: Path) -> Iterator[callable]:
+    """Start ``ocs api`` subprocesses on free ports; each is stopped at the end."""
+    started: list[ApiProcess] = []
+
+    def start(dsn: str, **env: str) -> ApiProcess:
+        proc = ApiProcess(dsn, tmp_path / f"api{len(started)}.log", **env)
         started.append(proc)
         return proc
 

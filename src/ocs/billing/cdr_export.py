@@ -34,7 +34,6 @@ import asyncpg
 
 from ocs.billing.webhooks import DeliveryFailed, WebhookDeliverer, backoff_s
 from ocs.core import format_amount
-from ocs.core.money import to_decimal
 from ocs.store.cdrs import Cdr, closed_sessions
 
 log = logging.getLogger(__name__)
@@ -75,7 +74,7 @@ def cdr_record(cdr: Cdr) -> dict[str, Any]:
         "duration_s": cdr.duration_s,
         "octets": cdr.octets,
         "events": cdr.events,
-        "charged": str(to_decimal(cdr.charged)),
+        "charged": format_amount(cdr.charged),
         "termination_cause": cdr.termination_cause,
         "destination": cdr.destination,
         "rate": format_amount(cdr.rate) if cdr.rate is not None else None,

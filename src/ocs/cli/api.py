@@ -23,13 +23,16 @@ def _die_with_parent() -> None:
 
 
 def cmd_api(args: argparse.Namespace) -> int:
-    from ocs.api.server import serve  # noqa: PLC0415
+    from ocs.api.server import openapi_document, serve  # noqa: PLC0415
     from ocs.cli.ops import fail  # noqa: PLC0415
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         return fail(str(exc), EXIT_USAGE)
+    if args.openapi:
+        print(openapi_document(config), end="")
+        return 0
     if args.with_parent:
         _die_with_parent()
     return serve(config, listen=args.listen)
@@ -38,5 +41,8 @@ def cmd_api(args: argparse.Namespace) -> int:
 def register(top: Subparsers) -> None:
     p = top.add_parser("api", help="serve the account API (HTTP/JSON, OpenAPI at /openapi.json)")
     p.add_argument("--listen", metavar="HOST:PORT", help="instead of api.listen")
+    p.add_argument(
+        "--openapi", action="store_true", help="print the OpenAPI document and exit (no database)"
+    )
     p.add_argument("--with-parent", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(local=cmd_api)
