@@ -55,6 +55,11 @@ class AccountSettings:
     transfers: TransfersSetting | None = None
 
 
+def _cap(value: int | None) -> int | None:
+    """A session or setup cap as stored: ``-1`` (or ``None``) is no cap."""
+    return value if value is not None and value >= 0 else None
+
+
 def _check_time_zone(name: str) -> None:
     try:
         ZoneInfo(name)
@@ -91,8 +96,8 @@ async def create_account(
                 to_decimal(settings.min_balance or 0),
                 (settings.limit_basis or LimitBasis.BALANCE).value,
                 settings.time_zone or "UTC",
-                settings.max_sessions,
-                settings.max_setups_per_s,
+                _cap(settings.max_sessions),
+                _cap(settings.max_setups_per_s),
                 tariff,
                 klass,
                 settings.transfers or "class",

@@ -127,7 +127,7 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
             "a decimal string. Errors are RFC 9457 problem documents."
         ),
         responses=problem_responses(
-            "unauthorized", "body-too-large", "invalid-request", "rate-limited"
+            "bad-request", "unauthorized", "body-too-large", "invalid-request", "rate-limited"
         ),
         docs_url=None,
         redoc_url=None,
@@ -240,7 +240,14 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
             raise exc
         return problem_response(problem)
 
-    for kind in (StoreError, InvalidRequest, AmountError, IdentityError, asyncpg.DataError):
+    for kind in (
+        StoreError,
+        InvalidRequest,
+        AmountError,
+        IdentityError,
+        asyncpg.DataError,
+        asyncpg.IntegrityConstraintViolationError,
+    ):
         app.add_exception_handler(kind, _service_error)
 
     @app.exception_handler(RequestValidationError)
@@ -457,9 +464,13 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
             operator=who.operator,
         ).model_dump(mode="json")
 
-    money_errors = problem_responses(
-        "idempotency-key-required", "operator-limit", "not-found", "conflict"
-    )
+    money_errors: dict[int | str, dict[str, Any]] = {
+        200: {
+            "model": m.LedgerEntryOut,
+            "description": "the external_id was recorded before: nothing changed",
+        },
+        **problem_responses("idempotency-key-required", "operator-limit", "not-found", "conflict"),
+    }
 
     @app.post(
         "/accounts/{account}/payments",

@@ -104,6 +104,10 @@ def problem_from(exc: Exception) -> ApiProblem | None:
         return ApiProblem("invalid-request", str(exc))
     if isinstance(exc, asyncpg.DataError):  # out of range, not representable in the database
         return ApiProblem("invalid-request", f"a value cannot be stored: {exc}")
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return ApiProblem("conflict", f"exists already: {exc}")
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):  # a CHECK the schema holds
+        return ApiProblem("invalid-request", f"a value is not allowed: {exc}")
     return None
 
 
