@@ -20,11 +20,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from ocs import __version__
-from ocs.admin.demo import load_demo
+from ocs.admin.demo import DEMO_OPERATOR, load_demo
+from ocs.admin.tokens import create_token
+from ocs.billing.cdr_export import CdrExporter, ExportSettings
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
@@ -144,6 +146,8 @@ class Daemon:
         self.config_view: Callable[[Config], Config] = lambda c: c  # a worker's view (for_worker)
         self.reload_state: dict[str, object] | None = None
         self._reload_task: asyncio.Task[bool] | None = None
+        self.api_child: ApiChild | None = None
+        self.config_path: str | None = None
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
@@ -261,6 +265,8 @@ class Daemon:
                     )
                     self.redis_sync.start()
                 self._start_operations(db)
+                if cfg.api.with_daemon and self.config.daemon.workers == 1:
+                    await self._start_api(db)
                 # What start-up built lives as long as the daemon: the session book, the
                 # duplicate caches and their orders. Left to the cyclic collector, the large
                 # ones (hundreds of thousands of entries under load) would be walked entry by
@@ -424,17 +430,34 @@ class Daemon:
             ("log-summaries", log_summaries(self.metrics)),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
+        cdr = self.config.cdr
+        if cdr.export != "none":
+            exporter = CdrExporter(db.pool, cdr_settings(self.config))
+            self._tasks.append(
+                asyncio.create_task(exporter.run_forever(self.stopping), name="cdr-export")
+            )
+            log.info("cdr export sink=%s every_s=%g", cdr.export, cdr.interval_s)
         interval = notify.watchdog_interval_s()
         if interval is not None:
             pings = notify.watchdog_pings(interval)
             self._tasks.append(asyncio.create_task(pings, name="watchdog"))
             log.info("systemd watchdog pings every %.1f s", interval)
 
+    async def _start_api(self, db: Database) -> None:
+        """``api.with_daemon``: run ``ocs api`` beside the daemon (with ``--load-demo``, print a
+        token of the demo operator for it)."""
+        if self.load_demo_data:
+            await log_demo_token(db)
+        self.api_child = ApiChild(self.config_path)
+        log.info("api started pid=%d url=http://%s", self.api_child.pid, self.config.api.listen)
+
     async def _shutdown(self) -> None:
         """Close listeners, let in-flight requests finish within graceful_timeout_s, stop tasks."""
         grace = self.config.daemon.graceful_timeout_s
         notify.sd_notify("STOPPING=1")
         self.ready = False
+        if self.api_child is not None:
+            await asyncio.to_thread(self.api_child.stop, grace)
         if self.radius is not None:
             await self.radius.stop(grace)
         if self.diameter is not None:
@@ -452,10 +475,70 @@ class Daemon:
             await self.ops_endpoint.close(grace)
 
 
+async def log_demo_token(db: Database) -> None:
+    """``--load-demo`` with the API: a token of the demo operator, valid one day, in the log."""
+    async with db.pool.acquire() as conn:
+        now = await conn.fetchval("SELECT now()")
+        new = await create_token(
+            conn,
+            DEMO_OPERATOR,
+            expires_at=now + timedelta(days=1),
+            label="make run demo",
+            created_by="ocsd --load-demo",
+        )
+    log.info("api demo token for operator %s (valid one day): %s", DEMO_OPERATOR, new.token)
+
+
+def cdr_settings(config: Config) -> ExportSettings:
+    cdr = config.cdr
+    return ExportSettings(
+        sink=cdr.export,
+        directory=Path(cdr.directory),
+        webhook_url=cdr.webhook_url,
+        webhook_secret=cdr.webhook_secret,
+        interval_s=cdr.interval_s,
+        batch_max_records=cdr.batch_max_records,
+        timeout_s=cdr.timeout_s,
+        db_timeout_s=config.database.command_timeout_s,
+        backoff_initial_s=cdr.backoff_initial_s,
+        backoff_max_s=cdr.backoff_max_s,
+    )
+
+
+class ApiChild:
+    """``ocs api`` as a child process with the daemon's configuration file; it ends when the
+    daemon ends (SIGTERM from ``stop``, or from the kernel if the daemon dies)."""
+
+    def __init__(self, config_path: str | None) -> None:
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from ocs.cli import admin_main; sys.exit(admin_main())",
+        ]
+        if config_path is not None:
+            command += ["--config", config_path]
+        command += ["api", "--with-parent"]
+        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ENV}
+        self.process = subprocess.Popen(command, env=env)
+        self.pid = self.process.pid
+
+    def stop(self, timeout_s: float) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s + 5)
+        except subprocess.TimeoutExpired:
+            log.warning("api did not stop in time; killing pid=%d", self.pid)
+            self.process.kill()
+            self.process.wait()
+
+
 # --- process model ---------------------------------------------------------------------------
 
 
 READY_FD_ENV = "OCS_READY_FD"
+_SYSTEMD_ENV = (notify.NOTIFY_SOCKET_ENV, notify.WATCHDOG_USEC_ENV, notify.WATCHDOG_PID_ENV)
 
 
 def for_worker(config: Config, index: int) -> Config:
@@ -507,6 +590,7 @@ class Supervisor:
         self.load_demo = load_demo
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = False
+        self.api_child: ApiChild | None = None
 
     def _prepare(self) -> None:
         async def prepare() -> None:
@@ -515,6 +599,8 @@ class Supervisor:
                     async with db.pool.acquire() as conn:
                         names = await load_demo(conn)
                     log.info("demo data loaded accounts=%d", len(names))
+                    if self.config.api.with_daemon:
+                        await log_demo_token(db)
 
         asyncio.run(prepare())
 
@@ -549,9 +635,14 @@ class Supervisor:
                     log.info("worker started index=%d pid=%d", index, self.children[-1].pid)
                 os.close(ready_w)
                 self._wait_ready(ready_r, workers)
+                if self.config.api.with_daemon:
+                    self.api_child = ApiChild(self.config_path)
+                    log.info("api started pid=%d", self.api_child.pid)
                 return self._watch()
             finally:
                 os.close(ready_r)
+                if self.api_child is not None:
+                    self.api_child.stop(self.config.daemon.graceful_timeout_s)
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
                 self._stop(signal.SIGTERM)
@@ -631,6 +722,7 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
             config = for_worker(config, worker)
             _die_with_parent()
         daemon = Daemon(config, load_demo_data=load_demo and worker is None)
+        daemon.config_path = config_path
         if worker is not None:
             index = worker
             daemon.config_view = lambda c: for_worker(c, index)

@@ -405,14 +405,14 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
         return m.Balance(
             account=snap.name,
             account_id=snap.account_id,
-            status=snap.status.value,  # type: ignore[arg-type]
+            status=snap.status.value,
             at=view.now,
             balance=money(snap.balance),
             credit_limit=money(snap.credit_limit),
             temporary_increase=temporary,
             effective_credit_limit=money(view.effective_limit),
             min_balance=money(snap.min_balance),
-            limit_basis=snap.limit_basis.value,  # type: ignore[arg-type]
+            limit_basis=snap.limit_basis.value,
             unbilled_this_period=money_or_none(view.unbilled_this_period),
             available_credit=money(view.available),
             decision=m.Decision(
@@ -420,7 +420,7 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
                 reason=None if decision.reason is None else decision.reason.value,
                 reason_text=None if decision.reason is None else REFUSAL_TEXT[decision.reason],
                 granted_units=decision.granted_units,
-                unit=decision.unit.value,  # type: ignore[arg-type]
+                unit=decision.unit.value,
                 available=money(decision.available),
             ),
         )

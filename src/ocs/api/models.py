@@ -32,7 +32,8 @@ ExternalId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x0
 Status = Literal["active", "blocked", "closed"]
 Basis = Literal["balance", "unbilled"]
 Transfers = Literal["yes", "no", "class"]
-Kind = Literal[tuple(k.value for k in IdentityKind)]  # type: ignore[valid-type]
+Kind = Literal["user_name", "e164", "imsi", "sip_uri", "nai", "calling_station_id", "private"]
+assert set(Kind.__args__) == {k.value for k in IdentityKind}  # type: ignore[attr-defined]
 
 
 class Request(BaseModel):
