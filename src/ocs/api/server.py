@@ -138,6 +138,12 @@ async def _forget_keys(pool: asyncpg.Pool, keep_s: float) -> None:
         await asyncio.sleep(3600)
 
 
+def _drop_colour(record: logging.LogRecord) -> bool:
+    """uvicorn adds an ANSI-coloured copy of each message as an extra field: not in our logs."""
+    record.__dict__.pop("color_message", None)
+    return True
+
+
 def openapi_document(config: Config) -> str:
     """The OpenAPI document as served at /openapi.json (docs/openapi.json), formatted."""
     return json.dumps(create_app(config).openapi(), indent=2, sort_keys=False) + "\n"
@@ -150,6 +156,7 @@ def serve(config: Config, *, listen: str | None = None) -> int:
     from ocs.logs import setup_logging  # noqa: PLC0415
 
     setup_logging(config.log.level, config.log.format)
+    logging.getLogger("uvicorn.error").addFilter(_drop_colour)
     address = listen or config.api.listen
     from ocs.config import check_host_port  # noqa: PLC0415
 
