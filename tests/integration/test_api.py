@@ -541,6 +541,13 @@ def test_bad_requests_are_problems_not_crashes(demo: str, apis) -> None:
             headers={"Idempotency-Key": "big"},
         )
         assert large.status_code == 413 and large.json()["rule"] == "body-too-large"
+        # Without a Content-Length (chunked), refused as soon as the body passes the limit.
+        chunked = http.post(
+            "/accounts/prepaid-ok/payments",
+            content=iter([b'{"amount": "1", "note": "', b"x" * 1500, b"y" * 1500, b'"}']),
+            headers={"Idempotency-Key": "chunked", "Content-Type": "application/json"},
+        )
+        assert chunked.status_code == 413 and chunked.json()["rule"] == "body-too-large"
         assert http.get("/no/such/path").status_code == 404
         assert http.get("/cdrs", params={"since": "yesterday"}).status_code == 422
         # Amounts up to 12 digits (micro-units fit a bigint with room for balances).

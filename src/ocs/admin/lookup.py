@@ -57,3 +57,8 @@ async def account_time_zone(db: Executor, name: str) -> tzinfo:
 async def database_now(db: Executor) -> datetime:
     now: datetime = await db.fetchval("SELECT now()")
     return now
+
+
+async def ping(db: Executor, timeout_s: float) -> None:
+    """Raises if the database does not answer a trivial query within ``timeout_s``."""
+    await db.fetchval("SELECT 1", timeout=timeout_s)

@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ocs import __version__, admin
 from ocs.admin import idempotency, operators, outbox, prepaid, tokens
 from ocs.admin.cdrs import cdr_page
+from ocs.admin.lookup import ping
 from ocs.admin.parsing import (
     InvalidRequest,
     parse_duration,
@@ -284,7 +285,7 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
         try:
             if pool is None:
                 raise OSError("no pool")
-            await pool.fetchval("SELECT 1", timeout=2)
+            await ping(pool, 2.0)
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return {"status": "ok", "database": "up"}

@@ -150,7 +150,8 @@ def openapi_document(config: Config) -> str:
 
 
 def serve(config: Config, *, listen: str | None = None) -> int:
-    """Run the API until SIGTERM/SIGINT. Exit codes: 0 stopped, 2 bad address, 3 database."""
+    """Run the API until SIGTERM/SIGINT. Exit codes: 0 stopped, 1 did not start (the port is
+    taken, the database unreachable: the log says which), 2 bad address."""
     import uvicorn  # noqa: PLC0415
 
     from ocs.logs import setup_logging  # noqa: PLC0415
@@ -181,7 +182,8 @@ def serve(config: Config, *, listen: str | None = None) -> int:
         server.run()
     except DatabaseUnavailable as exc:
         log.error("api cannot start: %s", exc)
-        return 3
+        return 1
     if not server.started:
-        return 3
+        log.error("api did not start (see above)")
+        return 1
     return 0
