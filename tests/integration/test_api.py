@@ -638,7 +638,9 @@ def test_cdr_export_cli(demo: str) -> None:
 
 def test_openapi_served_equals_the_committed_document(demo: str, apis) -> None:
     api = apis(demo)
-    served = httpx.get(f"{api.url}/openapi.json", timeout=10).json()
+    assert httpx.get(f"{api.url}/openapi.json", timeout=10).status_code == 401
+    with client(api, create_token(demo, "helpdesk")) as http:
+        served = http.get("/openapi.json").json()
     committed = json.loads((ROOT / "docs" / "openapi.json").read_text())
     assert served["openapi"].startswith("3.1")
     assert served == committed, (

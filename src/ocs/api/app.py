@@ -132,6 +132,7 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
         ),
         docs_url=None,
         redoc_url=None,
+        openapi_url=None,  # served below, behind a token like every endpoint but /health
     )
     app.state.pool = pool
     limiter = RateLimiter(rate_per_s=api.rate_limit_per_s, burst=api.rate_burst_requests)
@@ -1120,4 +1121,9 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = custom_openapi  # type: ignore[method-assign]
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_document(who: Who) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
     return app
