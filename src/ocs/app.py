@@ -277,6 +277,9 @@ class Daemon:
                         self.sessions, cfg.redis, metrics=self.metrics
                     )
                     self.redis_sync.start()
+                    if cfg.redis.atomic_below_grants > 0:
+                        self.charging.atomic = self.redis_sync
+                        self.charging.atomic_below_grants = cfg.redis.atomic_below_grants
                 self._start_operations(db)
                 # What start-up built lives as long as the daemon: the session book, the
                 # duplicate caches and their orders. Left to the cyclic collector, the large

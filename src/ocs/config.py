@@ -438,6 +438,13 @@ class RedisConfig:
         check=_range(1, 3600),
     )
     timeout_s: float = _spec(1.0, "Timeout of one Redis round trip.", check=_range(0.01, 60))
+    atomic_below_grants: float = _spec(
+        2.0,
+        "When an account's available credit is below this many times the price of the largest "
+        "grant, an admission is confirmed against the other instances in Redis (one round trip) "
+        "before it is answered; above it the batched sync suffices. 0: never.",
+        check=_range(0, 1000),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

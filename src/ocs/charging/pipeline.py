@@ -168,6 +168,21 @@ class CachePolicy:
     write_behind_s: float = 0.5  # holds and closes reach the database this much after
 
 
+class AtomicReserver(Protocol):
+    """Shared reservations (Redis): an admission of an account with little credit left is
+    checked against what the other instances hold *now*, atomically, before it is answered."""
+
+    def usable(self) -> bool:
+        """Whether the shared store answers (else admissions go on from local figures)."""
+        ...
+
+    async def confirm(self, account_id: int, expected_remote: int) -> bool:
+        """Publish this instance's figures for the account (its new reservation included) if
+        the others hold no more than ``expected_remote`` micro-units; else refresh what the
+        book knows of them and return False."""
+        ...
+
+
 class Clock(Protocol):
     def wall(self) -> datetime: ...
     def mono(self) -> float: ...
@@ -193,6 +208,9 @@ class PipelineStats:
     unknown_identities: int = 0
     decisions: dict[str, int] = field(default_factory=dict)
     sessions_expired: int = 0
+    atomic_confirmed: int = 0  # admissions confirmed against the other instances
+    atomic_conflicts: int = 0  # ... that found them holding more than known: decided again
+    atomic_unavailable: int = 0  # ... that went on from local figures (the store was away)
     holds_rebuilt: int = 0
     behind_written: int = 0
     behind_failed: int = 0
@@ -336,6 +354,8 @@ class Charging:
         clock: Clock | None = None,
         owner: str = "ocsd",
         strict: bool = False,
+        atomic: AtomicReserver | None = None,
+        atomic_below_grants: float = 2.0,
     ) -> None:
         self.cache = cache
         self.sessions = sessions
@@ -346,6 +366,10 @@ class Charging:
         self.clock: Clock = clock or SystemClock()
         self.owner = owner
         self.strict = strict
+        # Below this many times the price of the largest grant, an admission is confirmed
+        # against the other instances (``atomic``) before it is answered.
+        self.atomic = atomic
+        self.atomic_below_grants = atomic_below_grants
         self.stats = PipelineStats()
         self._inflight: dict[tuple[str, object], asyncio.Future[AccountSnapshot | None]] = {}
         self.on_decision: Callable[[CreditDecision], None] | None = None
@@ -391,8 +415,10 @@ class Charging:
         snapshot = self.cache.get(account_id)
         if snapshot is None or self.cache.age_s(account_id, now) > self.policy.ttl_s:
             return None
-        self.stats.cache_hits += 1
-        return self._decide(snapshot, unit, requested, reservation_key, now)
+        decision = self._decide(snapshot, unit, requested, reservation_key, now, may_defer=True)
+        if decision is not None:
+            self.stats.cache_hits += 1
+        return decision
 
     async def admit(
         self,
@@ -409,6 +435,17 @@ class Charging:
         )
         if cached is not None:
             return cached
+        now = self.clock.mono()
+        account_id = self.cache.account_for(kind, value)
+        fresh = self.cache.get(account_id) if account_id is not None else None
+        if (
+            fresh is not None
+            and account_id is not None
+            and self.cache.age_s(account_id, now) <= self.policy.ttl_s
+        ):
+            # The cache knows: the admission waits to be confirmed by the other instances.
+            self.stats.cache_hits += 1
+            return await self._admit_confirmed(fresh, unit, requested, reservation_key)
         self.stats.cache_misses += 1
         if not self._source_usable(self.clock.mono()):
             return self._decide_without_database(kind, value, unit, requested, reservation_key)
@@ -426,7 +463,66 @@ class Charging:
             return self._count(_unknown(unit or ServiceUnit.TIME))
         self.cache.put(snapshot, now)
         self.cache.add_identity(kind, value, snapshot.account_id)
-        return self._decide(snapshot, unit, requested, reservation_key, now)
+        return await self._admit_confirmed(snapshot, unit, requested, reservation_key)
+
+    async def _admit_confirmed(
+        self,
+        snapshot: AccountSnapshot,
+        unit: ServiceUnit | None,
+        requested: int | None,
+        reservation_key: str | None,
+    ) -> CreditDecision:
+        """Decide, and when the account's credit is low, confirm the reservation against the
+        other instances before answering (a burst split across instances then admits what one
+        instance would). Conflicts decide again on the figures the confirmation brought."""
+        account = snapshot.account_id
+        decision: CreditDecision | None = None
+        for _attempt in range(3):
+            decision = self._decide(
+                snapshot, unit, requested, reservation_key, self.clock.mono(), count=False
+            )
+            assert decision is not None
+            if not self._must_confirm(snapshot, decision, reservation_key):
+                break
+            atomic = self.atomic
+            assert atomic is not None
+            expected = self.sessions.remote_figures(account)[0]
+            try:
+                confirmed = await atomic.confirm(account, expected)
+            except Exception as exc:  # the store is away: go on from local figures
+                self.stats.atomic_unavailable += 1
+                log.debug("shared reservation not confirmed, deciding locally: %r", exc)
+                break
+            if confirmed:
+                self.stats.atomic_confirmed += 1
+                break
+            self.stats.atomic_conflicts += 1
+            assert reservation_key is not None
+            self.sessions.end(reservation_key)  # undone; decided again below
+        assert decision is not None
+        return self._count(decision)
+
+    def _must_confirm(
+        self, snapshot: AccountSnapshot, decision: CreditDecision, reservation_key: str | None
+    ) -> bool:
+        atomic = self.atomic
+        if (
+            atomic is None
+            or reservation_key is None
+            or not decision.admitted
+            or not atomic.usable()
+        ):
+            return False
+        unit = decision.unit
+        cap = (
+            self.limits.max_time_s
+            if unit is ServiceUnit.TIME
+            else self.limits.max_volume_bytes
+            if unit is ServiceUnit.VOLUME
+            else self.limits.max_events
+        )
+        largest = grant_cost(snapshot.tariff, unit, cap, new_session=True)
+        return decision.available < self.atomic_below_grants * largest
 
     def _decide_without_database(
         self,
@@ -446,12 +542,12 @@ class Charging:
             and self.cache.age_s(account_id, now) <= self.policy.max_stale_s
         ):
             self.stats.stale_decisions += 1
-            return self._decide(entry, unit, requested, reservation_key, now)
+            return self._decide_now(entry, unit, requested, reservation_key, now)
         self.stats.stale_policy_applied += 1
         unit = unit or ServiceUnit.TIME
         if self.policy.on_stale == "accept":
             if entry is not None:
-                decision = self._decide(entry, unit, requested, reservation_key, now)
+                decision = self._decide_now(entry, unit, requested, reservation_key, now)
                 if decision.admitted:
                     return decision
             cap = (
@@ -485,7 +581,13 @@ class Charging:
         requested: int | None,
         reservation_key: str | None,
         now: float,
-    ) -> CreditDecision:
+        *,
+        may_defer: bool = False,
+        count: bool = True,
+    ) -> CreditDecision | None:
+        """The core's decision with this process's figures; an admission holds its grant's
+        price under ``reservation_key``. With ``may_defer``, None when the admission must be
+        confirmed with the other instances first (``admit`` does that)."""
         account = snapshot.account_id
         if unit is None:
             unit = unit_of_tariff(snapshot.tariff)
@@ -508,6 +610,8 @@ class Charging:
             if unheld.admitted:
                 decision = replace(decision, reason=RefusalReason.CREDIT_HELD)
         if decision.admitted and reservation_key is not None:
+            if may_defer and self._must_confirm(snapshot, decision, reservation_key):
+                return None
             amount = grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=True)
             grant_s = float(
                 decision.granted_units if unit is ServiceUnit.TIME else self.limits.max_time_s
@@ -520,7 +624,20 @@ class Charging:
                 self.policy.pending_reservation_ttl_s,
                 grant_s=grant_s,
             )
-        return self._count(decision)
+        return self._count(decision) if count else decision
+
+    def _decide_now(
+        self,
+        snapshot: AccountSnapshot,
+        unit: ServiceUnit | None,
+        requested: int | None,
+        reservation_key: str | None,
+        now: float,
+    ) -> CreditDecision:
+        """``_decide`` without deferring (the shared store is not asked)."""
+        decision = self._decide(snapshot, unit, requested, reservation_key, now)
+        assert decision is not None
+        return decision
 
     def _count(self, decision: CreditDecision) -> CreditDecision:
         key = "admitted" if decision.admitted else str(decision.reason)

@@ -174,9 +174,13 @@ def apply_report(
     kind = report.kind
 
     if kind is ReportKind.OPEN:
+        if report.start_ref is not None:
+            made = next((g for g in generations if g.start_ref == report.start_ref), None)
+            if made is not None:
+                # Written again (a later hold, or after usage reached the store first): the
+                # same generation; once it is closed, a late write changes nothing.
+                return _held(made, report) if made.is_open else Step(duplicate=True)
         if latest is not None and latest.is_open and latest.account_id == report.account_id:
-            if report.start_ref is not None and latest.start_ref == report.start_ref:
-                return _held(latest, report)  # written again (a later flush): same generation
             if latest.start_key == report.report_key and (
                 report.start_ref is None or latest.start_ref is None
             ):
