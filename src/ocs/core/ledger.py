@@ -180,11 +180,14 @@ def apply_report(
                 # Written again (a later hold, or after usage reached the store first): the
                 # same generation; once it is closed, a late write changes nothing.
                 return _held(made, report) if made.is_open else Step(duplicate=True)
-        if latest is not None and latest.is_open and latest.account_id == report.account_id:
-            if latest.start_key == report.report_key and (
-                report.start_ref is None or latest.start_ref is None
-            ):
-                return Step(duplicate=True)  # the open generation's own start, again
+        if (
+            latest is not None
+            and latest.is_open
+            and latest.account_id == report.account_id
+            and latest.start_key == report.report_key
+            and (report.start_ref is None or latest.start_ref is None)
+        ):
+            return Step(duplicate=True)  # the open generation's own start, again
         return _open(latest, report)
 
     if kind is ReportKind.EVENT:
