@@ -31,21 +31,46 @@ def sql(dsn: str, query: str, *args: object) -> object:
 
 
 def close_session(
-    dsn: str, account: str, key: str, *, seconds: int, amount: str, at: datetime
+    dsn: str,
+    account: str,
+    key: str,
+    *,
+    seconds: int,
+    amount: str,
+    at: datetime,
+    generation: int = 1,
 ) -> None:
-    """A session that ran and ended, recorded as the daemon records one (the one place these
-    tests write sessions: adapt it when the sessions ledger changes)."""
-    sql(
-        dsn,
-        """SELECT ocs_record_session_usage('radius', '127.0.0.1', $1,
-               (SELECT id FROM accounts WHERE name = $2), $1 || ':stop', $3, 1000, 0, $4::numeric,
-               true, $5, 'stop')""",
-        key,
-        account,
-        seconds,
-        Decimal(amount),
-        at,
-    )
+    """A session that ran and ended at ``at``, written as the usage writer writes one (a row
+    opened, then closed by its final report): the one place these tests write sessions."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            session = await conn.fetchval(
+                """INSERT INTO sessions (source, origin, session_key, generation, account_id,
+                                         started_at, seconds, octets)
+                   VALUES ('radius', '127.0.0.1', $1, $5,
+                           (SELECT id FROM accounts WHERE name = $2),
+                           $3::timestamptz - make_interval(secs => $4), $4, 1000)
+                   RETURNING id""",
+                key,
+                account,
+                at,
+                seconds,
+                generation,
+            )
+            await conn.execute(
+                """UPDATE sessions SET charged = $2, closed_at = $3, close_reason = 'stop',
+                                       closed_by_final = true, updated_at = now()
+                   WHERE id = $1""",
+                session,
+                Decimal(amount),
+                at,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
 
 
 def client(api, token: str | None) -> httpx.Client:
@@ -600,6 +625,11 @@ def test_cdrs_paginated_and_filtered(demo: str, apis) -> None:
         assert one["account"] == "prepaid-ok" and one["charged"] == "0.06"
         assert one["identities"] == ["e164:15550000001", "user_name:prepaid-ok"]
         assert one["termination_cause"] == "stop" and one["destination"] is None
+        assert one["generation"] == 1 and one["duration_s"] == 60
+        assert (
+            one["started_at"] == "2026-11-02T07:59:00Z"
+            and one["ended_at"] == "2026-11-02T08:00:00Z"
+        )
         window = http.get(
             "/cdrs",
             params={
@@ -608,6 +638,18 @@ def test_cdrs_paginated_and_filtered(demo: str, apis) -> None:
             },
         ).json()
         assert [c["session_key"] for c in window["items"]] == ["s1", "s2"]
+        # The key used again after its session ended: a new generation, its own CDR.
+        close_session(
+            demo,
+            "prepaid-ok",
+            "s0",
+            seconds=5,
+            amount="0.01",
+            at=base + timedelta(hours=9),
+            generation=2,
+        )
+        reused = http.get("/cdrs", params={"since": (base + timedelta(hours=8)).isoformat()})
+        assert [(c["session_key"], c["generation"]) for c in reused.json()["items"]] == [("s0", 2)]
         mine = http.get("/accounts/postpaid/usage").json()
         assert [c["session_key"] for c in mine["items"]] == ["p0"]
         assert http.get("/accounts/nobody/usage").status_code == 404

@@ -263,3 +263,57 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] != "Z"
     except (FileNotFoundError, IndexError):
         return False
+
+
+def test_radius_calls_become_cdrs_through_the_real_usage_writer(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """Start and Stop through ocsd's RADIUS front: the usage writer's rows reach the files, a key
+    used again after its Stop is a second CDR (a new generation), and ocs cdr export agrees."""
+    from support import ROOT, run_ocs
+    from test_radius import accounting, exchange, free_udp_port
+
+    from ocs.radius import codec
+
+    auth, acct = free_udp_port(), free_udp_port()
+    out = tmp_path / "cdr"
+    config = _config(
+        tmp_path,
+        f"""[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{auth}"]
+acct_listen = ["127.0.0.1:{acct}"]
+dictionary = "{ROOT / "dictionaries" / "dictionary"}"
+[[radius.clients]]
+address = "127.0.0.0/8"
+secret = "testing123"
+[cdr]
+export = "files"
+directory = "{out}"
+interval_s = 0.2
+""",
+    )
+    daemon = daemons("--config", str(config), "--load-demo", dsn=dsn)
+    daemon.wait_for("msg='ready")
+    for seconds in (61, 30):  # the same Acct-Session-Id twice: two calls
+        assert exchange(acct, accounting(1, "postpaid", "call-1")).code == (
+            codec.ACCOUNTING_RESPONSE
+        )
+        stop = accounting(2, "postpaid", "call-1", seconds=seconds)
+        assert exchange(acct, stop).code == codec.ACCOUNTING_RESPONSE
+    _wait(lambda: len(_exported_ids(out)) == 2)
+    rows = []
+    for path in sorted(out.glob("cdr-*.csv")):
+        with path.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    assert sorted((r["session_key"], r["generation"], r["duration_s"]) for r in rows) == [
+        ("call-1", "1", "61"),
+        ("call-1", "2", "30"),
+    ]
+    assert {r["account"] for r in rows} == {"postpaid"}
+    assert sorted(r["charged"] for r in rows) == ["0.03", "0.061"]
+    assert daemon.stop() == 0
+    exported = run_ocs("cdr", "export", "--since", "1d", "--format", "jsonl", dsn=dsn)
+    assert sorted(json.loads(line)["cdr_id"] for line in exported.out.splitlines()) == sorted(
+        int(r["cdr_id"]) for r in rows
+    )

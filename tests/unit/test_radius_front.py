@@ -320,7 +320,9 @@ async def test_usage_of_an_unknown_identity_is_kept_not_lost() -> None:
     front.handle(acct, accounting(2, "ghost", "s9", seconds=60), NAS, 0.0)  # type: ignore[arg-type]
     await settle(front)
     assert len(acct.transport.sent) == 1
-    assert [r.usage.seconds for r in store.unmatched] == [60]
+    assert [(r.entry.usage.seconds, why) for r, why in store.unmatched] == [
+        (60, "unknown_identity")
+    ]
 
 
 def _valid_datagrams() -> list[bytes]:

@@ -407,6 +407,7 @@ class Cdr(BaseModel):
     source: str
     origin: str
     session_key: str
+    generation: int
 
 
 class CdrPage(Page):

@@ -55,6 +55,7 @@ CDR_FIELDS = (
     "source",
     "origin",
     "session_key",
+    "generation",
 )
 
 
@@ -81,6 +82,7 @@ def cdr_record(cdr: Cdr) -> dict[str, Any]:
         "source": cdr.source,
         "origin": cdr.origin,
         "session_key": cdr.session_key,
+        "generation": cdr.generation,
     }
 
 

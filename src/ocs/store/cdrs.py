@@ -3,7 +3,8 @@
 Rules of this file:
 - :func:`closed_sessions` is the one query that turns sessions into CDRs. The CLI's export, the
   account API's listing and the daemon's exporter all call it, so when the sessions table
-  changes (generations of a session key) only this function changes.
+  changes only this function changes (migration 0030's trigger queues closing rows for the
+  exporter). Each generation of a session key (migration 0014) is its own row, so its own CDR.
 - A CDR is what the session was charged in the end: its account and the account's identities,
   start and end, the seconds, octets and events reported, the rated amount (micro-units) and
   why it ended. Destination and rate are left empty until rating by destination records them.
@@ -25,6 +26,7 @@ class Cdr:
     source: str  # radius or diameter
     origin: str  # the NAS address or the Diameter Origin-Host
     session_key: str  # Acct-Session-Id or Session-Id
+    generation: int  # the key's use: a key reused after its session ended is a new generation
     account_id: int
     account: str
     identities: tuple[str, ...]  # "kind:value" of every identity of the account
@@ -40,7 +42,7 @@ class Cdr:
 
 
 _SELECT = """
-SELECT s.id, s.source, s.origin, s.session_key, s.account_id, a.name,
+SELECT s.id, s.source, s.origin, s.session_key, s.generation, s.account_id, a.name,
        COALESCE((SELECT array_agg(i.kind || ':' || i.value ORDER BY i.kind, i.value)
                  FROM account_identities i WHERE i.account_id = s.account_id), '{}'),
        s.started_at, s.closed_at, s.seconds, s.octets, s.events,
@@ -87,16 +89,17 @@ async def closed_sessions(
             source=r[1],
             origin=r[2],
             session_key=r[3],
-            account_id=r[4],
-            account=r[5],
-            identities=tuple(r[6]),
-            started_at=r[7],
-            ended_at=r[8],
-            duration_s=r[9],
-            octets=r[10],
-            events=r[11],
-            charged=r[12],
-            termination_cause=r[13],
+            generation=r[4],
+            account_id=r[5],
+            account=r[6],
+            identities=tuple(r[7]),
+            started_at=r[8],
+            ended_at=r[9],
+            duration_s=r[10],
+            octets=r[11],
+            events=r[12],
+            charged=r[13],
+            termination_cause=r[14],
         )
         for r in rows
     ]
