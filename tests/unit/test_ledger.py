@@ -271,9 +271,7 @@ def test_a_lower_request_number_after_a_termination_is_late_usage_of_it() -> Non
 
 
 def test_rating_is_on_the_whole_session_at_the_rate_it_opened_with() -> None:
-    sixty_six = Tariff(
-        price_per_minute=parse_amount("0.06"), minimum_s=60, billing_increment_s=6
-    )
+    sixty_six = Tariff(price_per_minute=parse_amount("0.06"), minimum_s=60, billing_increment_s=6)
     ledger = Ledger()
     ledger.send(diameter(OPEN, 0, start_ref="s", tariff=sixty_six))
     charges = [

@@ -510,14 +510,10 @@ class RedisSync:
             if self._confirm_sha is None:
                 self._confirm_sha = _text(await self.client.script_load(CONFIRM_SCRIPT))
             try:
-                ok, figures = await self.client.evalsha(
-                    self._confirm_sha, len(keys), *keys, *args
-                )
+                ok, figures = await self.client.evalsha(self._confirm_sha, len(keys), *keys, *args)
             except NoScriptError:
                 self._confirm_sha = _text(await self.client.script_load(CONFIRM_SCRIPT))
-                ok, figures = await self.client.evalsha(
-                    self._confirm_sha, len(keys), *keys, *args
-                )
+                ok, figures = await self.client.evalsha(self._confirm_sha, len(keys), *keys, *args)
         for other, raw in zip(others, figures, strict=True):
             parts = _text(raw).split()
             held, running = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
