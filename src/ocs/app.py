@@ -144,6 +144,7 @@ class Daemon:
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
         self.redis_sync: RedisSync | None = None
+        self.db: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Operations (ocs.ops): /status, /readyz, SIGHUP reload, systemd notification.
         self.started_at = time.time()
@@ -206,6 +207,7 @@ class Daemon:
         async with open_database(
             cfg.database, apply_migrations=cfg.database.migrate_on_start
         ) as db:
+            self.db = db
             where = f"embedded in {cfg.database.embedded_dir}" if db.embedded else "configured DSN"
             log.info("database ready where=%s", where)
             if self.load_demo_data:
@@ -506,9 +508,20 @@ class Daemon:
             await self.redis_sync.stop()  # deletes this instance's figures from Redis
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.sink is not None and not await self.sink.database.drain(max(left(), 1.0)):
+        if self._tasks:
+            # A task stuck in a call to a database that does not answer is left to the pool's
+            # termination below, which ends that call.
+            await asyncio.wait(self._tasks, timeout=max(left(), 0.5))
+        drained = self.sink is None or await self.sink.database.drain(max(left(), 1.0))
+        if not drained:
             log.warning("stopping: usage writers did not finish in time; their reports spool")
+        if self.db is not None:  # a database that does not answer must not hold the exit
+            closing = asyncio.ensure_future(self.db.pool.close())
+            done, _ = await asyncio.wait({closing}, timeout=max(left(), 0.5) if drained else 0.1)
+            if not done:
+                log.warning("stopping: the database did not answer; connections terminated")
+                self.db.pool.terminate()
+                await asyncio.wait({closing}, timeout=1.0)
         if self.spool is not None:
             self.spool.close()
         if self.ops_endpoint is not None:

@@ -340,6 +340,9 @@ async def test_mscc_is_answered_per_rating_group(setup: Setup) -> None:
             "result_code": 2001,
         },
     ]
+    # Every rating group's grant is held, not only the first one's: 60 s (0.06) + 1000 bytes
+    # (0.00001, rounded up to the micro-unit).
+    assert setup.handler.charging.sessions.reserved(1) == parse_amount("0.06") + 10
     refused = await peer.request(
         ccr("m;2", INITIAL, 0, user="prepaid-empty", multiple=[mscc(100), mscc(200)])
     )
@@ -371,6 +374,31 @@ async def test_initial_update_termination_charge_the_rated_usage_once(setup: Set
     lost = ccr("s;lost", UPDATE, 1, user="postpaid", used=units(446, time_s=60))
     assert result_code(await peer.request(lost)) == 2001
     assert setup.store.charged(("diameter", "pcef.localdomain", "s;lost")) == parse_amount("0.06")
+
+
+async def test_a_session_resumed_after_a_restart_grants_in_the_unit_asked_for() -> None:
+    """A CCR-U for a session this process did not start (it restarted: same store, new
+    pipeline) asking for volume, with no Used-Service-Unit, gets a volume grant (the old
+    handler read the unit as `a or b if c else None`, i.e. time)."""
+    async with started() as first:
+        peer = await first.peer()
+        assert result_code(await peer.request(ccr("r;1", INITIAL, 0, user="postpaid"))) == 2001
+        peer.close()
+        await asyncio.sleep(0.7)  # the start is written behind
+        store = first.store
+    server, _, handler = build()
+    handler.charging.sink = store
+    handler.charging.source = store
+    bound = await server.start(["127.0.0.1:0"])
+    try:
+        again = Setup(server, store, handler, bound[0][1])
+        peer = await again.peer()
+        update = ccr("r;1", UPDATE, 1, user="postpaid", requested=units(437, octets=5000))
+        answer = await peer.request(update)
+        assert result_code(answer) == 2001 and granted(answer) == {CC_TOTAL_OCTETS: 5000}
+        peer.close()
+    finally:
+        await server.stop(0.5)
 
 
 async def test_retransmission_gets_the_cached_answer(setup: Setup) -> None:

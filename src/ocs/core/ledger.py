@@ -199,6 +199,8 @@ def apply_report(
     if mine is not None and report.start_ref is None and _recorded_for(mine, report, recorded):
         return Step(duplicate=True)  # the same message again (a repeat, whatever its state)
     target = _target(generations, report)
+    if target is None and kind is ReportKind.CLOSE:
+        return Step(duplicate=True)  # nothing of it was written: nothing to close
     if kind is ReportKind.CLOSE:
         if target is None or not target.is_open:
             return Step(duplicate=True)
@@ -228,9 +230,12 @@ def _recorded_for(generation: Generation, report: Report, recorded: Recorded) ->
 def _target(generations: list[Generation], report: Report) -> Generation | None:
     """The generation a usage report (or a close) belongs to; None: it opens a new one."""
     if report.start_ref is not None:
+        # The daemon knows the start this report follows: that generation, or a new one when
+        # the start was not written yet (it is written behind its answer).
         for generation in reversed(generations):
             if generation.start_ref == report.start_ref:
                 return generation
+        return None
     mine = _latest_of(generations, report.account_id)
     if mine is None:
         return None

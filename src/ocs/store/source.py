@@ -279,16 +279,19 @@ class PostgresAccounts:
 
     async def drain(self, timeout_s: float | None = None) -> bool:
         """Wait until every queued report is written (at shutdown, before the pool closes);
-        False when ``timeout_s`` passed first (the callers were answered unavailable)."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                while self._writing:
-                    await asyncio.gather(*self._writing, return_exceptions=True)
-        except TimeoutError:
-            for task in self._writing:
-                task.cancel()
-            await asyncio.gather(*self._writing, return_exceptions=True)
-            return False
+        False when ``timeout_s`` passed first: the writers are cancelled (their callers are
+        answered unavailable, and spool) and a writer stuck in a call to a database that does
+        not answer is left to the caller's termination of the pool."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while self._writing:
+            left = None if deadline is None else max(deadline - loop.time(), 0.0)
+            _done, pending = await asyncio.wait(set(self._writing), timeout=left)
+            if pending and deadline is not None and loop.time() >= deadline:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=0.5)
+                return False
         return True
 
     async def _write_queued(self) -> None:
