@@ -28,6 +28,7 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -217,17 +218,26 @@ class PipelineStats:
     behind_coalesced: int = 0
 
 
-@dataclass(frozen=True, slots=True)
 class SessionId:
-    """Who a session is: RADIUS (NAS, Acct-Session-Id), Diameter (Origin-Host, Session-Id)."""
+    """Who a session is: RADIUS (NAS, Acct-Session-Id), Diameter (Origin-Host, Session-Id).
+    ``book_key`` is its key in the session book (made once: it is read on every request)."""
 
-    source: str
-    origin: str
-    key: str
+    __slots__ = ("book_key", "key", "origin", "source")
 
-    @property
-    def book_key(self) -> str:
-        return f"{self.source}|{self.origin}|{self.key}"
+    def __init__(self, source: str, origin: str, key: str) -> None:
+        self.source = source
+        self.origin = origin
+        self.key = key
+        self.book_key = f"{source}|{origin}|{key}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SessionId) and self.book_key == other.book_key
+
+    def __hash__(self) -> int:
+        return hash(self.book_key)
+
+    def __repr__(self) -> str:
+        return f"SessionId({self.source!r}, {self.origin!r}, {self.key!r})"
 
 
 class LiveSession:
@@ -238,7 +248,8 @@ class LiveSession:
         "charged",
         "expires_at",
         "generation",
-        "hold",
+        "hold_amount",
+        "hold_until",
         "identity",
         "overdraft_used",
         "ref",
@@ -285,7 +296,8 @@ class LiveSession:
         self.charged = charged
         self.written = written  # its start reached the store (or the spool)
         self.generation = generation  # as the store last returned it
-        self.hold: Hold | None = None
+        self.hold_amount = 0  # micro-units held for its grant ...
+        self.hold_until = 0.0  # ... until this monotonic instant
         self.overdraft_used = 0
         self.state = ""  # the front's own state (Diameter: RFC 4006 §7 session state)
 
@@ -336,9 +348,14 @@ def usage_of(unit: ServiceUnit, amount: int) -> Usage:
     return Usage(events=amount)
 
 
+_UID_PREFIX = secrets.token_hex(8)  # this process's: uids of two processes never meet
+_uid_counter = itertools.count(1)
+
+
 def new_uid() -> str:
-    """A report's own identity (the spool's replays are recognised by it)."""
-    return secrets.token_hex(12)
+    """A report's (or a start's) own identity: unique across processes and restarts (a random
+    prefix drawn at import, then a counter), cheap enough to draw for every request."""
+    return f"{_UID_PREFIX}.{next(_uid_counter)}"
 
 
 class Charging:
@@ -379,8 +396,9 @@ class Charging:
         self._source_retry_at = 0.0
         # The sessions this process runs, by book key.
         self.live: dict[str, LiveSession] = {}
-        # Writes behind the answers: the latest pending report per session (book key).
-        self._behind: dict[str, UsageReport] = {}
+        # Writes behind the answers: the latest pending change per session (book key): the
+        # session, what changed, and (for an end) its request number.
+        self._behind: dict[str, tuple[LiveSession, ReportKind, int | None]] = {}
         self._behind_wakeup = asyncio.Event()
         self.behind_max = 200_000
 
@@ -590,7 +608,12 @@ class Charging:
         confirmed with the other instances first (``admit`` does that)."""
         account = snapshot.account_id
         if unit is None:
-            unit = unit_of_tariff(snapshot.tariff)
+            tariff = snapshot.tariff
+            unit = (
+                ServiceUnit.VOLUME
+                if tariff.price_per_minute == 0 and tariff.price_per_mb > 0
+                else ServiceUnit.TIME
+            )
         reserved = self.sessions.reserved(account)
         request = SessionRequest(
             unit=unit,
@@ -610,12 +633,14 @@ class Charging:
             if unheld.admitted:
                 decision = replace(decision, reason=RefusalReason.CREDIT_HELD)
         if decision.admitted and reservation_key is not None:
-            if may_defer and self._must_confirm(snapshot, decision, reservation_key):
+            if (
+                may_defer
+                and self.atomic is not None
+                and self._must_confirm(snapshot, decision, reservation_key)
+            ):
                 return None
             amount = grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=True)
-            grant_s = float(
-                decision.granted_units if unit is ServiceUnit.TIME else self.limits.max_time_s
-            )
+            grant_s = decision.granted_units if unit is ServiceUnit.TIME else self.limits.max_time_s
             self.sessions.admit(
                 reservation_key,
                 account,
@@ -722,16 +747,16 @@ class Charging:
         wire_key: str | None = None,
         client_at: datetime | None = None,
         durable: bool = False,
-    ) -> tuple[LiveSession, UsageReport]:
+    ) -> tuple[LiveSession, UsageReport | None]:
         """The session runs: it takes over its admission's hold (``claim``: the pending
         reservations of its services; None: the oldest of its account, as a RADIUS Start
         follows its Access-Request) until its grant (``grant_s``; None: as long as the grant
         of the admission it claimed) plus the margin has passed with no news. Another session
         of this key still running here is over (its key was reused).
 
-        Returns the session and its start report. With ``durable`` the caller awaits
-        ``record_start`` (RADIUS: the Accounting-Response waits for it); else the report is
-        written behind the answer."""
+        Returns the session and, with ``durable``, its start report for the caller to await
+        ``record_start`` with (RADIUS: the Accounting-Response waits for it); else None: the
+        start is written behind the answer."""
         book_key = ref.book_key
         previous = self.live.pop(book_key, None)
         if previous is not None:
@@ -747,7 +772,6 @@ class Charging:
         if grant_s is None and claimed_s:
             ttl = claimed_s + margin
             self.sessions.touch(book_key, now, ttl)
-        wall = self.clock.wall()
         session = LiveSession(
             ref=ref,
             account_id=snapshot.account_id,
@@ -760,17 +784,21 @@ class Charging:
             start_key=report_key,
             start_wire_key=wire_key,
         )
-        session.hold = Hold(amount=held, until=wall + timedelta(seconds=ttl)) if held else None
+        session.hold_amount = held
+        session.hold_until = now + ttl
         self.live[book_key] = session
+        if not durable:
+            self._write_behind(session, ReportKind.OPEN)
+            return session, None
         report = self._report(
             session, ReportKind.OPEN, report_key, wire_key=wire_key, client_at=client_at
         )
-        if not durable:
-            self._write_behind(session, report)
         return session, report
 
-    async def record_start(self, session: LiveSession, report: UsageReport) -> UsageOutcome:
-        """Make a start durable now (the RADIUS Start's Accounting-Response waits for it)."""
+    async def record_start(self, session: LiveSession, report: UsageReport | None) -> UsageOutcome:
+        """Make a start durable now (the RADIUS Start's Accounting-Response waits for it);
+        ``report`` is what ``start`` returned with ``durable``."""
+        assert report is not None, "start(..., durable=True) returns the report to record"
         outcome = await self._record(report)
         session.written = True
         if outcome.generation is not None:
@@ -908,7 +936,9 @@ class Charging:
             written=True,
             generation=generation,
         )
-        session.hold = hold
+        if hold is not None and remaining > 0:
+            session.hold_amount = hold.amount
+            session.hold_until = now + remaining
         self.live[ref.book_key] = session
         return session
 
@@ -976,10 +1006,10 @@ class Charging:
         session.expires_at = now + ttl
         book.touch(book_key, now, ttl)
         book.reserve(book_key, session.account_id, held, now, ttl)
-        hold = Hold(amount=held, until=wall + timedelta(seconds=ttl)) if held else None
-        if hold != session.hold:
-            session.hold = hold
-            self._write_behind(session, self._report(session, ReportKind.OPEN, session.start_key))
+        if held != session.hold_amount or (held and abs(now + ttl - session.hold_until) > 1.0):
+            session.hold_amount = held
+            session.hold_until = now + ttl
+            self._write_behind(session, ReportKind.OPEN)
         return results
 
     def _overdraft_left(self, unit: ServiceUnit, session: LiveSession) -> int:
@@ -1002,22 +1032,27 @@ class Charging:
     def end_unreported(self, session: LiveSession, *, request_number: int | None = None) -> None:
         """The session ended with nothing more to charge (a CCR-Termination with no usage):
         written behind, or not at all when nothing of it was ever written."""
-        report = self._report(
-            session,
-            ReportKind.FINAL,
-            f"n={request_number}" if request_number is not None else "final",
-            request_number=request_number,
-            close_reason="final",
-        )
         self._end(session)
         if session.written or session.ref.book_key in self._behind:
-            self._write_behind(session, report)
+            session.hold_amount = 0
+            self._write_behind(session, ReportKind.FINAL, request_number)
 
     def _end(self, session: LiveSession) -> None:
         book_key = session.ref.book_key
         if self.live.get(book_key) is session:
             del self.live[book_key]
         self.sessions.end(book_key)
+
+    def supersede(self, session: LiveSession) -> None:
+        """A new start for the key of a running session (a CCR-Initial for a Session-Id in use):
+        the old session ends here before the new one is admitted; the store closes it with the
+        new start, or with the close written behind when the new one is refused."""
+        self._end(session)
+        if session.written or session.ref.book_key in self._behind:
+            session.hold_amount = 0
+            self._write_behind(session, ReportKind.CLOSE)
+        else:
+            self._behind.pop(session.ref.book_key, None)
 
     def _forget(self, session: LiveSession) -> None:
         """A session superseded here (its key reused): the store closes it with the new one."""
@@ -1033,9 +1068,9 @@ class Charging:
             if session is None:
                 continue
             closed += 1
-            report = self._report(session, ReportKind.CLOSE, "close", close_reason="grant_ended")
             if session.written or book_key in self._behind:
-                self._write_behind(session, report)
+                session.hold_amount = 0
+                self._write_behind(session, ReportKind.CLOSE)
         self.stats.sessions_expired += closed
         return closed
 
@@ -1097,23 +1132,20 @@ class Charging:
             generation = found.generation
             hold = generation.hold
             if hold is None or hold.until <= wall:
-                report = UsageReport(
-                    source=ref.source,
-                    origin=ref.origin,
-                    session_key=ref.key,
-                    entry=Report(
-                        kind=ReportKind.CLOSE,
-                        account_id=generation.account_id,
-                        uid=new_uid(),
-                        report_key="close",
-                        received_at=wall,
-                        time_zone=found.time_zone,
-                        tariff=generation.tariff,
-                        start_ref=generation.start_ref,
-                        close_reason="grant_ended",
-                    ),
+                closing = LiveSession(
+                    ref=ref,
+                    account_id=generation.account_id,
+                    start_ref=generation.start_ref or new_uid(),
+                    tariff=generation.tariff,
+                    unit=unit_of_tariff(generation.tariff),
+                    time_zone=found.time_zone,
+                    identity=None,
+                    expires_at=0.0,
+                    start_key=generation.start_key or "start",
+                    written=True,
+                    generation=generation,
                 )
-                self._behind[ref.book_key] = report
+                self._behind[ref.book_key] = (closing, ReportKind.CLOSE, None)
                 continue
             snapshot = self.cache.get(generation.account_id)
             zone = snapshot.time_zone if snapshot is not None else found.time_zone
@@ -1163,9 +1195,16 @@ class Charging:
                 client_at=client_at,
                 request_number=request_number,
                 close_reason=close_reason,
-                hold=session.hold if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
+                hold=self._hold(session) if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
             ),
         )
+
+    def _hold(self, session: LiveSession) -> Hold | None:
+        """The session's hold as the store keeps it (the end as a wall-clock instant)."""
+        if not session.hold_amount:
+            return None
+        left = session.hold_until - self.clock.mono()
+        return Hold(amount=session.hold_amount, until=self.clock.wall() + timedelta(seconds=left))
 
     async def _record(
         self, report: UsageReport, session: LiveSession | None = None
@@ -1214,50 +1253,69 @@ class Charging:
 
     # --- writes behind the answers ----------------------------------------------------------
 
-    def _write_behind(self, session: LiveSession, report: UsageReport) -> None:
-        """Queue a report that changes no money (a start, a hold, a close without usage) for
-        the next flush; a newer one for the same session replaces it, and a session that
-        ends before its start was written is never written at all."""
+    def _write_behind(
+        self, session: LiveSession, kind: ReportKind, request_number: int | None = None
+    ) -> None:
+        """Queue a change that moves no money (a start, a hold, an end without usage) for the
+        next flush; the report is built then, from the session as it is. A newer change of the
+        same session replaces the older one, and a session that ends before its start was
+        written is never written at all."""
         book_key = session.ref.book_key
         pending = self._behind.get(book_key)
-        kind = report.entry.kind
         if pending is not None:
             self.stats.behind_coalesced += 1
             if (
                 kind is not ReportKind.OPEN
-                and pending.entry.kind is ReportKind.OPEN
+                and pending[1] is ReportKind.OPEN
                 and not session.written
+                and pending[0] is session
             ):
                 del self._behind[book_key]  # started and ended between two flushes
                 return
         elif len(self._behind) >= self.behind_max:
             self.stats.behind_failed += 1
             return
-        self._behind[book_key] = report
+        self._behind[book_key] = (session, kind, request_number)
         if len(self._behind) == 1:
             self._behind_wakeup.set()
+
+    def _behind_report(
+        self, session: LiveSession, kind: ReportKind, request_number: int | None
+    ) -> UsageReport:
+        if kind is ReportKind.OPEN:
+            return self._report(session, kind, session.start_key)
+        if kind is ReportKind.FINAL:
+            key = f"n={request_number}" if request_number is not None else "final"
+            return self._report(
+                session, kind, key, request_number=request_number, close_reason="final"
+            )
+        reason = "grant_ended" if self.live.get(session.ref.book_key) is None else "superseded"
+        return self._report(session, kind, "close", close_reason=reason)
 
     async def flush_behind(self) -> int:
         """Write what is queued behind the answers; returns how many reports were written."""
         if not self._behind:
             return 0
-        batch = list(self._behind.items())
+        batch = [
+            (book_key, entry, self._behind_report(*entry))
+            for book_key, entry in self._behind.items()
+        ]
         self._behind.clear()
         results = await asyncio.gather(
-            *(self.sink.record(report) for _, report in batch), return_exceptions=True
+            *(self.sink.record(report) for _, _, report in batch), return_exceptions=True
         )
         written = 0
-        for (book_key, report), result in zip(batch, results, strict=True):
-            session = self.live.get(book_key)
+        for (book_key, entry, _report), result in zip(batch, results, strict=True):
+            session = entry[0]
             if isinstance(result, BaseException):
                 self.stats.behind_failed += 1
                 if not isinstance(result, SourceUnavailable | SpoolFull):
                     log.error("write behind failed: %r", result)
                 if book_key not in self._behind and len(self._behind) < self.behind_max:
-                    self._behind[book_key] = report  # kept for the next flush
+                    self._behind[book_key] = entry  # kept for the next flush
                 continue
             written += 1
-            if session is not None and session.start_ref == report.entry.start_ref:
+            if entry[1] is ReportKind.OPEN:
                 session.written = True
                 if result.generation is not None:
                     self._adopt_generation(session, result.generation)
