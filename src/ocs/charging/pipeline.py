@@ -540,7 +540,12 @@ class Charging:
             else self.limits.max_events
         )
         largest = grant_cost(snapshot.tariff, unit, cap, new_session=True)
-        return decision.available < self.atomic_below_grants * largest
+        # Little credit left, or this instance admitted for the account since the last sync
+        # (the others do not know that hold yet): confirm. So an account's credit is never
+        # spent by more than one unconfirmed grant per instance within a sync interval.
+        return decision.available < self.atomic_below_grants * largest or (
+            largest > 0 and self.sessions.unsynced(snapshot.account_id)
+        )
 
     def _decide_without_database(
         self,

@@ -291,6 +291,11 @@ class SessionBook:
         self._dirty = set()
         return dirty
 
+    def unsynced(self, account_id: int) -> bool:
+        """Whether this instance's figures for the account changed since the sync task last
+        took them (the other instances do not know them yet)."""
+        return self._dirty is not None and account_id in self._dirty
+
     def mark_dirty(self, account_ids: Iterable[int]) -> None:
         """Have these accounts published again (a failed publish, a reconnection)."""
         if self._dirty is not None:
