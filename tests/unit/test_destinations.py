@@ -240,19 +240,18 @@ def test_bands_across_midnight_in_the_accounts_zone(local: datetime, price: str,
 
 def test_bands_follow_the_wall_clock_across_dst() -> None:
     # Zurich: 2027-03-28 02:00 CET → 03:00 CEST (Sunday); 2027-10-31 03:00 CEST → 02:00 CET.
-    # The same UTC hour is 07:30 local in winter and 08:30 in summer.
-    monday_winter = datetime(2027, 3, 22, 7, 30, tzinfo=UTC)  # 08:30 CET: peak
-    monday_summer = datetime(2027, 3, 29, 7, 30, tzinfo=UTC)  # 09:30 CEST: peak
-    early_winter = datetime(2027, 3, 22, 6, 30, tzinfo=UTC)  # 07:30 CET: night
-    early_summer = datetime(2027, 3, 29, 6, 30, tzinfo=UTC)  # 08:30 CEST: peak
-    assert active_bands(BANDED.bands, monday_winter, ZURICH) == {"peak"}
-    assert active_bands(BANDED.bands, monday_summer, ZURICH) == {"peak"}
-    assert active_bands(BANDED.bands, early_winter, ZURICH) == {"night"}
-    assert active_bands(BANDED.bands, early_summer, ZURICH) == {"peak"}
-    # The same instant in UTC says otherwise (Tuesday 06:30: Monday's night band).
-    tuesday_early = early_summer + timedelta(days=1)
-    assert active_bands(BANDED.bands, tuesday_early, ZURICH) == {"peak"}
-    assert active_bands(BANDED.bands, tuesday_early, UTC) == {"night"}
+    # The same UTC hour is 07:30 local in winter and 08:30 in summer (Tuesdays, so the early
+    # hours belong to Monday's night band).
+    winter = datetime(2027, 3, 23, 6, 30, tzinfo=UTC)  # 07:30 CET: night
+    summer = datetime(2027, 3, 30, 6, 30, tzinfo=UTC)  # 08:30 CEST: peak
+    assert active_bands(BANDED.bands, winter, ZURICH) == {"night"}
+    assert active_bands(BANDED.bands, summer, ZURICH) == {"peak"}
+    assert active_bands(BANDED.bands, winter + timedelta(hours=1), ZURICH) == {"peak"}
+    assert active_bands(BANDED.bands, summer - timedelta(hours=1), ZURICH) == {"night"}
+    # The same instant in UTC says otherwise: the account's zone decides.
+    assert active_bands(BANDED.bands, summer, UTC) == {"night"}
+    found = BANDED.lookup("41441234567", summer, ZURICH)
+    assert found is not None and found[1].price_per_minute == parse_amount("0.10")
 
 
 def test_a_band_that_ends_in_the_hour_dst_skips_or_repeats() -> None:
