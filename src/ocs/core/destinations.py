@@ -21,7 +21,7 @@ Rules of this file:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
@@ -149,13 +149,10 @@ class RateMatch:
 
     rate: Rate
     prefix: str
+    tariff: Tariff  # what prices the session: the rate's, or the account's own tariff
     plan_id: int | None = None
     deck_id: int | None = None
     deck_name: str = ""
-
-    @property
-    def tariff(self) -> Tariff:
-        return self.rate.tariff
 
 
 def _in_force(versions: tuple[Rate, ...], now: datetime, bands: frozenset[str]) -> Rate | None:
@@ -173,6 +170,53 @@ def _in_force(versions: tuple[Rate, ...], now: datetime, bands: frozenset[str]) 
             if not bands:
                 return rate
     return all_day
+
+
+class RateDeckBuilder:
+    """Builds a ``RateDeck`` in steps, so that a caller with an event loop can build a deck of
+    a million prefixes without holding the loop for the whole of it: ``add_all`` a batch of
+    rows at a time, then run ``finish_steps()`` to the end (it yields every ``step`` prefixes),
+    then ``RateDeck.from_builder``."""
+
+    def __init__(self, *, deck_id: int | None, name: str, bands: Iterable[TimeBand] = ()) -> None:
+        self.deck_id = deck_id
+        self.name = name
+        self.bands = tuple(bands)
+        self._band_names = {band.name for band in self.bands}
+        if len(self._band_names) != len(self.bands):
+            raise RateError(f"deck {name}: two time bands have the same name")
+        self._grouped: dict[str, list[Rate]] = {}
+        self.index: dict[str, tuple[Rate, ...]] | None = None
+
+    def add_all(self, rates: Iterable[tuple[str, Rate]]) -> None:
+        grouped, names, name = self._grouped, self._band_names, self.name
+        for prefix, rate in rates:
+            if not valid_prefix(prefix):
+                raise RateError(f"deck {name}: {prefix!r} is not a prefix of 0 to 15 digits")
+            if rate.band and rate.band not in names:
+                raise RateError(
+                    f"deck {name}: prefix {prefix!r} names an unknown band {rate.band!r}"
+                )
+            found = grouped.get(prefix)
+            if found is None:
+                grouped[prefix] = [rate]
+            else:
+                found.append(rate)
+
+    def finish_steps(self, step: int = 50_000) -> Iterator[None]:
+        """Sort each prefix's rates newest first and share equal tuples; yields every
+        ``step`` prefixes."""
+        shared: dict[tuple[Rate, ...], tuple[Rate, ...]] = {}
+        index: dict[str, tuple[Rate, ...]] = {}
+        for count, (prefix, found) in enumerate(self._grouped.items(), 1):
+            if len(found) > 1:
+                found.sort(key=_newest_first)
+            versions = tuple(found)
+            index[prefix] = shared.setdefault(versions, versions)
+            if count % step == 0:
+                yield
+        self._grouped = {}
+        self.index = index
 
 
 class RateDeck:
@@ -200,29 +244,27 @@ class RateDeck:
         rates: Iterable[tuple[str, Rate]],
         bands: Iterable[TimeBand] = (),
     ) -> None:
-        self.deck_id = deck_id
-        self.name = name
-        self.bands = tuple(bands)
-        names = {band.name for band in self.bands}
-        if len(names) != len(self.bands):
-            raise RateError(f"deck {name}: two time bands have the same name")
-        grouped: dict[str, list[Rate]] = {}
-        for prefix, rate in rates:
-            if not valid_prefix(prefix):
-                raise RateError(f"deck {name}: {prefix!r} is not a prefix of 0 to 15 digits")
-            if rate.band and rate.band not in names:
-                raise RateError(
-                    f"deck {name}: prefix {prefix!r} names an unknown band {rate.band!r}"
-                )
-            grouped.setdefault(prefix, []).append(rate)
-        shared: dict[tuple[Rate, ...], tuple[Rate, ...]] = {}
-        index: dict[str, tuple[Rate, ...]] = {}
-        for prefix, found in grouped.items():
-            found.sort(key=_newest_first)
-            versions = tuple(found)
-            index[prefix] = shared.setdefault(versions, versions)
-        self._index = index
-        self._lengths = tuple(sorted({len(p) for p in index}, reverse=True))
+        builder = RateDeckBuilder(deck_id=deck_id, name=name, bands=bands)
+        builder.add_all(rates)
+        for _ in builder.finish_steps():
+            pass
+        self._adopt(builder)
+
+    @classmethod
+    def from_builder(cls, builder: RateDeckBuilder) -> RateDeck:
+        """The deck a finished builder made (see ``RateDeckBuilder.finish_steps``)."""
+        deck = object.__new__(cls)
+        deck._adopt(builder)
+        return deck
+
+    def _adopt(self, builder: RateDeckBuilder) -> None:
+        if builder.index is None:
+            raise RuntimeError("the builder is not finished: run finish_steps() to the end")
+        self.deck_id = builder.deck_id
+        self.name = builder.name
+        self.bands = builder.bands
+        self._index = builder.index
+        self._lengths = tuple(sorted({len(p) for p in builder.index}, reverse=True))
 
     def __len__(self) -> int:
         return len(self._index)
@@ -272,6 +314,7 @@ class RatePlan:
                 return RateMatch(
                     rate=rate,
                     prefix=prefix,
+                    tariff=rate.tariff,
                     plan_id=self.plan_id,
                     deck_id=deck.deck_id,
                     deck_name=deck.name,

@@ -10,6 +10,7 @@ Rules of this file:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from datetime import datetime, time
 import asyncpg
 
 from ocs.core.currency import CurrencyError, parse_currency
-from ocs.core.destinations import Rate, RateDeck, RatePlan, TimeBand
+from ocs.core.destinations import Rate, RateDeck, RateDeckBuilder, RatePlan, TimeBand
 from ocs.store.accounts import (
     Conflict,
     Executor,
@@ -268,13 +269,17 @@ async def load_rate_plan(
                     end_minute=_minute(b["end_time"]),
                 )
             )
-        rates: dict[int, list[tuple[str, Rate]]] = {d["id"]: [] for d in decks}
+        builders = {
+            d["id"]: RateDeckBuilder(deck_id=d["id"], name=d["name"], bands=bands.get(d["id"], ()))
+            for d in decks
+        }
         shared: dict[tuple[int, int, int, int, str, datetime], Rate] = {}
         if prefixes is None:
             cursor = await conn.cursor(_RATES, plan_id)
         else:
             cursor = await conn.cursor(_RATES + " AND prefix = ANY($2::text[])", plan_id, prefixes)
         while rows := await cursor.fetch(batch_size):
+            by_deck: dict[int, list[tuple[str, Rate]]] = {}
             for deck_id, prefix, price, minimum, increment, fee, band, since in rows:
                 key = (price, minimum, increment, fee, band, since)
                 rate = shared.get(key)
@@ -287,20 +292,18 @@ async def load_rate_plan(
                         band=band,
                         effective_from=since,
                     )
-                rates[deck_id].append((prefix, rate))
+                by_deck.setdefault(deck_id, []).append((prefix, rate))
+            for deck_id, found in by_deck.items():
+                builders[deck_id].add_all(found)
+    # Indexing a large deck is done in steps, letting the event loop serve between them.
+    for builder in builders.values():
+        for _ in builder.finish_steps():
+            await asyncio.sleep(0)
     return RatePlan(
         plan_id=plan["id"],
         name=plan["name"],
         currency=plan["currency"],
-        decks=tuple(
-            RateDeck(
-                deck_id=d["id"],
-                name=d["name"],
-                rates=rates[d["id"]],
-                bands=bands.get(d["id"], ()),
-            )
-            for d in decks
-        ),
+        decks=tuple(RateDeck.from_builder(builders[d["id"]]) for d in decks),
     )
 
 
