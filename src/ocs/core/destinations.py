@@ -22,6 +22,7 @@ Rules of this file:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 
@@ -140,16 +141,17 @@ def active_bands(bands: Iterable[TimeBand], now: datetime, zone: tzinfo) -> froz
     return frozenset(band.name for band in bands if band.contains(weekday, minute))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateMatch:
-    """The rate that prices a call, and why: which plan, deck, prefix, band.
+class RateMatch(NamedTuple):
+    """The rate that prices a call, and why: which plan, deck, prefix.
 
-    ``plan_id``/``deck_id`` are None for an account without a rate plan (its tariff).
+    ``tariff`` is what prices the session: the rate's, or for an account without a rate plan
+    its own tariff (``plan_id``/``deck_id`` None). A named tuple, not a dataclass: one is made
+    per admission, and a tuple is built in a third of the time.
     """
 
     rate: Rate
     prefix: str
-    tariff: Tariff  # what prices the session: the rate's, or the account's own tariff
+    tariff: Tariff
     plan_id: int | None = None
     deck_id: int | None = None
     deck_name: str = ""
@@ -280,6 +282,10 @@ class RateDeck:
             prefix = number[:length]
             versions = index.get(prefix)
             if versions is not None:
+                if len(versions) == 1:  # the common case, inline: one all-day rate
+                    rate = versions[0]
+                    if not rate.band and rate.effective_from <= now:
+                        return prefix, rate
                 rate = _in_force(versions, now, bands)
                 if rate is not None:
                     return prefix, rate
@@ -311,14 +317,7 @@ class RatePlan:
             found = deck.lookup(number, now, zone)
             if found is not None:
                 prefix, rate = found
-                return RateMatch(
-                    rate=rate,
-                    prefix=prefix,
-                    tariff=rate.tariff,
-                    plan_id=self.plan_id,
-                    deck_id=deck.deck_id,
-                    deck_name=deck.name,
-                )
+                return RateMatch(rate, prefix, rate.tariff, self.plan_id, deck.deck_id, deck.name)
         return None
 
     @property
