@@ -171,7 +171,11 @@ def in_memory(count: int, lookups: int, runs: int, traced: bool) -> None:
     print(
         f"{count:>9,} prefixes: build {build_s:5.2f} s; memory per prefix {rss / count:5.0f} B "
         f"RSS"
-        + (f", {live / count:5.0f} B live (tracemalloc)" if traced else "")
+        + (
+            f", {live / count:5.0f} B live in the index without the strings (tracemalloc)"
+            if traced
+            else ""
+        )
         + f"; rate_for {lookup_us - baseline_us:5.2f} "
         f"us/decision ({hits / lookups:.0%} matched), plan-less {plain_us - baseline_us:4.2f} us, "
         f"decide() {decide_us - baseline_us:4.2f} us"

@@ -286,9 +286,9 @@ class RateDeck:
                     rate = versions[0]
                     if not rate.band and rate.effective_from <= now:
                         return prefix, rate
-                rate = _in_force(versions, now, bands)
-                if rate is not None:
-                    return prefix, rate
+                in_force = _in_force(versions, now, bands)
+                if in_force is not None:
+                    return prefix, in_force
         return None
 
     def rates_of(self, prefix: str) -> tuple[Rate, ...]:
