@@ -22,9 +22,9 @@ Rules of this file:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
+from typing import NamedTuple
 
 from ocs.core.model import ServiceUnit, Tariff, Usage
 from ocs.core.rating import affordable_units, usage_charge
