@@ -345,6 +345,7 @@ class Daemon:
             ),
             owner=self.instance_name,
             strict=cfg.diameter.strict,
+            rates=self.rate_plans,
         )
         results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):
