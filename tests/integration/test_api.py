@@ -330,6 +330,177 @@ def test_every_resource_through_the_api(demo: str, apis) -> None:
         assert http.get("/operators/helpdesk").json()["transaction_credit_limit"] == "10.00"
 
 
+RATE_DECK = """prefix,description,price_per_minute,minimum,increment,connection_fee,band,\
+effective_from
+41,Switzerland,0.03,60,6,0,,2027-01-01
+4179,Switzerland Mobile,0.20,60,6,0.05,,2027-01-01
+4179,Switzerland Mobile peak,0.30,60,6,0.05,peak,2027-01-01
+4179,Switzerland Mobile,0.18,60,6,0.05,,2027-04-01
+"""
+
+
+def test_rate_plans_accounts_and_rates_through_the_api(demo: str, apis, tmp_path) -> None:
+    api = apis(demo)
+    with client(api, create_token(demo, "helpdesk")) as http:
+        created = http.post(
+            "/rate-plans", json={"name": "retail", "currency": "chf", "description": "CH"}
+        )
+        assert created.status_code == 201, created.text
+        assert created.json() == {
+            "name": "retail",
+            "currency": "CHF",
+            "description": "CH",
+            "accounts": 0,
+            "classes": 0,
+            "decks": [],
+        }
+        again = http.post("/rate-plans", json={"name": "retail", "currency": "CHF"})
+        assert again.status_code == 409 and "exists already" in again.json()["detail"]
+        bad = http.post("/rate-plans", json={"name": "x", "currency": "ABC"})
+        assert bad.status_code == 422 and "not an ISO 4217" in bad.json()["detail"]
+        assert http.post("/rate-plans", json={"name": "x", "currency": "EURO"}).status_code == 422
+
+    # The deck and its band come from the CLI (CSV files are the CLI's).
+    band = run_ocs(
+        "rates", "band", "retail", "peak", "--days", "mon-fri", "--from", "08:00", "--to",
+        "20:00", dsn=demo,
+    )  # fmt: skip
+    assert band.code == 0, band.err
+    deck = tmp_path / "deck.csv"
+    deck.write_text(RATE_DECK)
+    imported = run_ocs("rates", "import", "retail", str(deck), dsn=demo)
+    assert imported.code == 0, imported.err
+
+    with client(api, create_token(demo, "helpdesk")) as http:
+        account = http.post(
+            "/accounts",
+            json={
+                "name": "zurich",
+                "time_zone": "Europe/Zurich",
+                "currency": "CHF",
+                "rate_plan": "retail",
+            },
+        )
+        assert account.status_code == 201, account.text
+        doc = account.json()
+        assert (doc["currency"], doc["rate_plan"], doc["rate_plan_in_force"]) == (
+            "CHF",
+            "retail",
+            "retail",
+        )
+        listed = http.get("/rate-plans").json()
+        assert listed == [
+            {
+                "name": "retail",
+                "currency": "CHF",
+                "description": "CH",
+                "accounts": 1,
+                "classes": 0,
+                "decks": [{"name": "retail", "priority": 10, "prefixes": 2, "rates": 4}],
+            }
+        ]
+
+        # The currency rule, as the CLI says it (the database's OC004).
+        usd = http.post("/accounts", json={"name": "ny", "rate_plan": "retail"})
+        assert usd.status_code == 422 and usd.json()["sqlstate"] == "OC004"
+        assert "account ny is in USD" in usd.json()["detail"]
+        assert http.get("/accounts/ny").status_code == 404  # nothing half-created
+        moved = http.patch("/accounts/zurich", json={"currency": "USD"})
+        assert moved.status_code == 422
+        assert "is in USD and rate plan retail is in CHF" in moved.json()["detail"]
+        assert http.get("/accounts/zurich").json()["currency"] == "CHF"
+        bad = http.patch("/accounts/zurich", json={"currency": "EUX"})
+        assert bad.status_code == 422 and "not an ISO 4217" in bad.json()["detail"]
+        unknown = http.patch("/accounts/zurich", json={"rate_plan": "wholesale"})
+        assert unknown.status_code == 404 and "no rate plan named" in unknown.json()["detail"]
+        removed = http.patch("/accounts/zurich", json={"rate_plan": ""}).json()
+        assert (removed["rate_plan"], removed["rate_plan_in_force"]) == (None, None)
+        assert http.get("/rate-plans").json()[0]["accounts"] == 0
+        # Assigning a plan is a change of the account's settings.
+        back = http.patch("/accounts/zurich", json={"rate_plan": "retail"})
+        assert back.status_code == 200 and back.json()["rate_plan"] == "retail"
+
+        # Which rate, and why: on the account's clock 07:30 UTC of a Monday is 08:30, peak.
+        at = "2027-03-01T07:30+00:00"
+        peak = http.get("/rates/retail/0041 79 123 45 67", params={"at": at, "account": "zurich"})
+        assert peak.status_code == 200, peak.text
+        body = peak.json()
+        assert body["number"] == "41791234567" and body["time_zone"] == "Europe/Zurich"
+        assert datetime.fromisoformat(body["at"]) == datetime(2027, 3, 1, 7, 30, tzinfo=UTC)
+        assert body["rate"] == {
+            "price_per_minute": "0.30",
+            "minimum_s": 60,
+            "increment_s": 6,
+            "connection_fee": "0.05",
+            "effective_from": body["rate"]["effective_from"],
+            "band": "peak",
+        }
+        assert datetime.fromisoformat(body["rate"]["effective_from"]) == datetime(
+            2027, 1, 1, tzinfo=UTC
+        )
+        assert (body["prefix"], body["description"], body["deck"]) == (
+            "4179",
+            "Switzerland Mobile peak",
+            "retail",
+        )
+        assert body["band"] == {
+            "name": "peak",
+            "weekdays": [1, 2, 3, 4, 5],
+            "start": "08:00",
+            "end": "20:00",
+        }
+        assert body["active_bands"] == ["peak"] and body["skipped_decks"] == []
+        assert datetime.fromisoformat(body["next_change"]) == datetime(2027, 4, 1, tzinfo=UTC)
+        shown = run_ocs(
+            "rates", "show", "retail", "0041 79 123 45 67", "--at", at, "--account", "zurich",
+            dsn=demo,
+        )  # fmt: skip
+        assert shown.code == 0 and "0.30 CHF per minute, billed 60/6" in shown.out
+        assert "prefix 4179 (Switzerland Mobile peak) in deck retail" in shown.out
+
+        # In UTC the same instant is 07:30: the all-day rate.
+        utc = http.get("/rates/retail/+41791234567", params={"at": at}).json()
+        assert utc["time_zone"] == "UTC" and utc["rate"]["price_per_minute"] == "0.20"
+        assert utc["rate"]["band"] is None and utc["band"] is None and utc["active_bands"] == []
+        april = http.get("/rates/retail/+41791234567", params={"at": "2027-04-01"}).json()
+        assert april["rate"]["price_per_minute"] == "0.18" and april["next_change"] is None
+        national = http.get(
+            "/rates/retail/044 123 45 67",
+            params={"at": at, "country_code": "41", "national_prefix": "0"},
+        ).json()
+        assert national["number"] == "41441234567" and national["prefix"] == "41"
+        assert national["rate"]["price_per_minute"] == "0.03"
+        none = http.get("/rates/retail/+8613800000000", params={"at": at})
+        assert none.status_code == 200
+        assert none.json()["rate"] is None and none.json()["prefix"] is None
+        assert none.json()["decks"] == ["retail"]
+
+        # Bad requests are problems with the reason.
+        for path, params, status, text in [
+            ("/rates/wholesale/+41791234567", {}, 404, "no rate plan named 'wholesale'"),
+            ("/rates/retail/+41abc", {}, 422, "is not a called number"),
+            ("/rates/retail/+41791234567", {"at": "next week"}, 422, "is not a date"),
+            (
+                "/rates/retail/+41791234567",
+                {"at": "0001-01-01", "time_zone": "Asia/Tokyo"},  # before year 1 in UTC
+                422,
+                "out of range",
+            ),
+            ("/rates/retail/+41791234567", {"time_zone": "Mars/Base"}, 422, "unknown time zone"),
+            ("/rates/retail/+41791234567", {"time_zone": "Europe"}, 422, "unknown time zone"),
+            ("/rates/retail/+41791234567", {"account": "ghost"}, 404, "no account named"),
+            ("/rates/retail/0791234567", {"national_prefix": "0"}, 422, "country code"),
+            ("/rates/retail/+41791234567", {"country_code": "12345"}, 422, "country_code"),
+        ]:
+            answer = http.get(path, params=params)
+            assert answer.status_code == status, (path, params, answer.text)
+            assert answer.headers["content-type"] == PROBLEM
+            assert text in answer.json()["detail"], (path, params, answer.text)
+        # A time zone that names a directory of the zone database is refused, not a crash.
+        dir_zone = http.patch("/accounts/zurich", json={"time_zone": "Europe"})
+        assert dir_zone.status_code == 422 and "unknown time zone" in dir_zone.json()["detail"]
+
+
 def test_idempotency_keys(demo: str, apis) -> None:
     api = apis(demo)
     with client(api, create_token(demo, "helpdesk")) as http:

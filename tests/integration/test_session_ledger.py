@@ -14,7 +14,6 @@ import concurrent.futures
 import os
 import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from diameter_peer import Peer, ccr, granted, result_code, units
 from support import ROOT, run_ocs, write_config
 from test_redis import REDIS_SERVER, RedisServer, require
 
@@ -29,9 +29,6 @@ from ocs.core import parse_amount
 from ocs.diameter import codec as dcodec
 from ocs.radius import codec
 from ocs.store.embedded import EmbeddedPostgres
-
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
-from diameter_peer import Peer, ccr, granted, result_code, units
 
 pytestmark = pytest.mark.integration
 

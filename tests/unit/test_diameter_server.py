@@ -401,6 +401,20 @@ async def test_a_session_resumed_after_a_restart_grants_in_the_unit_asked_for() 
         await server.stop(0.5)
 
 
+async def test_a_second_initial_for_a_running_session_replaces_it(setup: Setup) -> None:
+    """The client reuses a Session-Id for a new session: one session, one hold (the new one's),
+    not two, and not none."""
+    peer = await setup.peer()
+    charging = setup.handler.charging
+    assert result_code(await peer.request(ccr("two;1", INITIAL, 0, user="prepaid-ok"))) == 2001
+    held = charging.sessions.reserved(1)
+    assert held == parse_amount("1.00")  # 1000 s at 0.06/min: all of it
+    again = await peer.request(ccr("two;1", INITIAL, 0, user="prepaid-ok"))
+    assert result_code(again) == 2001 and granted(again) == {CC_TIME: 1000}
+    assert charging.sessions.reserved(1) == held
+    assert charging.sessions.active_sessions(1) == 1 and len(charging.live) == 1
+
+
 async def test_retransmission_gets_the_cached_answer(setup: Setup) -> None:
     peer = await setup.peer()
     assert result_code(await peer.request(ccr("d;1", INITIAL, 0, user="postpaid"))) == 2001

@@ -1,8 +1,9 @@
 """The administrative service layer: every change an operator or a billing system makes.
 
 Accounts and identities, payments, credits, refunds and transfers, credit limits (permanent and
-temporary) with their history, warning thresholds, tariffs, operators, prepaid services, the
-outbox, API tokens and idempotency keys, CDRs. The ``ocs`` CLI (``ocs.cli``) and the account API
+temporary) with their history, warning thresholds, tariffs, rate plans and rate decks
+(``ocs.admin.rates``, ``ocs.admin.rate_import``), operators, prepaid services, the outbox, API
+tokens and idempotency keys, CDRs. The ``ocs`` CLI (``ocs.cli``) and the account API
 (``ocs.api``) call these functions and hold no SQL of their own; the rules stay in PostgreSQL,
 whose refusals arrive here as ``Refused`` with the database's text.
 
@@ -49,6 +50,7 @@ from ocs.admin.lookup import (
     account_time_zone,
     database_now,
     operator_id,
+    rate_plan_id,
     tariff_id,
 )
 from ocs.admin.money import (
@@ -101,6 +103,7 @@ __all__ = [
     "list_accounts",
     "list_tariffs",
     "operator_id",
+    "rate_plan_id",
     "record_credit",
     "record_payment",
     "record_refund",

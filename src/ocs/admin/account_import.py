@@ -107,7 +107,7 @@ def _row(line: int, cells: dict[str, str]) -> ImportRow:
     if zone is not None:
         try:
             ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
             raise ValueError(f"time_zone: unknown time zone {zone!r}") from None
     status = get("status")
     basis = get("limit_basis")

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 
 from ocs.admin.limits import WarningThreshold, set_credit_limit, warning_thresholds
-from ocs.admin.lookup import account_class_id, account_id, tariff_id
+from ocs.admin.lookup import account_class_id, account_id, rate_plan_id, tariff_id
 from ocs.core import (
     GrantLimits,
     SessionRequest,
@@ -27,11 +27,12 @@ from ocs.core import (
     effective_credit_limit,
     unbilled_in_current_period,
 )
+from ocs.core.currency import CurrencyError, parse_currency
 from ocs.core.identity import IdentityKind, normalize_identity
 from ocs.core.model import AccountSnapshot, AccountStatus, CreditDecision, LimitBasis
 from ocs.core.money import to_decimal
 from ocs.store.accounts import snapshot_by_name
-from ocs.store.errors import Conflict, Executor, NotFound, StoreError
+from ocs.store.errors import Conflict, Executor, NotFound, StoreError, database_rules
 
 TransfersSetting: TypeAlias = Literal["yes", "no", "class"]
 
@@ -41,7 +42,11 @@ class AccountSettings:
     """Settings an operator may give an account; ``None`` leaves a setting as it is.
 
     ``account_class`` ``""`` removes the class; ``transfers`` is whether the account may send
-    and receive subscriber-to-subscriber transfers: yes, no, or as its class says."""
+    and receive subscriber-to-subscriber transfers: yes, no, or as its class says.
+    ``rate_plan`` names the account's own plan for rating by destination (``""`` removes it:
+    its class's plan applies then, else its tariff); ``currency`` is an ISO 4217 code (``USD``
+    when an account is created without one). The database refuses a plan in another currency
+    than the account's (SQLSTATE OC004)."""
 
     status: AccountStatus | None = None
     credit_limit: int | None = None
@@ -53,6 +58,17 @@ class AccountSettings:
     tariff: str | None = None
     account_class: str | None = None
     transfers: TransfersSetting | None = None
+    rate_plan: str | None = None
+    currency: str | None = None
+
+
+def _currency(code: str | None) -> str | None:
+    if code is None:
+        return None
+    try:
+        return parse_currency(code)
+    except CurrencyError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def _cap(value: int | None) -> int | None:
@@ -63,7 +79,7 @@ def _cap(value: int | None) -> int | None:
 def _check_time_zone(name: str) -> None:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
         raise StoreError(
             f"unknown time zone {name!r} (use an IANA name such as 'Europe/Zurich' or 'UTC')"
         ) from None
@@ -85,12 +101,14 @@ async def create_account(
         klass = (
             await account_class_id(conn, settings.account_class) if settings.account_class else None
         )
+        plan = await rate_plan_id(conn, settings.rate_plan) if settings.rate_plan else None
         try:
             new_id: int = await conn.fetchval(
                 """INSERT INTO accounts (name, status, min_balance, limit_basis, time_zone,
                                          max_sessions, max_setups_per_s, tariff_id,
-                                         account_class_id, transfers)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+                                         account_class_id, transfers, rate_plan_id, currency)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                           COALESCE($12, 'USD')) RETURNING id""",
                 name,
                 (settings.status or AccountStatus.ACTIVE).value,
                 to_decimal(settings.min_balance or 0),
@@ -101,9 +119,14 @@ async def create_account(
                 tariff,
                 klass,
                 settings.transfers or "class",
+                plan,
+                _currency(settings.currency),
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an account named {name!r} exists already") from None
+        except asyncpg.PostgresError:
+            with database_rules():  # a plan in another currency: OC004, said as the rule says
+                raise
         if settings.credit_limit:
             await set_credit_limit(
                 conn, new_id, settings.credit_limit, changed_by=changed_by, operator=operator
@@ -156,11 +179,20 @@ async def update_account(
             )
         if settings.transfers is not None:
             put("transfers", settings.transfers)
+        if settings.rate_plan is not None:
+            put(
+                "rate_plan_id",
+                await rate_plan_id(conn, settings.rate_plan) if settings.rate_plan else None,
+            )
+        if settings.currency is not None:
+            put("currency", _currency(settings.currency))
         if assignments:
             values.append(acct)
-            await conn.execute(
-                f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}", *values
-            )
+            with database_rules():
+                await conn.execute(
+                    f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}",
+                    *values,
+                )
         if settings.credit_limit is not None:
             await set_credit_limit(
                 conn, acct, settings.credit_limit, changed_by=changed_by, operator=operator
@@ -285,6 +317,9 @@ class AccountOverview:
     transfers: TransfersSetting
     account_class: str | None
     transfers_allowed: bool
+    currency: str
+    rate_plan: str | None  # the account's own plan
+    class_rate_plan: str | None  # its class's, which applies when it has none of its own
     thresholds: list[WarningThreshold]
     now: datetime
     effective_limit: int
@@ -302,9 +337,12 @@ async def account_overview(
         raise NotFound(f"no account named {name!r}")
     row = await db.fetchrow(
         """SELECT t.name AS tariff, a.blocked_reason, a.transfers, c.name AS class,
-                  ocs_transfers_allowed(a.id) AS allowed
+                  ocs_transfers_allowed(a.id) AS allowed, a.currency,
+                  own.name AS own_plan, inherited.name AS class_plan
            FROM accounts a LEFT JOIN tariffs t ON t.id = a.tariff_id
                 LEFT JOIN account_classes c ON c.id = a.account_class_id
+                LEFT JOIN rate_plans own ON own.id = a.rate_plan_id
+                LEFT JOIN rate_plans inherited ON inherited.id = c.rate_plan_id
            WHERE a.id = $1""",
         snapshot.account_id,
     )
@@ -317,6 +355,9 @@ async def account_overview(
         transfers=row["transfers"],
         account_class=row["class"],
         transfers_allowed=row["allowed"],
+        currency=row["currency"],
+        rate_plan=row["own_plan"],
+        class_rate_plan=row["class_plan"],
         thresholds=await warning_thresholds(db, snapshot.account_id),
         now=now,
         effective_limit=effective_credit_limit(snapshot, now),
@@ -335,9 +376,13 @@ async def account_settings(db: Executor, name: str) -> dict[str, Any]:
                   (a.min_balance * 1000000)::bigint AS min_balance, a.limit_basis, a.time_zone,
                   a.max_sessions, a.max_setups_per_s, t.name AS tariff,
                   c.name AS account_class, a.transfers, a.blocked_reason,
-                  (a.balance * 1000000)::bigint AS balance, a.created_at
+                  (a.balance * 1000000)::bigint AS balance, a.created_at,
+                  own.name AS rate_plan, COALESCE(own.name, inherited.name) AS rate_plan_in_force,
+                  a.currency
            FROM accounts a LEFT JOIN tariffs t ON t.id = a.tariff_id
                 LEFT JOIN account_classes c ON c.id = a.account_class_id
+                LEFT JOIN rate_plans own ON own.id = a.rate_plan_id
+                LEFT JOIN rate_plans inherited ON inherited.id = c.rate_plan_id
            WHERE a.name = $1""",
         name,
     )

@@ -46,6 +46,16 @@ async def tariff_id(db: Executor, name: str) -> int:
     return found
 
 
+async def rate_plan_id(db: Executor, name: str) -> int:
+    found: int | None = await db.fetchval("SELECT id FROM rate_plans WHERE name = $1", name)
+    if found is None:
+        raise NotFound(
+            f"no rate plan named {name!r} (create it with 'ocs rate-plan create {name} "
+            "--currency CODE')"
+        )
+    return found
+
+
 async def account_time_zone(db: Executor, name: str) -> tzinfo:
     """The account's time zone (dates people type for it are read there)."""
     found: str | None = await db.fetchval("SELECT time_zone FROM accounts WHERE name = $1", name)

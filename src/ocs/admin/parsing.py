@@ -1,4 +1,5 @@
-"""What people type, read into values: durations, instants, percentages, threshold lists.
+"""What people type, read into values: durations, instants, percentages, threshold lists,
+time zones, weekdays and times of day.
 
 Rules of this file:
 - Pure functions: no database, no clock (``now`` is passed in). The CLI and the account API
@@ -11,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ocs.core.money import AmountError, parse_amount
 
@@ -153,3 +155,75 @@ def parse_instant(text: str, now: datetime, zone: tzinfo, *, what: str) -> datet
             "(2026-12-01T00:00, optionally with an offset)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def parse_moment(text: str, zone: tzinfo, *, what: str) -> datetime:
+    """An ISO date (00:00 of that day in ``zone``) or date-time (in ``zone`` unless it carries
+    an offset): ``2027-04-01``, ``2027-04-01T08:00``, ``2027-04-01T08:00+02:00``."""
+    value = text.strip()
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            return datetime.combine(date.fromisoformat(value), time(0), tzinfo=zone)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidRequest(
+            f"{what} {text!r} is not a date (2027-04-01) or date-time (2027-04-01T08:00[+02:00])"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=zone)
+
+
+def parse_time_zone(name: str) -> tzinfo:
+    """An IANA time zone by name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
+        raise InvalidRequest(
+            f"unknown time zone {name!r} (an IANA name such as Europe/Zurich)"
+        ) from None
+
+
+WEEKDAY_NAMES = ("", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # ISO: Monday is 1
+_FULL_DAY_STEMS = {"mon": 1, "tues": 2, "wednes": 3, "thurs": 4, "fri": 5, "satur": 6, "sun": 7}
+
+
+def parse_weekdays(text: str) -> list[int]:
+    """``1-5``, ``mon-fri``, ``sat,sun``, ``6,7``, ``fri-mon``, ``monday-friday`` → sorted ISO
+    weekdays."""
+    names = {n.lower(): i for i, n in enumerate(WEEKDAY_NAMES) if n}
+    names |= {n + "day": i for n, i in _FULL_DAY_STEMS.items()}
+
+    def day(word: str) -> int:
+        word = word.strip().lower()
+        if word.isdigit() and 1 <= int(word) <= 7:
+            return int(word)
+        if word in names:
+            return names[word]
+        raise InvalidRequest(f"--days {text!r}: {word!r} is not a weekday (1-7 or mon..sun)")
+
+    days: set[int] = set()
+    for part in text.split(","):
+        first, sep, last = part.partition("-")
+        if sep:
+            a, b = day(first), day(last)
+            days.update(range(a, b + 1) if a <= b else [*range(a, 8), *range(1, b + 1)])
+        else:
+            days.add(day(first))
+    return sorted(days)
+
+
+def describe_weekdays(days: list[int]) -> str:
+    """``[1, 2, 3, 4, 5]`` as ``Mon-Fri``, ``[6, 7]`` as ``Sat,Sun``."""
+    if len(days) > 2 and days == list(range(days[0], days[-1] + 1)):
+        return f"{WEEKDAY_NAMES[days[0]]}-{WEEKDAY_NAMES[days[-1]]}"
+    return ",".join(WEEKDAY_NAMES[d] for d in days)
+
+
+def parse_time_of_day(text: str, *, what: str) -> time:
+    """``08:00``; ``24:00`` is the end of the day, which is its start: 00:00 (an end at or before
+    a start crosses midnight, so ``08:00-24:00`` is the same band as ``08:00-00:00``)."""
+    if text.strip() == "24:00":
+        return time(0)
+    try:
+        return time.fromisoformat(text.strip())
+    except ValueError:
+        raise InvalidRequest(f"{what} {text!r} is not a time of day (HH:MM)") from None

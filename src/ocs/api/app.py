@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ocs import __version__, admin
-from ocs.admin import idempotency, operators, outbox, prepaid, tokens
+from ocs.admin import idempotency, operators, outbox, prepaid, rates, tokens
 from ocs.admin.cdrs import cdr_page
 from ocs.admin.lookup import ping
 from ocs.admin.parsing import (
@@ -48,7 +48,7 @@ from ocs.api.ratelimit import RateLimiter
 from ocs.billing.cdr_export import cdr_record
 from ocs.config import Config
 from ocs.core import AccountStatus, LimitBasis, format_amount
-from ocs.core.identity import IdentityError, IdentityKind
+from ocs.core.identity import DialPlan, IdentityError, IdentityKind
 from ocs.core.model import REFUSAL_TEXT
 from ocs.core.money import AmountError
 from ocs.store.errors import StoreError
@@ -121,8 +121,9 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
         title="ocs account API",
         version=__version__,
         description=(
-            "Accounts, identities, money, credit limits, thresholds, tariffs, operators, "
-            "prepaid services, the outbox and CDRs of ocs, the online charging daemon. Every "
+            "Accounts, identities, money, credit limits, thresholds, tariffs, rate plans, "
+            "operators, prepaid services, the outbox and CDRs of ocs, the online charging "
+            "daemon. Every "
             "call but /health needs `Authorization: Bearer <token>` (`ocs api-token create "
             "OPERATOR`) and acts as that operator: the operator's allowances apply. Money is "
             "a decimal string. Errors are RFC 9457 problem documents."
@@ -305,6 +306,8 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
             tariff=body.tariff,
             account_class=body.account_class,
             transfers=body.transfers,
+            rate_plan=body.rate_plan,
+            currency=body.currency,
         )
 
     async def account_doc(db: Any, name: str) -> dict[str, Any]:
@@ -821,6 +824,138 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
             await admin.set_account_class(conn, name, transfers_allowed=body.transfers_allowed)
             rows = await admin.list_account_classes(conn)
         return next(m.AccountClass(**dict(r)) for r in rows if r["name"] == name)
+
+    # --- rate plans (rating by destination) ---------------------------------------------------
+
+    def plan_doc(plan: rates.PlanRow) -> m.RatePlan:
+        return m.RatePlan(
+            name=plan.name,
+            currency=plan.currency,
+            description=plan.description,
+            accounts=plan.accounts,
+            classes=plan.classes,
+            decks=[
+                m.RateDeck(name=d.name, priority=d.priority, prefixes=d.prefixes, rates=d.rates)
+                for d in plan.decks
+            ],
+        )
+
+    @app.get(
+        "/rate-plans",
+        tags=["rates"],
+        response_model=list[m.RatePlan],
+        summary="Rate plans, their decks and how many accounts and classes use them",
+    )
+    async def rate_plans(request: Request, who: Who) -> Any:
+        return [plan_doc(p) for p in await rates.list_rate_plans(pool_of(request))]
+
+    @app.post(
+        "/rate-plans",
+        tags=["rates"],
+        status_code=201,
+        response_model=m.RatePlan,
+        responses=problem_responses("conflict"),
+        summary="Create a rate plan in a currency (its decks come from `ocs rates import`); an "
+        'account gets it with PATCH /accounts/{account} {"rate_plan": NAME}',
+    )
+    async def create_rate_plan(request: Request, who: Who, body: m.RatePlanIn) -> Any:
+        async with pool_of(request).acquire() as conn:
+            await rates.create_rate_plan(conn, body.name, body.currency, body.description)
+            found = next(p for p in await rates.list_rate_plans(conn) if p.name == body.name)
+        return JSONResponse(plan_doc(found).model_dump(mode="json"), status_code=201)
+
+    def hhmm(minute: int) -> str:
+        return f"{minute // 60:02d}:{minute % 60:02d}"
+
+    @app.get(
+        "/rates/{plan}/{number}",
+        tags=["rates"],
+        response_model=m.RateAnswer,
+        responses=problem_responses("not-found"),
+        summary="Which rate of a plan prices a call to a number, and why (as `ocs rates show`)",
+    )
+    async def rate_for(
+        request: Request,
+        who: Who,
+        plan: NAME,
+        number: Annotated[
+            str,
+            Path(
+                min_length=1,
+                max_length=200,
+                description="as a client sends it: +41..., 0041..., sip:+41...@host",
+            ),
+        ],
+        *,
+        at: Annotated[
+            str | None,
+            Query(
+                max_length=40,
+                description="a date or date-time (default: now), in the time zone unless it "
+                "carries an offset",
+            ),
+        ] = None,
+        time_zone: Annotated[
+            str | None, Query(max_length=64, description="whose clock the bands use (UTC)")
+        ] = None,
+        account: Annotated[
+            str | None, Query(max_length=200, description="use this account's time zone")
+        ] = None,
+        country_code: Annotated[
+            str, Query(pattern=r"^[0-9]{0,4}$", description="for national numbers (0...)")
+        ] = "",
+        national_prefix: Annotated[str, Query(pattern=r"^[0-9]{0,4}$")] = "",
+        international_prefix: Annotated[str, Query(pattern=r"^[0-9]{0,4}$")] = "00",
+    ) -> Any:
+        dial_plan = DialPlan(
+            country_code=country_code,
+            international_prefix=international_prefix,
+            national_prefix=national_prefix,
+        )
+        async with pool_of(request).acquire() as conn:
+            found = await rates.explain_rate(
+                conn,
+                plan,
+                number,
+                at=at,
+                time_zone=time_zone,
+                account=account,
+                dial_plan=dial_plan,
+            )
+        rate = found.rate
+        band = found.band
+        return m.RateAnswer(
+            number=found.number,
+            plan=found.plan,
+            currency=found.currency,
+            at=found.at,
+            time_zone=found.time_zone,
+            rate=None
+            if rate is None
+            else m.RateOut(
+                price_per_minute=money(rate.price_per_minute),
+                minimum_s=rate.minimum_s,
+                increment_s=rate.increment_s,
+                connection_fee=money(rate.connection_fee),
+                effective_from=rate.effective_from,
+                band=rate.band or None,
+            ),
+            prefix=found.prefix,
+            description=found.description,
+            deck=found.deck,
+            skipped_decks=list(found.skipped_decks),
+            decks=list(found.decks),
+            band=None
+            if band is None
+            else m.TimeBandOut(
+                name=band.name,
+                weekdays=sorted(band.weekdays),
+                start=hhmm(band.start_minute),
+                end=hhmm(band.end_minute),
+            ),
+            active_bands=list(found.active_bands),
+            next_change=found.next_change,
+        )
 
     # --- operators ----------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ ExternalId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x0
 Status = Literal["active", "blocked", "closed"]
 Basis = Literal["balance", "unbilled"]
 Transfers = Literal["yes", "no", "class"]
+Currency = Annotated[str, Field(min_length=3, max_length=3, examples=["EUR"])]
 Kind = Literal["user_name", "e164", "imsi", "sip_uri", "nai", "calling_station_id", "private"]
 assert set(Kind.__args__) == {k.value for k in IdentityKind}  # type: ignore[attr-defined]
 
@@ -58,6 +59,15 @@ class AccountSettingsIn(Request):
     tariff: Name | None = None
     account_class: str | None = Field(default=None, max_length=200, description='"" removes it')
     transfers: Transfers | None = None
+    rate_plan: str | None = Field(
+        default=None,
+        max_length=200,
+        description='the account\'s own rate plan (rating by destination); "" removes it (its '
+        "class's plan applies then, else its tariff). It must be in the account's currency.",
+    )
+    currency: Currency | None = Field(
+        default=None, description="ISO 4217; an account created without one is in USD"
+    )
 
 
 class AccountCreate(AccountSettingsIn):
@@ -80,6 +90,11 @@ class Account(BaseModel):
     transfers: Transfers
     blocked_reason: str | None
     created_at: datetime
+    currency: str
+    rate_plan: str | None = Field(description="the account's own rate plan")
+    rate_plan_in_force: str | None = Field(
+        description="its own plan, else its class's; null: its tariff prices every destination"
+    )
 
 
 class AccountSummary(BaseModel):
@@ -341,6 +356,71 @@ class Operator(BaseModel):
     today: str = Field(description="the operator's local date")
     used_today: Amount
     left_today: Amount | None
+
+
+# --- rate plans ---------------------------------------------------------------------------------
+
+
+class RatePlanIn(Request):
+    name: Name
+    currency: Currency
+    description: Text = ""
+
+
+class RateDeck(BaseModel):
+    name: str
+    priority: int = Field(description="lowest first: the first deck with a rate prices the call")
+    prefixes: int
+    rates: int
+
+
+class RatePlan(BaseModel):
+    name: str
+    currency: str
+    description: str
+    accounts: int = Field(description="accounts with this plan as their own")
+    classes: int = Field(description="account classes with this plan")
+    decks: list[RateDeck]
+
+
+class RateOut(BaseModel):
+    price_per_minute: Amount = Field(description="in the plan's currency")
+    minimum_s: int
+    increment_s: int
+    connection_fee: Amount
+    effective_from: datetime
+    band: str | None = Field(description="the time band the rate is for; null: all day")
+
+
+class TimeBandOut(BaseModel):
+    name: str
+    weekdays: list[int] = Field(description="ISO: Monday 1 ... Sunday 7")
+    start: str = Field(examples=["08:00"], description="local time on the account's clock")
+    end: str = Field(examples=["20:00"], description="at or before start: the next day")
+
+
+class RateAnswer(BaseModel):
+    """Which rate prices a call to ``number`` starting ``at``, and why (as ``ocs rates show``)."""
+
+    number: str = Field(description="the called number as E.164 digits")
+    plan: str
+    currency: str
+    at: datetime
+    time_zone: str = Field(description="whose clock the time bands are read on")
+    rate: RateOut | None = Field(
+        description="null: no prefix of the number has a rate in force (a call is refused)"
+    )
+    prefix: str | None = Field(description='the longest prefix with a rate ("": every number)')
+    description: str | None
+    deck: str | None
+    skipped_decks: list[str] = Field(description="decks before it that had no rate")
+    decks: list[str] = Field(description="the plan's decks in priority order")
+    band: TimeBandOut | None
+    active_bands: list[str] = Field(description="the deck's bands on at that instant")
+    next_change: datetime | None = Field(
+        description="when a new rate of the prefix comes into force (a call started before "
+        "keeps this one)"
+    )
 
 
 # --- prepaid, outbox, CDRs ----------------------------------------------------------------------

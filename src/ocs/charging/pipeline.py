@@ -28,6 +28,7 @@ Rules of this file:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -36,9 +37,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
 from ocs.charging.cache import AccountCache
+from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.core.credit import available_credit, continue_session, decide
-from ocs.core.identity import IdentityKind
+from ocs.core.identity import IdentityError, IdentityKind, normalize_destination
 from ocs.core.ledger import (
     NO_USAGE,
     Counting,
@@ -217,17 +219,26 @@ class PipelineStats:
     behind_coalesced: int = 0
 
 
-@dataclass(frozen=True, slots=True)
 class SessionId:
-    """Who a session is: RADIUS (NAS, Acct-Session-Id), Diameter (Origin-Host, Session-Id)."""
+    """Who a session is: RADIUS (NAS, Acct-Session-Id), Diameter (Origin-Host, Session-Id).
+    ``book_key`` is its key in the session book (made once: it is read on every request)."""
 
-    source: str
-    origin: str
-    key: str
+    __slots__ = ("book_key", "key", "origin", "source")
 
-    @property
-    def book_key(self) -> str:
-        return f"{self.source}|{self.origin}|{self.key}"
+    def __init__(self, source: str, origin: str, key: str) -> None:
+        self.source = source
+        self.origin = origin
+        self.key = key
+        self.book_key = f"{source}|{origin}|{key}"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SessionId) and self.book_key == other.book_key
+
+    def __hash__(self) -> int:
+        return hash(self.book_key)
+
+    def __repr__(self) -> str:
+        return f"SessionId({self.source!r}, {self.origin!r}, {self.key!r})"
 
 
 class LiveSession:
@@ -238,7 +249,8 @@ class LiveSession:
         "charged",
         "expires_at",
         "generation",
-        "hold",
+        "hold_amount",
+        "hold_until",
         "identity",
         "overdraft_used",
         "ref",
@@ -285,7 +297,8 @@ class LiveSession:
         self.charged = charged
         self.written = written  # its start reached the store (or the spool)
         self.generation = generation  # as the store last returned it
-        self.hold: Hold | None = None
+        self.hold_amount = 0  # micro-units held for its grant ...
+        self.hold_until = 0.0  # ... until this monotonic instant
         self.overdraft_used = 0
         self.state = ""  # the front's own state (Diameter: RFC 4006 §7 session state)
 
@@ -336,9 +349,14 @@ def usage_of(unit: ServiceUnit, amount: int) -> Usage:
     return Usage(events=amount)
 
 
+_UID_PREFIX = secrets.token_hex(8)  # this process's: uids of two processes never meet
+_uid_counter = itertools.count(1)
+
+
 def new_uid() -> str:
-    """A report's own identity (the spool's replays are recognised by it)."""
-    return secrets.token_hex(12)
+    """A report's (or a start's) own identity: unique across processes and restarts (a random
+    prefix drawn at import, then a counter), cheap enough to draw for every request."""
+    return f"{_UID_PREFIX}.{next(_uid_counter)}"
 
 
 class Charging:
@@ -356,6 +374,7 @@ class Charging:
         strict: bool = False,
         atomic: AtomicReserver | None = None,
         atomic_below_grants: float = 2.0,
+        rates: RatePlanCache | None = None,
     ) -> None:
         self.cache = cache
         self.sessions = sessions
@@ -370,6 +389,10 @@ class Charging:
         # against the other instances (``atomic``) before it is answered.
         self.atomic = atomic
         self.atomic_below_grants = atomic_below_grants
+        # Rating by destination: what prices a session of an account with a rate plan, fixed
+        # at its admission (kept here until its start claims the admission).
+        self.rates = rates
+        self._admitted_tariffs: dict[str, Tariff] = {}
         self.stats = PipelineStats()
         self._inflight: dict[tuple[str, object], asyncio.Future[AccountSnapshot | None]] = {}
         self.on_decision: Callable[[CreditDecision], None] | None = None
@@ -379,8 +402,9 @@ class Charging:
         self._source_retry_at = 0.0
         # The sessions this process runs, by book key.
         self.live: dict[str, LiveSession] = {}
-        # Writes behind the answers: the latest pending report per session (book key).
-        self._behind: dict[str, UsageReport] = {}
+        # Writes behind the answers: the latest pending change per session (book key): the
+        # session, what changed, and (for an end) its request number.
+        self._behind: dict[str, tuple[LiveSession, ReportKind, int | None]] = {}
         self._behind_wakeup = asyncio.Event()
         self.behind_max = 200_000
 
@@ -402,9 +426,11 @@ class Charging:
         unit: ServiceUnit | None = ServiceUnit.TIME,
         requested: int | None = None,
         reservation_key: str | None = None,
+        destination: str | None = None,
     ) -> CreditDecision | None:
         """Decide from the cache alone, or return None when the database must be asked.
-        ``unit`` None: as the account's tariff prices (``unit_of_tariff``)."""
+        ``unit`` None: as the account's tariff prices (``unit_of_tariff``). ``destination``:
+        the called number (E.164 digits) an account with a rate plan is priced by."""
         now = self.clock.mono()
         account_id = self.cache.account_for(kind, value)
         if account_id is None:
@@ -415,7 +441,9 @@ class Charging:
         snapshot = self.cache.get(account_id)
         if snapshot is None or self.cache.age_s(account_id, now) > self.policy.ttl_s:
             return None
-        decision = self._decide(snapshot, unit, requested, reservation_key, now, may_defer=True)
+        decision = self._decide(
+            snapshot, unit, requested, reservation_key, now, may_defer=True, destination=destination
+        )
         if decision is not None:
             self.stats.cache_hits += 1
         return decision
@@ -428,10 +456,16 @@ class Charging:
         unit: ServiceUnit | None = ServiceUnit.TIME,
         requested: int | None = None,
         reservation_key: str | None = None,
+        destination: str | None = None,
     ) -> CreditDecision:
         """Decide for a new session, asking the database when the cache cannot answer."""
         cached = self.admit_cached(
-            kind, value, unit=unit, requested=requested, reservation_key=reservation_key
+            kind,
+            value,
+            unit=unit,
+            requested=requested,
+            reservation_key=reservation_key,
+            destination=destination,
         )
         if cached is not None:
             return cached
@@ -445,17 +479,21 @@ class Charging:
         ):
             # The cache knows: the admission waits to be confirmed by the other instances.
             self.stats.cache_hits += 1
-            return await self._admit_confirmed(fresh, unit, requested, reservation_key)
+            return await self._admit_confirmed(fresh, unit, requested, reservation_key, destination)
         self.stats.cache_misses += 1
         if not self._source_usable(self.clock.mono()):
-            return self._decide_without_database(kind, value, unit, requested, reservation_key)
+            return self._decide_without_database(
+                kind, value, unit, requested, reservation_key, destination=destination
+            )
         try:
             snapshot = await self._single_flight(
                 ("identity", (kind, value)), lambda: self.source.find_account(kind, value)
             )
         except SourceUnavailable:
             self._source_retry_at = self.clock.mono() + 1.0
-            return self._decide_without_database(kind, value, unit, requested, reservation_key)
+            return self._decide_without_database(
+                kind, value, unit, requested, reservation_key, destination=destination
+            )
         now = self.clock.mono()
         if snapshot is None:
             self.stats.unknown_identities += 1
@@ -463,7 +501,7 @@ class Charging:
             return self._count(_unknown(unit or ServiceUnit.TIME))
         self.cache.put(snapshot, now)
         self.cache.add_identity(kind, value, snapshot.account_id)
-        return await self._admit_confirmed(snapshot, unit, requested, reservation_key)
+        return await self._admit_confirmed(snapshot, unit, requested, reservation_key, destination)
 
     async def _admit_confirmed(
         self,
@@ -471,6 +509,7 @@ class Charging:
         unit: ServiceUnit | None,
         requested: int | None,
         reservation_key: str | None,
+        destination: str | None = None,
     ) -> CreditDecision:
         """Decide, and when the account's credit is low, confirm the reservation against the
         other instances before answering (a burst split across instances then admits what one
@@ -479,7 +518,13 @@ class Charging:
         decision: CreditDecision | None = None
         for _attempt in range(3):
             decision = self._decide(
-                snapshot, unit, requested, reservation_key, self.clock.mono(), count=False
+                snapshot,
+                unit,
+                requested,
+                reservation_key,
+                self.clock.mono(),
+                count=False,
+                destination=destination,
             )
             assert decision is not None
             if not self._must_confirm(snapshot, decision, reservation_key):
@@ -522,7 +567,12 @@ class Charging:
             else self.limits.max_events
         )
         largest = grant_cost(snapshot.tariff, unit, cap, new_session=True)
-        return decision.available < self.atomic_below_grants * largest
+        # Little credit left, or this instance admitted for the account since the last sync
+        # (the others do not know that hold yet): confirm. So an account's credit is never
+        # spent by more than one unconfirmed grant per instance within a sync interval.
+        return decision.available < self.atomic_below_grants * largest or (
+            largest > 0 and self.sessions.unsynced(snapshot.account_id)
+        )
 
     def _decide_without_database(
         self,
@@ -531,6 +581,8 @@ class Charging:
         unit: ServiceUnit | None,
         requested: int | None,
         reservation_key: str | None,
+        *,
+        destination: str | None = None,
     ) -> CreditDecision:
         self.stats.source_errors += 1
         now = self.clock.mono()
@@ -542,12 +594,16 @@ class Charging:
             and self.cache.age_s(account_id, now) <= self.policy.max_stale_s
         ):
             self.stats.stale_decisions += 1
-            return self._decide_now(entry, unit, requested, reservation_key, now)
+            return self._decide_now(
+                entry, unit, requested, reservation_key, now, destination=destination
+            )
         self.stats.stale_policy_applied += 1
         unit = unit or ServiceUnit.TIME
         if self.policy.on_stale == "accept":
             if entry is not None:
-                decision = self._decide_now(entry, unit, requested, reservation_key, now)
+                decision = self._decide_now(
+                    entry, unit, requested, reservation_key, now, destination=destination
+                )
                 if decision.admitted:
                     return decision
             cap = (
@@ -584,13 +640,32 @@ class Charging:
         *,
         may_defer: bool = False,
         count: bool = True,
+        destination: str | None = None,
     ) -> CreditDecision | None:
         """The core's decision with this process's figures; an admission holds its grant's
         price under ``reservation_key``. With ``may_defer``, None when the admission must be
         confirmed with the other instances first (``admit`` does that)."""
         account = snapshot.account_id
+        tariff = snapshot.tariff
+        if self.rates is not None and snapshot.terms.rate_plan_id is not None:
+            match = self.rates.rate_for(snapshot, called_number(destination), self.clock.wall())
+            if match is None:
+                refused = CreditDecision(
+                    admitted=False,
+                    reason=RefusalReason.NO_RATE,
+                    unit=unit or ServiceUnit.TIME,
+                    granted_units=0,
+                    available=0,
+                    effective_limit=0,
+                )
+                return self._count(refused) if count else refused
+            tariff = match.tariff
         if unit is None:
-            unit = unit_of_tariff(snapshot.tariff)
+            unit = (
+                ServiceUnit.VOLUME
+                if tariff.price_per_minute == 0 and tariff.price_per_mb > 0
+                else ServiceUnit.TIME
+            )
         reserved = self.sessions.reserved(account)
         request = SessionRequest(
             unit=unit,
@@ -599,23 +674,28 @@ class Charging:
             reserved=reserved,
             requested_units=requested,
         )
-        decision = decide(snapshot, request, self.clock.wall(), self.limits)
+        rated = tariff if tariff is not snapshot.tariff else None
+        decision = decide(snapshot, request, self.clock.wall(), self.limits, tariff=rated)
         if (
             not decision.admitted
             and decision.reason is RefusalReason.INSUFFICIENT_CREDIT
             and reserved > 0
         ):
             # The balance alone would do: running sessions hold the credit. Say so.
-            unheld = decide(snapshot, replace(request, reserved=0), self.clock.wall(), self.limits)
+            unheld = decide(
+                snapshot, replace(request, reserved=0), self.clock.wall(), self.limits, tariff=rated
+            )
             if unheld.admitted:
                 decision = replace(decision, reason=RefusalReason.CREDIT_HELD)
         if decision.admitted and reservation_key is not None:
-            if may_defer and self._must_confirm(snapshot, decision, reservation_key):
+            if (
+                may_defer
+                and self.atomic is not None
+                and self._must_confirm(snapshot, decision, reservation_key)
+            ):
                 return None
-            amount = grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=True)
-            grant_s = float(
-                decision.granted_units if unit is ServiceUnit.TIME else self.limits.max_time_s
-            )
+            amount = grant_cost(tariff, unit, decision.granted_units, new_session=True)
+            grant_s = decision.granted_units if unit is ServiceUnit.TIME else self.limits.max_time_s
             self.sessions.admit(
                 reservation_key,
                 account,
@@ -624,6 +704,11 @@ class Charging:
                 self.policy.pending_reservation_ttl_s,
                 grant_s=grant_s,
             )
+            if rated is not None:
+                admitted = self._admitted_tariffs
+                if len(admitted) >= 200_000:  # admissions that never started: drop the oldest
+                    del admitted[next(iter(admitted))]
+                admitted[reservation_key] = rated
         return self._count(decision) if count else decision
 
     def _decide_now(
@@ -633,9 +718,13 @@ class Charging:
         requested: int | None,
         reservation_key: str | None,
         now: float,
+        *,
+        destination: str | None = None,
     ) -> CreditDecision:
         """``_decide`` without deferring (the shared store is not asked)."""
-        decision = self._decide(snapshot, unit, requested, reservation_key, now)
+        decision = self._decide(
+            snapshot, unit, requested, reservation_key, now, destination=destination
+        )
         assert decision is not None
         return decision
 
@@ -722,16 +811,16 @@ class Charging:
         wire_key: str | None = None,
         client_at: datetime | None = None,
         durable: bool = False,
-    ) -> tuple[LiveSession, UsageReport]:
+    ) -> tuple[LiveSession, UsageReport | None]:
         """The session runs: it takes over its admission's hold (``claim``: the pending
         reservations of its services; None: the oldest of its account, as a RADIUS Start
         follows its Access-Request) until its grant (``grant_s``; None: as long as the grant
         of the admission it claimed) plus the margin has passed with no news. Another session
         of this key still running here is over (its key was reused).
 
-        Returns the session and its start report. With ``durable`` the caller awaits
-        ``record_start`` (RADIUS: the Accounting-Response waits for it); else the report is
-        written behind the answer."""
+        Returns the session and, with ``durable``, its start report for the caller to await
+        ``record_start`` with (RADIUS: the Accounting-Response waits for it); else None: the
+        start is written behind the answer."""
         book_key = ref.book_key
         previous = self.live.pop(book_key, None)
         if previous is not None:
@@ -740,19 +829,22 @@ class Charging:
         now = self.clock.mono()
         margin = self.policy.session_ttl_margin_s
         provisional = (grant_s if grant_s is not None else self.limits.max_time_s) + margin
-        held, claimed_s = self.sessions.start(
+        held, claimed_s, first = self.sessions.start(
             book_key, snapshot.account_id, now, provisional, claim=claim
         )
+        # The rate fixed at its admission (by destination), else the account's tariff.
+        tariff = snapshot.tariff
+        if first is not None and self._admitted_tariffs:
+            tariff = self._admitted_tariffs.pop(first, tariff)
         ttl = provisional
         if grant_s is None and claimed_s:
             ttl = claimed_s + margin
             self.sessions.touch(book_key, now, ttl)
-        wall = self.clock.wall()
         session = LiveSession(
             ref=ref,
             account_id=snapshot.account_id,
             start_ref=new_uid(),
-            tariff=snapshot.tariff,
+            tariff=tariff,
             unit=unit,
             time_zone=snapshot.time_zone,
             identity=identity,
@@ -760,17 +852,21 @@ class Charging:
             start_key=report_key,
             start_wire_key=wire_key,
         )
-        session.hold = Hold(amount=held, until=wall + timedelta(seconds=ttl)) if held else None
+        session.hold_amount = held
+        session.hold_until = now + ttl
         self.live[book_key] = session
+        if not durable:
+            self._write_behind(session, ReportKind.OPEN)
+            return session, None
         report = self._report(
             session, ReportKind.OPEN, report_key, wire_key=wire_key, client_at=client_at
         )
-        if not durable:
-            self._write_behind(session, report)
         return session, report
 
-    async def record_start(self, session: LiveSession, report: UsageReport) -> UsageOutcome:
-        """Make a start durable now (the RADIUS Start's Accounting-Response waits for it)."""
+    async def record_start(self, session: LiveSession, report: UsageReport | None) -> UsageOutcome:
+        """Make a start durable now (the RADIUS Start's Accounting-Response waits for it);
+        ``report`` is what ``start`` returned with ``durable``."""
+        assert report is not None, "start(..., durable=True) returns the report to record"
         outcome = await self._record(report)
         session.written = True
         if outcome.generation is not None:
@@ -908,7 +1004,9 @@ class Charging:
             written=True,
             generation=generation,
         )
-        session.hold = hold
+        if hold is not None and remaining > 0:
+            session.hold_amount = hold.amount
+            session.hold_until = now + remaining
         self.live[ref.book_key] = session
         return session
 
@@ -952,6 +1050,7 @@ class Charging:
                 )
                 results.append((decision, False))
                 continue
+            tariff = session.tariff
             decision = continue_session(
                 snapshot,
                 SessionRequest(unit=unit, requested_units=requested, reserved=others + held),
@@ -959,16 +1058,17 @@ class Charging:
                 limits,
                 strict=self.strict,
                 overdraft_used=session.overdraft_used,
+                tariff=tariff if tariff is not snapshot.tariff else None,
             )
             final = False
             if decision.admitted:
-                if affordable_units(snapshot.tariff, unit, decision.available, cap) == 0:
+                if affordable_units(tariff, unit, decision.available, cap) == 0:
                     # Granted from the overdraft: it counts, and the last of it is final.
                     session.overdraft_used += decision.granted_units
                     final = self._overdraft_left(unit, session) == 0
                 elif self.strict and decision.granted_units < cap:
                     final = True
-                held += grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=False)
+                held += grant_cost(tariff, unit, decision.granted_units, new_session=False)
                 if unit is ServiceUnit.TIME:
                     longest = max(longest, float(decision.granted_units))
             results.append((decision, final))
@@ -976,10 +1076,10 @@ class Charging:
         session.expires_at = now + ttl
         book.touch(book_key, now, ttl)
         book.reserve(book_key, session.account_id, held, now, ttl)
-        hold = Hold(amount=held, until=wall + timedelta(seconds=ttl)) if held else None
-        if hold != session.hold:
-            session.hold = hold
-            self._write_behind(session, self._report(session, ReportKind.OPEN, session.start_key))
+        if held != session.hold_amount or (held and abs(now + ttl - session.hold_until) > 1.0):
+            session.hold_amount = held
+            session.hold_until = now + ttl
+            self._write_behind(session, ReportKind.OPEN)
         return results
 
     def _overdraft_left(self, unit: ServiceUnit, session: LiveSession) -> int:
@@ -1002,22 +1102,27 @@ class Charging:
     def end_unreported(self, session: LiveSession, *, request_number: int | None = None) -> None:
         """The session ended with nothing more to charge (a CCR-Termination with no usage):
         written behind, or not at all when nothing of it was ever written."""
-        report = self._report(
-            session,
-            ReportKind.FINAL,
-            f"n={request_number}" if request_number is not None else "final",
-            request_number=request_number,
-            close_reason="final",
-        )
         self._end(session)
         if session.written or session.ref.book_key in self._behind:
-            self._write_behind(session, report)
+            session.hold_amount = 0
+            self._write_behind(session, ReportKind.FINAL, request_number)
 
     def _end(self, session: LiveSession) -> None:
         book_key = session.ref.book_key
         if self.live.get(book_key) is session:
             del self.live[book_key]
         self.sessions.end(book_key)
+
+    def supersede(self, session: LiveSession) -> None:
+        """A new start for the key of a running session (a CCR-Initial for a Session-Id in use):
+        the old session ends here before the new one is admitted; the store closes it with the
+        new start, or with the close written behind when the new one is refused."""
+        self._end(session)
+        if session.written or session.ref.book_key in self._behind:
+            session.hold_amount = 0
+            self._write_behind(session, ReportKind.CLOSE)
+        else:
+            self._behind.pop(session.ref.book_key, None)
 
     def _forget(self, session: LiveSession) -> None:
         """A session superseded here (its key reused): the store closes it with the new one."""
@@ -1033,9 +1138,9 @@ class Charging:
             if session is None:
                 continue
             closed += 1
-            report = self._report(session, ReportKind.CLOSE, "close", close_reason="grant_ended")
             if session.written or book_key in self._behind:
-                self._write_behind(session, report)
+                session.hold_amount = 0
+                self._write_behind(session, ReportKind.CLOSE)
         self.stats.sessions_expired += closed
         return closed
 
@@ -1097,23 +1202,20 @@ class Charging:
             generation = found.generation
             hold = generation.hold
             if hold is None or hold.until <= wall:
-                report = UsageReport(
-                    source=ref.source,
-                    origin=ref.origin,
-                    session_key=ref.key,
-                    entry=Report(
-                        kind=ReportKind.CLOSE,
-                        account_id=generation.account_id,
-                        uid=new_uid(),
-                        report_key="close",
-                        received_at=wall,
-                        time_zone=found.time_zone,
-                        tariff=generation.tariff,
-                        start_ref=generation.start_ref,
-                        close_reason="grant_ended",
-                    ),
+                closing = LiveSession(
+                    ref=ref,
+                    account_id=generation.account_id,
+                    start_ref=generation.start_ref or new_uid(),
+                    tariff=generation.tariff,
+                    unit=unit_of_tariff(generation.tariff),
+                    time_zone=found.time_zone,
+                    identity=None,
+                    expires_at=0.0,
+                    start_key=generation.start_key or "start",
+                    written=True,
+                    generation=generation,
                 )
-                self._behind[ref.book_key] = report
+                self._behind[ref.book_key] = (closing, ReportKind.CLOSE, None)
                 continue
             snapshot = self.cache.get(generation.account_id)
             zone = snapshot.time_zone if snapshot is not None else found.time_zone
@@ -1163,9 +1265,16 @@ class Charging:
                 client_at=client_at,
                 request_number=request_number,
                 close_reason=close_reason,
-                hold=session.hold if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
+                hold=self._hold(session) if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
             ),
         )
+
+    def _hold(self, session: LiveSession) -> Hold | None:
+        """The session's hold as the store keeps it (the end as a wall-clock instant)."""
+        if not session.hold_amount:
+            return None
+        left = session.hold_until - self.clock.mono()
+        return Hold(amount=session.hold_amount, until=self.clock.wall() + timedelta(seconds=left))
 
     async def _record(
         self, report: UsageReport, session: LiveSession | None = None
@@ -1214,50 +1323,69 @@ class Charging:
 
     # --- writes behind the answers ----------------------------------------------------------
 
-    def _write_behind(self, session: LiveSession, report: UsageReport) -> None:
-        """Queue a report that changes no money (a start, a hold, a close without usage) for
-        the next flush; a newer one for the same session replaces it, and a session that
-        ends before its start was written is never written at all."""
+    def _write_behind(
+        self, session: LiveSession, kind: ReportKind, request_number: int | None = None
+    ) -> None:
+        """Queue a change that moves no money (a start, a hold, an end without usage) for the
+        next flush; the report is built then, from the session as it is. A newer change of the
+        same session replaces the older one, and a session that ends before its start was
+        written is never written at all."""
         book_key = session.ref.book_key
         pending = self._behind.get(book_key)
-        kind = report.entry.kind
         if pending is not None:
             self.stats.behind_coalesced += 1
             if (
                 kind is not ReportKind.OPEN
-                and pending.entry.kind is ReportKind.OPEN
+                and pending[1] is ReportKind.OPEN
                 and not session.written
+                and pending[0] is session
             ):
                 del self._behind[book_key]  # started and ended between two flushes
                 return
         elif len(self._behind) >= self.behind_max:
             self.stats.behind_failed += 1
             return
-        self._behind[book_key] = report
+        self._behind[book_key] = (session, kind, request_number)
         if len(self._behind) == 1:
             self._behind_wakeup.set()
+
+    def _behind_report(
+        self, session: LiveSession, kind: ReportKind, request_number: int | None
+    ) -> UsageReport:
+        if kind is ReportKind.OPEN:
+            return self._report(session, kind, session.start_key)
+        if kind is ReportKind.FINAL:
+            key = f"n={request_number}" if request_number is not None else "final"
+            return self._report(
+                session, kind, key, request_number=request_number, close_reason="final"
+            )
+        reason = "grant_ended" if self.live.get(session.ref.book_key) is None else "superseded"
+        return self._report(session, kind, "close", close_reason=reason)
 
     async def flush_behind(self) -> int:
         """Write what is queued behind the answers; returns how many reports were written."""
         if not self._behind:
             return 0
-        batch = list(self._behind.items())
+        batch = [
+            (book_key, entry, self._behind_report(*entry))
+            for book_key, entry in self._behind.items()
+        ]
         self._behind.clear()
         results = await asyncio.gather(
-            *(self.sink.record(report) for _, report in batch), return_exceptions=True
+            *(self.sink.record(report) for _, _, report in batch), return_exceptions=True
         )
         written = 0
-        for (book_key, report), result in zip(batch, results, strict=True):
-            session = self.live.get(book_key)
+        for (book_key, entry, _report), result in zip(batch, results, strict=True):
+            session = entry[0]
             if isinstance(result, BaseException):
                 self.stats.behind_failed += 1
                 if not isinstance(result, SourceUnavailable | SpoolFull):
                     log.error("write behind failed: %r", result)
                 if book_key not in self._behind and len(self._behind) < self.behind_max:
-                    self._behind[book_key] = report  # kept for the next flush
+                    self._behind[book_key] = entry  # kept for the next flush
                 continue
             written += 1
-            if session is not None and session.start_ref == report.entry.start_ref:
+            if entry[1] is ReportKind.OPEN:
                 session.written = True
                 if result.generation is not None:
                     self._adopt_generation(session, result.generation)
@@ -1283,6 +1411,14 @@ class Charging:
 
     # --- one-shot events --------------------------------------------------------------------
 
+    def tariff_for(self, snapshot: AccountSnapshot, destination: str | None) -> Tariff | None:
+        """What prices a session of the account to ``destination`` now (its own tariff when it
+        has no rate plan); None: no rate."""
+        if self.rates is None or snapshot.terms.rate_plan_id is None:
+            return snapshot.tariff
+        match = self.rates.rate_for(snapshot, called_number(destination), self.clock.wall())
+        return match.tariff if match is not None else None
+
     def has_credit(self, snapshot: AccountSnapshot) -> bool:
         """CHECK_BALANCE: would the account's credit, less what its sessions hold, pay
         anything now?"""
@@ -1290,15 +1426,21 @@ class Charging:
         return available_credit(snapshot, self.clock.wall(), reserved) > 0
 
     @staticmethod
-    def price(snapshot: AccountSnapshot, unit: ServiceUnit, amount: int) -> int:
-        """PRICE_ENQUIRY: what ``amount`` units cost at the account's rate (micro-units)."""
-        return usage_charge(snapshot.tariff, usage_of(unit, amount))
+    def price(tariff: Tariff, unit: ServiceUnit, amount: int) -> int:
+        """PRICE_ENQUIRY: what ``amount`` units cost at ``tariff`` (micro-units)."""
+        return usage_charge(tariff, usage_of(unit, amount))
 
     async def refund(
-        self, snapshot: AccountSnapshot, unit: ServiceUnit, amount: int, idempotency_key: str
+        self,
+        snapshot: AccountSnapshot,
+        tariff: Tariff,
+        unit: ServiceUnit,
+        amount: int,
+        idempotency_key: str,
     ) -> int:
-        """REFUND_ACCOUNT: the price of the units back to the account, once per key."""
-        refund = usage_charge(snapshot.tariff, usage_of(unit, amount))
+        """REFUND_ACCOUNT: the price of the units (at ``tariff``) back to the account, once
+        per key."""
+        refund = usage_charge(tariff, usage_of(unit, amount))
         credited = await self.sink.credit(
             snapshot.account_id, refund, idempotency_key, "diameter REFUND_ACCOUNT"
         )
@@ -1316,10 +1458,11 @@ class Charging:
         report_key: str,
         wire_key: str | None = None,
         client_at: datetime | None = None,
+        destination: str | None = None,
     ) -> tuple[CreditDecision, UsageOutcome | None]:
         """DIRECT_DEBITING: admitted like a new session for exactly ``amount`` units, then
-        charged at once (one generation, opened and closed)."""
-        decision = await self.admit(*identity, unit=unit, requested=amount)
+        charged at once (one generation, opened and closed) at the destination's rate."""
+        decision = await self.admit(*identity, unit=unit, requested=amount, destination=destination)
         if not decision.admitted:
             return decision, None
         if decision.granted_units < amount:
@@ -1327,6 +1470,7 @@ class Charging:
         snapshot = await self.account(*identity)
         if snapshot is None:
             return _unknown(unit), None
+        tariff = self.tariff_for(snapshot, destination) or snapshot.tariff
         report = UsageReport(
             source=ref.source,
             origin=ref.origin,
@@ -1338,7 +1482,7 @@ class Charging:
                 report_key=report_key,
                 received_at=self.clock.wall(),
                 time_zone=snapshot.time_zone,
-                tariff=snapshot.tariff,
+                tariff=tariff,
                 usage=usage_of(unit, amount),
                 counting=Counting.INCREMENT,
                 wire_key=wire_key,
@@ -1355,6 +1499,17 @@ class UnknownSession(LookupError):
     def __init__(self, ref: SessionId) -> None:
         super().__init__(f"no session {ref.key!r} of {ref.origin!r} is known")
         self.ref = ref
+
+
+def called_number(raw: str | None) -> str:
+    """A called number as the rate lookup wants it (E.164 digits), "" when there is none or it
+    is not one (a rate plan may price "" too: then every call gets that rate)."""
+    if not raw:
+        return ""
+    try:
+        return normalize_destination(raw)
+    except IdentityError:
+        return ""
 
 
 def _zone_only(account_id: int, zone: tzinfo) -> AccountSnapshot:

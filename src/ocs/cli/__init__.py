@@ -32,6 +32,7 @@ from ocs.cli import (
     ops,
     outbox,
     prepaid,
+    rates,
     tariffs,
     tokens,
 )
@@ -88,6 +89,7 @@ def admin_parser() -> argparse.ArgumentParser:
     prepaid.register(top)
     outbox.register(top)
     imports.register(top)
+    rates.register(top)
     demo.register(top)
     tokens.register(top)
     cdr.register(top)

@@ -43,6 +43,8 @@ def _settings_from(args: argparse.Namespace) -> admin.AccountSettings:
         tariff=args.tariff,
         account_class=args.account_class,
         transfers=args.transfers,
+        rate_plan=args.rate_plan,
+        currency=args.currency,
     )
 
 
@@ -139,6 +141,14 @@ async def cmd_account_show(db: Any, args: argparse.Namespace, config: Config) ->
     }[overview.transfers]
     allowed = "allowed" if overview.transfers_allowed else "not allowed"
     pairs.append(("transfers", f"{allowed} ({how})"))
+    pairs.append(("currency", overview.currency))
+    if overview.rate_plan:
+        plan = f"{overview.rate_plan} (its own)"
+    elif overview.class_rate_plan:
+        plan = f"{overview.class_rate_plan} (its class {overview.account_class}'s)"
+    else:
+        plan = "none (the tariff prices every destination)"
+    pairs.append(("rate plan", plan))
     pairs.append(("warning thresholds", describe_thresholds(overview.thresholds)))
     print(fields(pairs))
     print("(the daemon also counts running sessions and setups; this check assumes none)")
@@ -228,6 +238,8 @@ def _account_options(parser: argparse.ArgumentParser) -> None:
         choices=["yes", "no", "class"],
         help="subscriber-to-subscriber transfers: yes, no, or as the class says",
     )
+    parser.add_argument("--rate-plan", metavar="NAME", help="rating by destination ('' for none)")
+    parser.add_argument("--currency", metavar="CODE", help="ISO 4217 (default USD)")
     operator_option(parser, "records who set the credit limit")
 
 

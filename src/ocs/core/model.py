@@ -43,6 +43,8 @@ class RefusalReason(StrEnum):
     SETUP_RATE_EXCEEDED = "setup_rate_exceeded"
     # Not a rule of the account: the figures are too old to trust and policy says refuse.
     CREDIT_DATA_UNAVAILABLE = "credit_data_unavailable"
+    # The account's rate plan prices no prefix of the called number (issue 13).
+    NO_RATE = "no_rate"
 
 
 # What a subscriber or an operator reads (RADIUS Reply-Message, the CLI).
@@ -55,6 +57,7 @@ REFUSAL_TEXT: dict[RefusalReason, str] = {
     RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
     RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
     RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
+    RefusalReason.NO_RATE: "no rate for the destination",
 }
 
 
@@ -148,6 +151,9 @@ class AccountTerms:
     max_sessions: int | None = None
     max_setups_per_s: int | None = None
     tariff: Tariff = field(default=FREE_TARIFF)
+    # The account's rate plan (its own, else its class's): calls are priced by destination
+    # from it. None: every call is priced at ``tariff``.
+    rate_plan_id: int | None = None
 
     def __post_init__(self) -> None:
         # One cheap test for the common case; the detailed checks only run to name the fault.
@@ -165,6 +171,7 @@ class AccountTerms:
             )
             and type(self.status) is AccountStatus
             and type(self.limit_basis) is LimitBasis
+            and (self.rate_plan_id is None or type(self.rate_plan_id) is int)
         ):
             return
         _require_int("credit_limit", self.credit_limit)
@@ -178,6 +185,8 @@ class AccountTerms:
             raise TypeError(f"status must be an AccountStatus, got {self.status!r}")
         if not isinstance(self.limit_basis, LimitBasis):
             raise TypeError(f"limit_basis must be a LimitBasis, got {self.limit_basis!r}")
+        if self.rate_plan_id is not None:
+            _require_int("rate_plan_id", self.rate_plan_id, minimum=1)
 
 
 _TERM_FIELDS = (
@@ -192,6 +201,7 @@ _TERM_FIELDS = (
     "max_sessions",
     "max_setups_per_s",
     "tariff",
+    "rate_plan_id",
 )
 
 
@@ -233,6 +243,7 @@ class AccountSnapshot:
         max_sessions: int | None = None,
         max_setups_per_s: int | None = None,
         tariff: Tariff = FREE_TARIFF,
+        rate_plan_id: int | None = None,
     ) -> None:
         _require_int("account_id", account_id)
         _require_int("balance", balance)
@@ -248,6 +259,7 @@ class AccountSnapshot:
             max_sessions=max_sessions,
             max_setups_per_s=max_setups_per_s,
             tariff=tariff,
+            rate_plan_id=rate_plan_id,
         )
         put = object.__setattr__
         put(self, "account_id", account_id)
@@ -358,6 +370,10 @@ class AccountSnapshot:
     @property
     def tariff(self) -> Tariff:
         return self.terms.tariff
+
+    @property
+    def rate_plan_id(self) -> int | None:
+        return self.terms.rate_plan_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -51,6 +51,7 @@ from ocs.diameter.codec import (
     AVP_REQUESTED_ACTION,
     DIAMETER_CREDIT_LIMIT_REACHED,
     DIAMETER_END_USER_SERVICE_DENIED,
+    DIAMETER_RATING_FAILED,
     DIAMETER_SUCCESS,
     DIAMETER_TOO_BUSY,
     DIAMETER_UNABLE_TO_COMPLY,
@@ -96,6 +97,7 @@ REFUSAL_RESULT_CODES: Final[dict[RefusalReason, int]] = {
     RefusalReason.TOO_MANY_SESSIONS: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.SETUP_RATE_EXCEEDED: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.CREDIT_DATA_UNAVAILABLE: DIAMETER_UNABLE_TO_COMPLY,
+    RefusalReason.NO_RATE: DIAMETER_RATING_FAILED,
 }
 
 COMMAND_LABELS: Final[dict[RequestType, str]] = {
@@ -224,6 +226,8 @@ class CreditControl:
         self.currency_code = currency_code
         self.count = count
         self.encoder_origin = (origin_host, origin_realm)
+        # A session lives at least as long as its Validity-Time and Tcc (plus the margin).
+        self._least_life_s = max(float(self.validity_time_s or 0), tcc_s)
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -234,10 +238,15 @@ class CreditControl:
             if request.requested_action is None:
                 return self._missing_action(request)
             return None
-        session = self.charging.session(self._ref(request))
+        ref = self._ref(request)
+        session = self.charging.live.get(ref.book_key)
         action = transition(self._state(session), _EVENTS[kind]).action
-        if action in (CcAction.ADMIT, CcAction.SUPERSEDE_AND_ADMIT):
-            return self._initial(request, session, cached=True)
+        if action is CcAction.SUPERSEDE_AND_ADMIT:
+            assert session is not None
+            self.charging.supersede(session)
+            return self._initial(request, ref)
+        if action is CcAction.ADMIT:
+            return self._initial(request, ref)
         if session is None or not used_increment(request).is_empty:
             return None  # the store must place it, or there is usage to make durable
         if action is CcAction.CONTINUE:
@@ -253,13 +262,16 @@ class CreditControl:
             kind = request.request_type
             if kind is RequestType.EVENT:
                 return await self._event(request)
-            session = self.charging.session(self._ref(request))
+            ref = self._ref(request)
+            session = self.charging.live.get(ref.book_key)
             action = transition(self._state(session), _EVENTS[kind]).action
             if action in (CcAction.ADMIT, CcAction.SUPERSEDE_AND_ADMIT):
-                answer = self._initial(request, session, cached=True)
+                if session is not None:
+                    self.charging.supersede(session)
+                answer = self._initial(request, ref)
                 if answer is not None:
                     return answer
-                return await self._initial_slow(request, session)
+                return await self._initial_slow(request, ref)
             if action in (CcAction.CONTINUE, CcAction.LATE_USAGE):
                 return await self._usage(request, final=False)
             return await self._usage(request, final=True)
@@ -307,52 +319,71 @@ class CreditControl:
             return [(m, unit_of(m.requested, default)) for m in request.multiple_services]
         return [(None, unit_of(request.requested_unit))]
 
-    def _initial(
-        self, request: CreditControlRequest, running: LiveSession | None, *, cached: bool
-    ) -> bytes | None:
+    def _initial(self, request: CreditControlRequest, ref: SessionId) -> bytes | None:
         """A CCR-Initial decided from the cache, or None when the database must be asked."""
         identity = self._identity(request)
         if identity is None:
             return self._answer(request, DIAMETER_USER_UNKNOWN)
-        services = self._services(request)
-        ref = self._ref(request)
         charging = self.charging
+        if not request.multiple_services:  # one service: the common case, kept lean
+            unit = unit_of(request.requested_unit)
+            key = ref.book_key
+            decision = charging.admit_cached(
+                identity[0],
+                identity[1],
+                unit=unit,
+                requested=requested_amount(request.requested_unit, unit),
+                reservation_key=key,
+                destination=request.destination,
+            )
+            if decision is None:
+                return None
+            return self._initial_answer(
+                request,
+                ref,
+                identity=identity,
+                services=[(None, unit)],
+                decisions=[decision],
+                keys=[key],
+            )
+        services = self._services(request)
         keys = [f"{ref.book_key}#{n}" for n in range(len(services))]
         decisions: list[CreditDecision] = []
         for (mscc, unit), key in zip(services, keys, strict=True):
             units = mscc.requested if mscc is not None else request.requested_unit
-            decision = charging.admit_cached(
+            found = charging.admit_cached(
                 identity[0],
                 identity[1],
                 unit=unit,
                 requested=requested_amount(units, unit),
                 reservation_key=key,
+                destination=request.destination,
             )
-            if decision is None:
-                if decisions:  # the account's entry went stale in between: ask again later
-                    for held in keys[: len(decisions)]:
-                        charging.sessions.end(held)
+            if found is None:
+                for held in keys[: len(decisions)]:  # the entry went stale meanwhile
+                    charging.sessions.end(held)
                 return None
-            decisions.append(decision)
-        return self._initial_answer(request, identity, services, decisions, keys)
+            decisions.append(found)
+        return self._initial_answer(
+            request, ref, identity=identity, services=services, decisions=decisions, keys=keys
+        )
 
-    async def _initial_slow(
-        self, request: CreditControlRequest, running: LiveSession | None
-    ) -> bytes:
+    async def _initial_slow(self, request: CreditControlRequest, ref: SessionId) -> bytes:
         identity = self._identity(request)
         if identity is None:
             return self._answer(request, DIAMETER_USER_UNKNOWN)
         services = self._services(request)
-        ref = self._ref(request)
+        single = not request.multiple_services
         mscc, unit = services[0]
         units = mscc.requested if mscc is not None else request.requested_unit
-        key = f"{ref.book_key}#0"
+        key = ref.book_key if single else f"{ref.book_key}#0"
         first = await self.charging.admit(
             identity[0],
             identity[1],
             unit=unit,
             requested=requested_amount(units, unit),
             reservation_key=key,
+            destination=request.destination,
         )
         decisions = [first]
         keys = [key]
@@ -365,14 +396,19 @@ class CreditControl:
                 unit=other_unit,
                 requested=requested_amount(other.requested, other_unit),
                 reservation_key=key,
+                destination=request.destination,
             )
             decisions.append(decision if decision is not None else first)
             keys.append(key)
-        return self._initial_answer(request, identity, services, decisions, keys)
+        return self._initial_answer(
+            request, ref, identity=identity, services=services, decisions=decisions, keys=keys
+        )
 
     def _initial_answer(
         self,
         request: CreditControlRequest,
+        ref: SessionId,
+        *,
         identity: tuple[IdentityKind, str],
         services: list[Service],
         decisions: list[CreditDecision],
@@ -381,7 +417,14 @@ class CreditControl:
         validity = self.validity_time_s
         admitted = [d.admitted for d in decisions]
         if any(admitted):
-            self._start(request, identity, services, decisions, keys)
+            self._start(
+                request,
+                ref,
+                identity=identity,
+                services=services,
+                decisions=decisions,
+                keys=keys,
+            )
         mscc, unit = services[0]
         first = decisions[0]
         if mscc is None:
@@ -425,6 +468,8 @@ class CreditControl:
     def _start(
         self,
         request: CreditControlRequest,
+        ref: SessionId,
+        *,
         identity: tuple[IdentityKind, str],
         services: list[Service],
         decisions: list[CreditDecision],
@@ -435,25 +480,24 @@ class CreditControl:
         snapshot = charging.cache.get(account_id) if account_id is not None else None
         if snapshot is None:
             return  # admitted by the stale policy without knowing the account: not tracked
-        longest = max(
-            (
-                float(d.granted_units)
-                for (_, unit), d in zip(services, decisions, strict=True)
-                if d.admitted and unit is ServiceUnit.TIME
-            ),
-            default=0.0,
-        )
-        grant_s = max(longest, float(self.validity_time_s or 0), self.tcc_s)
-        first_unit = next(
-            unit for (_, unit), d in zip(services, decisions, strict=True) if d.admitted
-        )
+        longest = 0.0
+        first_unit: ServiceUnit | None = None
+        claim = []
+        for (_, unit), decision, key in zip(services, decisions, keys, strict=True):
+            if decision.admitted:
+                claim.append(key)
+                if first_unit is None:
+                    first_unit = unit
+                if unit is ServiceUnit.TIME and decision.granted_units > longest:
+                    longest = float(decision.granted_units)
+        assert first_unit is not None
         charging.start(
-            self._ref(request),
+            ref,
             snapshot,
             unit=first_unit,
-            grant_s=grant_s,
+            grant_s=max(longest, self._least_life_s),
             identity=identity,
-            claim=[k for k, d in zip(keys, decisions, strict=True) if d.admitted],
+            claim=claim,
             report_key=f"n={request.request_number}",
             wire_key=self._wire_key(request),
             client_at=request.event_timestamp,
@@ -512,7 +556,7 @@ class CreditControl:
         grants = self.charging.next_grants(
             session,
             [(unit, requested) for _, unit, requested in asks],
-            validity_s=max(float(validity or 0), self.tcc_s),
+            validity_s=self._least_life_s,
         )
         if request.multiple_services:
             answers = []
@@ -598,9 +642,13 @@ class CreditControl:
         first_mscc, unit = services[0]
         units = first_mscc.requested if first_mscc is not None else request.requested_unit
         amount = requested_amount(units, unit) or 1
+        tariff = charging.tariff_for(snapshot, request.destination)
+        if tariff is None:
+            return self._answer(request, REFUSAL_RESULT_CODES[RefusalReason.NO_RATE])
         if action is RequestedAction.REFUND_ACCOUNT:
             refund = await charging.refund(
                 snapshot,
+                tariff,
                 unit,
                 amount,
                 f"{SOURCE}-refund|{request.session_id}|{request.request_number}",
@@ -616,7 +664,7 @@ class CreditControl:
             return self.encoder.build(
                 request,
                 result_code=DIAMETER_SUCCESS,
-                cost_information=self._cost(charging.price(snapshot, unit, amount)),
+                cost_information=self._cost(charging.price(tariff, unit, amount)),
             )
         if snapshot.status is not AccountStatus.ACTIVE:
             return self._answer(request, DIAMETER_END_USER_SERVICE_DENIED)
@@ -640,6 +688,7 @@ class CreditControl:
             report_key=f"n={request.request_number}",
             wire_key=self._wire_key(request),
             client_at=request.event_timestamp,
+            destination=request.destination,
         )
         if not decision.admitted or outcome is None:
             return self._answer(request, self._decision_code(decision))

@@ -338,7 +338,11 @@ class RadiusFront:
         kind, value = identity
         # The unit is the account's: time, or volume where its tariff prices only volume.
         decision = self.charging.admit_cached(
-            kind, value, unit=None, reservation_key=_reservation_key(ex)
+            kind,
+            value,
+            unit=None,
+            reservation_key=_reservation_key(ex),
+            destination=packet.get_str(codec.CALLED_STATION_ID),
         )
         if decision is not None:
             self._reply_access(ex, decision)
@@ -350,7 +354,11 @@ class RadiusFront:
 
     async def _access_slow(self, ex: _Exchange, kind: IdentityKind, value: str) -> None:
         decision = await self.charging.admit(
-            kind, value, unit=None, reservation_key=_reservation_key(ex)
+            kind,
+            value,
+            unit=None,
+            reservation_key=_reservation_key(ex),
+            destination=ex.packet.get_str(codec.CALLED_STATION_ID),
         )
         self._reply_access(ex, decision)
 

@@ -38,7 +38,7 @@ def zone(name: str) -> tzinfo:
     """A time zone by IANA name; UTC (with a warning) for a name Python does not know."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
         log.warning("unknown time zone %r, using UTC", name)
         return UTC
 
@@ -48,7 +48,7 @@ SNAPSHOT_COLUMNS = (
     "limit_basis, unbilled_micros, unbilled_period, time_zone, max_sessions, max_setups_per_s, "
     "price_per_minute_micros, billing_increment_s, minimum_s, price_per_mb_micros, "
     "connection_fee_micros, price_per_event_micros, temp_amount_micros, temp_percent_bp, "
-    "temp_valid_until"
+    "temp_valid_until, rate_plan_id"
 )
 
 # The same, plus the row's change stamp as the last column (the cache's version).
@@ -98,6 +98,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         temp_amount,
         temp_bp,
         temp_until,
+        rate_plan_id,
     ) = row[:SNAPSHOT_WIDTH]
     increase = None
     if temp_until is not None:
@@ -117,6 +118,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         max_sessions=max_sessions,
         max_setups_per_s=max_setups,
         tariff=_tariff(per_minute or 0, increment, minimum, per_mb or 0, fee or 0, per_event or 0),
+        rate_plan_id=rate_plan_id,
     )
 
 
@@ -180,8 +182,11 @@ WHERE revoked_at IS NULL AND valid_until > now()"""
 _BULK_ACCOUNTS = """
 SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::bigint,
        (min_balance * 1000000)::bigint, limit_basis, (unbilled * 1000000)::bigint,
-       unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id
+       unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id,
+       rate_plan_id, account_class_id
 FROM accounts"""
+# Each class's rate plan, for accounts without their own (as the view's COALESCE does).
+_BULK_CLASS_PLANS = "SELECT id, rate_plan_id FROM account_classes WHERE rate_plan_id IS NOT NULL"
 _BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
 
 
@@ -206,6 +211,9 @@ async def load_all(
             r[0]: TemporaryIncrease(valid_until=r[3], amount=r[1], percent_bp=r[2])
             for r in await conn.fetch(_BULK_INCREASES)
         }
+        class_plans: dict[int | None, int] = {
+            r[0]: r[1] for r in await conn.fetch(_BULK_CLASS_PLANS)
+        }
         statuses, bases = _STATUSES, _BASES
         balance_basis = LimitBasis.BALANCE
         zones: dict[str, tzinfo] = {}
@@ -227,6 +235,8 @@ async def load_all(
                 max_sessions,
                 max_setups,
                 tariff_id,
+                own_plan,
+                class_id,
             ) in rows:
                 tz = zones.get(time_zone)
                 if tz is None:
@@ -240,6 +250,7 @@ async def load_all(
                     else (row_unbilled, row_unbilled_period)
                 )
                 increase = increases.get(account)
+                rate_plan = own_plan if own_plan is not None else class_plans.get(class_id)
                 terms_key = (
                     status,
                     credit_limit,
@@ -252,6 +263,7 @@ async def load_all(
                     max_sessions,
                     max_setups,
                     tariff_id,
+                    rate_plan,
                 )
                 terms = shared_terms.get(terms_key)
                 if terms is None:
@@ -267,6 +279,7 @@ async def load_all(
                         max_sessions=max_sessions,
                         max_setups_per_s=max_setups,
                         tariff=tariffs[tariff_id],
+                        rate_plan_id=rate_plan,
                     )
                 entries[account] = build(account, name, balance, terms)
             if len(entries) % 100_000 < len(rows):
