@@ -176,6 +176,23 @@ class CacheConfig:
     )
 
 
+MESSAGE_AUTHENTICATOR_POLICIES = ("auto", "true", "false")
+
+
+def check_message_authenticator_policy(value: Any) -> str | None:
+    """true, false or "auto" (a string "true"/"false" too: environment variables are text)."""
+    if isinstance(value, bool) or str(value).lower() in MESSAGE_AUTHENTICATOR_POLICIES:
+        return None
+    return 'true, false or "auto"'
+
+
+def message_authenticator_policy(value: bool | str) -> str:
+    """The policy as one of ``MESSAGE_AUTHENTICATOR_POLICIES``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.lower()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RadiusClientConfig:
     address: str = _spec(
@@ -183,9 +200,11 @@ class RadiusClientConfig:
     )
     secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True)
     name: str = _spec("", "A name for logs (default: the address).")
-    require_message_authenticator: bool = _spec(
-        True,
-        "Drop an Access-Request without a valid Message-Authenticator (BlastRADIUS).",
+    require_message_authenticator: bool | str | None = _spec(
+        None,
+        'Message-Authenticator on Access-Request: true (required), false, or "auto" (required '
+        "once the client has sent one). Unset: radius.require_message_authenticator.",
+        check=check_message_authenticator_policy,
     )
     limit_proxy_state: bool = _spec(
         True, "Drop an Access-Request that has Proxy-State but no Message-Authenticator."
@@ -217,6 +236,13 @@ class RadiusConfig:
     )
     identity_kind: str = _spec(
         "user_name", "How the identity attribute's value is looked up.", choices=IDENTITY_KINDS
+    )
+    require_message_authenticator: bool | str = _spec(
+        "auto",
+        "Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), for clients that "
+        'do not set their own: true drops a request without one, false accepts it, "auto" '
+        "requires one from a client address once it has sent one (as FreeRADIUS 3.2.5).",
+        check=check_message_authenticator_policy,
     )
     queue_size: int = _spec(
         4096,
@@ -425,6 +451,15 @@ def _describe(tp: Any) -> str:
     )
 
 
+def _is_exactly(tp: Any, value: Any) -> bool:
+    return (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+
+
 def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted, or append a problem."""
     origin = typing.get_origin(tp)
@@ -432,14 +467,15 @@ def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(inner) > 1:
+            # Several types allowed (``bool | str``): the first that takes the value as it is.
+            for candidate in inner:
+                if _is_exactly(candidate, value):
+                    return _convert(key, candidate, value, problems)
+            problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
+            return dataclasses.MISSING
         return _convert(key, inner[0], value, problems)
-    ok = (
-        (tp is bool and isinstance(value, bool))
-        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
-        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
-        or (tp is str and isinstance(value, str))
-    )
-    if not ok:
+    if not _is_exactly(tp, value):
         problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
         return dataclasses.MISSING
     return float(value) if tp is float else value

@@ -26,7 +26,13 @@ from ocs.core import AccountSnapshot, AccountStatus, GrantLimits, Tariff, parse_
 from ocs.core.identity import IdentityKind
 from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import codec
-from ocs.radius.front import AttributeRef, ClientTable, RadiusClient, RadiusFront
+from ocs.radius.front import (
+    AttributeRef,
+    ClientTable,
+    MessageAuthenticatorPolicy,
+    RadiusClient,
+    RadiusFront,
+)
 
 SECRET = b"testing123"
 KEY = codec.SharedSecret(SECRET)
@@ -67,7 +73,10 @@ def snapshot(account_id: int, name: str, balance: str, **kw: object) -> AccountS
 
 
 def make_front(
-    *, require_ma: bool = True, limit_proxy_state: bool = True, queue_size: int = 4096
+    *,
+    require_ma: bool | MessageAuthenticatorPolicy = True,
+    limit_proxy_state: bool = True,
+    queue_size: int = 4096,
 ) -> tuple[RadiusFront, MemoryStore, FakeClock]:
     accounts = {
         1: snapshot(1, "prepaid-ok", "1.00"),
@@ -96,7 +105,13 @@ def make_front(
         name="nas",
         network=ipaddress.ip_network("127.0.0.0/8"),
         secret=KEY,
-        require_message_authenticator=require_ma,
+        require_message_authenticator=(
+            require_ma
+            if isinstance(require_ma, MessageAuthenticatorPolicy)
+            else MessageAuthenticatorPolicy.REQUIRED
+            if require_ma
+            else MessageAuthenticatorPolicy.NOT_REQUIRED
+        ),
         limit_proxy_state=limit_proxy_state,
         identity=AttributeRef("User-Name", codec.USER_NAME),
         identity_kind=IdentityKind.USER_NAME,
@@ -246,6 +261,68 @@ def test_proxy_state_without_message_authenticator() -> None:
     # Without Proxy-State, a client that does not require Message-Authenticator is answered.
     front.handle(auth, access_request("prepaid-ok", ma=False), NAS, 0.0)  # type: ignore[arg-type]
     assert len(auth.transport.sent) == 1
+
+
+def test_auto_accepts_until_the_address_has_sent_a_message_authenticator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    front, _, _ = make_front(require_ma=MessageAuthenticatorPolicy.AUTO)
+    auth = FakeListener("auth")
+    other_nas = ("127.0.0.2", 40000)
+    with caplog.at_level("INFO", logger="ocs.radius"):
+        # Never sent one: accepted, with one warning about the exposure (not one per request).
+        for identifier in (1, 2):
+            request = access_request("prepaid-ok", identifier=identifier, ma=False)
+            front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+        assert len(replies(auth)) == 2  # answered (the second is refused: credit is held)
+        exposed = [r for r in caplog.records if "accepted" in r.getMessage()]
+        assert len(exposed) == 1 and exposed[0].levelname == "WARNING"
+        assert "nas (127.0.0.1)" in exposed[0].getMessage()
+        # It sends one: from now on this address must.
+        front.handle(auth, access_request("prepaid-ok", identifier=3), NAS, 0.0)  # type: ignore[arg-type]
+        assert len(auth.transport.sent) == 3
+        caplog.clear()
+        for identifier in range(4, 9):
+            request = access_request("prepaid-ok", identifier=identifier, ma=False)
+            front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    assert len(auth.transport.sent) == 3
+    assert drops(front)["missing_message_authenticator"] == 5
+    # One warning for the five drops, naming the client, the address and the fix.
+    (warning,) = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    text = warning.getMessage()
+    assert "client nas (127.0.0.1)" in text and "sent one before" in text
+    assert "require_message_authenticator = false" in text
+    # Another address of the same client entry has not sent one: still accepted.
+    front.handle(auth, access_request("prepaid-ok", identifier=9, ma=False), other_nas, 0.0)  # type: ignore[arg-type]
+    assert len(auth.transport.sent) == 4
+    # A wrong Message-Authenticator is dropped under auto as under true.
+    forged = codec.encode_request(
+        codec.ACCESS_REQUEST, 10, codec.SharedSecret(b"guessed"), [codec.attr_str(1, "x")]
+    )
+    front.handle(auth, forged, other_nas, 0.0)  # type: ignore[arg-type]
+    assert drops(front)["bad_authenticator"] == 1
+
+
+def test_missing_message_authenticator_warnings_are_rate_limited_per_client(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front, _, _ = make_front(require_ma=True)
+    auth = FakeListener("auth")
+    clock = [5000.0]
+    monkeypatch.setattr("ocs.radius.front.time.monotonic", lambda: clock[0])
+    with caplog.at_level("WARNING", logger="ocs.radius"):
+        for identifier in range(3):
+            request = access_request("prepaid-ok", identifier=identifier, ma=False)
+            front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+        clock[0] += 61.0
+        front.handle(auth, access_request("prepaid-ok", identifier=9, ma=False), NAS, 0.0)  # type: ignore[arg-type]
+    warnings = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "require_message_authenticator = true" in warnings[0]
+    assert '"auto" or false' in warnings[0]
+    assert warnings[1].endswith("(2 more since the last warning)")
+    assert drops(front)["missing_message_authenticator"] == 4
 
 
 def test_proxy_state_is_echoed_in_order() -> None:

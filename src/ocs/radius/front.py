@@ -9,8 +9,12 @@ Rules of this file:
   (the NAS retransmits).
 - Packets from unknown sources, with a bad authenticator, malformed, or with a code that does not
   belong on the port are dropped and counted by cause (bounded labels), never answered.
-- An Access-Request without a valid Message-Authenticator is dropped when the client requires one
-  (the default; BlastRADIUS, CVE-2024-3596). Replies always carry one, first.
+- Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), per client: ``true``
+  drops a request without one; ``false`` accepts it; ``auto`` (the default) accepts it until that
+  client address has sent one, and requires it from then on (FreeRADIUS 3.2.5). A wrong one is
+  always dropped. Every drop for a missing one is a warning naming the client and the fix, at
+  most one a minute per client (the others are counted into the next). Replies always carry one,
+  first.
 - A retransmission (same client address and port, identifier and authenticator) within
   ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
 - An Accounting-Response is sent only after the usage is durable.
@@ -28,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import cast
 
 from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
@@ -65,12 +70,25 @@ class AttributeRef:
         return None
 
 
+class MessageAuthenticatorPolicy(StrEnum):
+    """Whether an Access-Request must carry a Message-Authenticator (config values)."""
+
+    REQUIRED = "true"
+    NOT_REQUIRED = "false"
+    AUTO = "auto"  # required from a client address once it has sent one
+
+
+# How often a client's missing Message-Authenticator is warned about (the rest are counted).
+MA_WARNING_INTERVAL_S = 60.0
+_MAX_LEARNED_ADDRESSES = 65536
+
+
 @dataclass(frozen=True, slots=True)
 class RadiusClient:
     name: str
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     secret: SharedSecret
-    require_message_authenticator: bool
+    require_message_authenticator: MessageAuthenticatorPolicy
     limit_proxy_state: bool
     identity: AttributeRef
     identity_kind: IdentityKind
@@ -172,6 +190,11 @@ class RadiusFront:
         # retransmission key -> (expiry, reply; None while the first copy is in progress)
         self._replies: dict[ReplyKey, tuple[float, bytes | None]] = LongLivedDict()
         self._reply_order: deque[tuple[float, ReplyKey]] = deque()
+        # Message-Authenticator "auto": client addresses that have sent one (so must from now
+        # on), addresses accepted without one (warned once), and the warnings' rate limit.
+        self._ma_learned: set[tuple[str, str]] = set()
+        self._ma_exposed: set[tuple[str, str]] = set()
+        self._ma_warned: dict[str, tuple[float, int]] = {}
         self._bind_metrics()
 
     def _bind_metrics(self) -> None:
@@ -310,14 +333,19 @@ class RadiusFront:
 
     def _access_request(self, ex: _Exchange) -> None:
         client, packet = ex.client, ex.packet
+        policy = client.require_message_authenticator
         if packet.message_authenticator_offset is not None:
             if not codec.verify_message_authenticator(packet, client.secret):
                 self._drop["bad_authenticator"].inc()
                 log.debug("radius: bad Message-Authenticator from %s", client.name)
                 return
-        elif client.require_message_authenticator:
+            if policy is MessageAuthenticatorPolicy.AUTO:
+                self._learn_message_authenticator(client, str(ex.key[0]))
+        elif policy is not MessageAuthenticatorPolicy.NOT_REQUIRED and self._requires_ma(
+            client, str(ex.key[0])
+        ):
             self._drop["missing_message_authenticator"].inc()
-            log.debug("radius: Access-Request without Message-Authenticator from %s", client.name)
+            self._warn_missing_ma(client, str(ex.key[0]))
             return
         elif client.limit_proxy_state and packet.get(codec.PROXY_STATE) is not None:
             self._drop["proxy_state_without_message_authenticator"].inc()
@@ -337,6 +365,77 @@ class RadiusFront:
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
         self._spawn(self._access_slow(ex, kind, value))
+
+    # --- Message-Authenticator policy ------------------------------------------------------------
+
+    def _learn_message_authenticator(self, client: RadiusClient, host: str) -> None:
+        key = (client.name, host)
+        if key in self._ma_learned:
+            return
+        if len(self._ma_learned) < _MAX_LEARNED_ADDRESSES:
+            self._ma_learned.add(key)
+            self._ma_exposed.discard(key)
+            log.info(
+                "radius: client %s (%s) sends Message-Authenticator; it is required from this "
+                'address from now on (require_message_authenticator = "auto")',
+                client.name,
+                host,
+            )
+
+    def _requires_ma(self, client: RadiusClient, host: str) -> bool:
+        """Whether this Access-Request without a Message-Authenticator must be dropped."""
+        if client.require_message_authenticator is MessageAuthenticatorPolicy.REQUIRED:
+            return True
+        key = (client.name, host)
+        if key in self._ma_learned:
+            return True
+        if key not in self._ma_exposed and len(self._ma_exposed) < _MAX_LEARNED_ADDRESSES:
+            self._ma_exposed.add(key)
+            log.warning(
+                "radius: client %s (%s) sends Access-Request without Message-Authenticator; "
+                'accepted (require_message_authenticator = "auto"), and exposed to forged '
+                "replies (BlastRADIUS, CVE-2024-3596). Fix: make the NAS send "
+                "Message-Authenticator, then set require_message_authenticator = true",
+                client.name,
+                host,
+            )
+        return False
+
+    def _warn_missing_ma(self, client: RadiusClient, host: str) -> None:
+        """One warning per client per ``MA_WARNING_INTERVAL_S``, naming the fix."""
+        now = time.monotonic()
+        next_at, suppressed = self._ma_warned.get(client.name, (0.0, 0))
+        if now < next_at:
+            self._ma_warned[client.name] = (next_at, suppressed + 1)
+            return
+        self._ma_warned[client.name] = (now + MA_WARNING_INTERVAL_S, 0)
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        if client.require_message_authenticator is MessageAuthenticatorPolicy.REQUIRED:
+            why = "the client is configured with require_message_authenticator = true"
+            fix = (
+                "make the NAS send Message-Authenticator, or (if it cannot, as radcli cannot) "
+                'set require_message_authenticator = "auto" or false for this client'
+            )
+        else:
+            why = (
+                "this address sent one before, so it is required now "
+                '(require_message_authenticator = "auto")'
+            )
+            fix = (
+                "if this NAS really sends none (radcli, Kamailio, FreeSWITCH), give it its own "
+                "[[radius.clients]] entry with require_message_authenticator = false; otherwise "
+                "the request may be forged"
+            )
+        log.warning(
+            "radius: dropped an Access-Request without Message-Authenticator from client %s "
+            "(%s): %s. Fix: %s%s",
+            client.name,
+            host,
+            why,
+            fix,
+            more,
+            extra={"reason": "missing_message_authenticator"},
+        )
 
     async def _access_slow(self, ex: _Exchange, kind: IdentityKind, value: str) -> None:
         try:

@@ -6,10 +6,10 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from ocs.config import RadiusConfig
+from ocs.config import RadiusConfig, message_authenticator_policy
 from ocs.core.identity import IdentityKind
 from ocs.radius.codec import SharedSecret
-from ocs.radius.front import AttributeRef, ClientTable, RadiusClient
+from ocs.radius.front import AttributeRef, ClientTable, MessageAuthenticatorPolicy, RadiusClient
 
 log = logging.getLogger("ocs.radius")
 
@@ -71,18 +71,24 @@ def build_clients(config: RadiusConfig, dictionary: object) -> ClientTable:
                 dictionary, client.identity_attribute, f"radius.clients[{i}].identity_attribute"
             )
         kind = IdentityKind(client.identity_kind or config.identity_kind)
+        configured = client.require_message_authenticator
+        policy = MessageAuthenticatorPolicy(
+            message_authenticator_policy(
+                configured if configured is not None else config.require_message_authenticator
+            )
+        )
         clients.append(
             RadiusClient(
                 name=client.name or client.address,
                 network=network,
                 secret=SharedSecret(client.secret.encode()),
-                require_message_authenticator=client.require_message_authenticator,
+                require_message_authenticator=policy,
                 limit_proxy_state=client.limit_proxy_state,
                 identity=ref,
                 identity_kind=kind,
             )
         )
-        if not client.require_message_authenticator:
+        if policy is MessageAuthenticatorPolicy.NOT_REQUIRED:
             log.warning(
                 "radius: client %s does not require Message-Authenticator (BlastRADIUS exposure)",
                 client.name or client.address,
