@@ -177,6 +177,24 @@ class CacheConfig:
 
 
 MESSAGE_AUTHENTICATOR_POLICIES = ("auto", "true", "false")
+# The client profiles of ocs.radius.profiles.PROFILES (a test keeps the two in step).
+RADIUS_PROFILES = (
+    "generic",
+    "kamailio",
+    "opensips",
+    "freeswitch",
+    "cisco",
+    "mikrotik",
+    "accel-ppp",
+    "chillispot",
+)
+
+
+def check_currency(value: Any) -> str | None:
+    text = str(value)
+    if text == "" or (len(text) == 3 and text.isascii() and text.isalpha() and text.isupper()):
+        return None
+    return 'an ISO 4217 code such as "EUR" or "USD", or "" (none)'
 
 
 def check_message_authenticator_policy(value: Any) -> str | None:
@@ -217,6 +235,29 @@ class RadiusClientConfig:
         "How that attribute's value is looked up (default: radius.identity_kind).",
         choices=IDENTITY_KINDS,
     )
+    profile: str = _spec(
+        "generic",
+        "What kind of client this is: which identity attribute it sends, how its accounting "
+        "reads and which reply attributes it acts on (docs/recipes/). With a profile other "
+        "than generic, its identity attribute and kind apply unless set here.",
+        choices=RADIUS_PROFILES,
+    )
+    acct_interim_interval_s: int | None = _spec(
+        None,
+        "Acct-Interim-Interval sent in Access-Accept (0: none). Unset: the profile's (300 for "
+        "mikrotik, accel-ppp and chillispot; none otherwise).",
+        check=_range(0, 86400),
+    )
+    idle_timeout_s: int | None = _spec(
+        None,
+        "Idle-Timeout sent in Access-Accept, for profiles whose clients act on it. Unset: none.",
+        check=_range(1, 86400),
+    )
+    disconnect_port: int | None = _spec(
+        None,
+        "The client's RFC 5176 Disconnect/CoA port. Unset: the profile's (3799; Cisco 1700).",
+        check=_range(1, 65535),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +284,11 @@ class RadiusConfig:
         'do not set their own: true drops a request without one, false accepts it, "auto" '
         "requires one from a client address once it has sent one (as FreeRADIUS 3.2.5).",
         check=check_message_authenticator_policy,
+    )
+    currency: str = _spec(
+        "",
+        'ISO 4217 code sent as h323-currency beside h323-credit-amount ("": none).',
+        check=check_currency,
     )
     queue_size: int = _spec(
         4096,

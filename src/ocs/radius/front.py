@@ -18,6 +18,14 @@ Rules of this file:
 - A retransmission (same client address and port, identifier and authenticator) within
   ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
 - An Accounting-Response is sent only after the usage is durable.
+- Each client has a profile (``ocs.radius.profiles``): which reply attributes its Access-Accept
+  and Access-Reject carry beyond Session-Timeout / Reply-Message, and which attribute names a
+  call in its accounting.
+- An identity with a credential must prove its password (PAP, CHAP, MS-CHAPv2;
+  ``ocs.radius.auth``) before its credit is looked at: a wrong or missing one is an
+  Access-Reject for ``bad_credential`` and holds no credit. An identity the cache does not know
+  has its credential looked up before it is admitted; identities without one cost one
+  dictionary lookup.
 - Nothing here knows SQL or balances: the pipeline does.
 """
 
@@ -29,19 +37,23 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import cast
 
 from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
-from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
+from ocs.core.model import CreditDecision, RefusalReason, ServiceUnit, Usage
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
-from ocs.radius import codec
+from ocs.radius import auth, codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
+from ocs.radius.profiles import PROFILES, AccountingStyle, ReplySettings
+
+# Looks a stored credential up in the database: (kind, normalized value) → stored form or None.
+CredentialLookup = Callable[[IdentityKind, str], Awaitable[str | None]]
 
 log = logging.getLogger("ocs.radius")
 
@@ -83,8 +95,14 @@ MA_WARNING_INTERVAL_S = 60.0
 _MAX_LEARNED_ADDRESSES = 65536
 
 
+ACCT_SESSION_ID_REF = AttributeRef("Acct-Session-Id", codec.ACCT_SESSION_ID)
+
+
 @dataclass(frozen=True, slots=True)
 class RadiusClient:
+    """One ``[[radius.clients]]`` entry, resolved: its profile's choices with the entry's own
+    settings applied (``ocs.radius.setup.build_clients``)."""
+
     name: str
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     secret: SharedSecret
@@ -92,6 +110,10 @@ class RadiusClient:
     limit_proxy_state: bool
     identity: AttributeRef
     identity_kind: IdentityKind
+    reply: ReplySettings = field(default_factory=lambda: ReplySettings(profile=PROFILES["generic"]))
+    call_key: AttributeRef = ACCT_SESSION_ID_REF
+    accounting: AccountingStyle = AccountingStyle.INTERVAL
+    disconnect_port: int | None = 3799
 
 
 class ClientTable:
@@ -172,8 +194,12 @@ class RadiusFront:
         max_pending: int = 1024,
         receive_buffer_bytes: int = 4 * 1024 * 1024,
         reuse_port: bool = False,
+        credential_lookup: CredentialLookup | None = None,
+        credential_lookup_timeout_s: float = 2.0,
     ) -> None:
         self.charging = charging
+        self.credential_lookup = credential_lookup
+        self.credential_lookup_timeout_s = credential_lookup_timeout_s
         self.clients = clients
         self.metrics = metrics
         self.queue_size = queue_size
@@ -357,14 +383,26 @@ class RadiusFront:
             self._reply_access(ex, None)
             return
         kind, value = identity
+        checked: auth.AuthResult | None = None
+        stored = self.charging.cache.credential(kind, value)
+        if stored is not None:
+            if auth.is_slow(stored):  # PBKDF2: off the event loop
+                if self._may_wait():
+                    self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
+                    self._spawn(self._access_slow(ex, kind, value, stored=stored))
+                return
+            checked = self._authenticate(ex, stored)
+            if not checked.ok:
+                self._refuse_credential(ex, checked)
+                return
         decision = self.charging.admit_cached(kind, value, reservation_key=_reservation_key(ex))
         if decision is not None:
-            self._reply_access(ex, decision)
+            self._reply_access(ex, decision, checked)
             return
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        self._spawn(self._access_slow(ex, kind, value))
+        self._spawn(self._access_slow(ex, kind, value, checked=checked))
 
     # --- Message-Authenticator policy ------------------------------------------------------------
 
@@ -437,13 +475,77 @@ class RadiusFront:
             extra={"reason": "missing_message_authenticator"},
         )
 
-    async def _access_slow(self, ex: _Exchange, kind: IdentityKind, value: str) -> None:
+    async def _access_slow(
+        self,
+        ex: _Exchange,
+        kind: IdentityKind,
+        value: str,
+        *,
+        checked: auth.AuthResult | None = None,
+        stored: str | None = None,
+    ) -> None:
+        """Whatever needs a wait: a slow password check, a credential the cache may not know
+        yet, the database for the account."""
         try:
+            if checked is None:
+                if stored is None:
+                    stored = await self._lookup_credential(kind, value)
+                if stored is not None:
+                    if auth.is_slow(stored):
+                        checked = await asyncio.to_thread(self._authenticate, ex, stored)
+                    else:
+                        checked = self._authenticate(ex, stored)
+                    if not checked.ok:
+                        self._refuse_credential(ex, checked)
+                        return
             decision = await self.charging.admit(kind, value, reservation_key=_reservation_key(ex))
         except Exception:
             self._replies.pop(ex.key, None)
             raise
-        self._reply_access(ex, decision)
+        self._reply_access(ex, decision, checked)
+
+    async def _lookup_credential(self, kind: IdentityKind, value: str) -> str | None:
+        """The identity's credential from the database, for an identity the cache does not
+        know (it may have been given one a moment ago). None when there is none, or when the
+        database cannot say (then the credit decision's own outage policy applies)."""
+        if self.credential_lookup is None:
+            return None
+        try:
+            stored = await asyncio.wait_for(
+                self.credential_lookup(kind, value), self.credential_lookup_timeout_s
+            )
+        except (TimeoutError, OSError, SourceUnavailable) as exc:
+            log.debug("radius: credential lookup failed: %s", exc)
+            return None
+        if stored is not None:
+            self.charging.cache.set_credential(kind.value, value, stored)
+        return stored
+
+    def _authenticate(self, ex: _Exchange, stored: str) -> auth.AuthResult:
+        """The request's password against the stored credential (ocs.radius.auth)."""
+        packet = ex.packet
+        user_name = packet.get_str(codec.USER_NAME) or ""
+        try:
+            return auth.authenticate(stored, packet, ex.client.secret, user_name)
+        except auth.CredentialError:
+            log.error("radius: a stored credential cannot be read (client %s)", ex.client.name)
+            return auth.AuthResult(False, "none")
+
+    def _refuse_credential(self, ex: _Exchange, checked: auth.AuthResult) -> None:
+        decision = CreditDecision(
+            admitted=False,
+            reason=RefusalReason.BAD_CREDENTIAL,
+            unit=ServiceUnit.TIME,
+            granted_units=0,
+            available=0,
+            effective_limit=0,
+        )
+        if self.charging.on_decision is not None:
+            self.charging.on_decision(decision)
+        log.debug(
+            "radius: authentication failed method=%s client=%s", checked.method, ex.client.name
+        )
+        self._reply_access(ex, decision, checked)
 
     def _identity(self, client: RadiusClient, packet: Packet) -> tuple[IdentityKind, str] | None:
         raw = client.identity.read(packet)
@@ -454,18 +556,21 @@ class RadiusFront:
         except IdentityError:
             return None
 
-    def _reply_access(self, ex: _Exchange, decision: CreditDecision | None) -> None:
+    def _reply_access(
+        self,
+        ex: _Exchange,
+        decision: CreditDecision | None,
+        checked: auth.AuthResult | None = None,
+    ) -> None:
         client, packet = ex.client, ex.packet
-        attributes = codec.copy_proxy_state(packet)
         if decision is not None and decision.admitted:
             code = codec.ACCESS_ACCEPT
-            attributes.insert(0, codec.attr_int(codec.SESSION_TIMEOUT, decision.granted_units))
+            attributes = client.reply.accept_attributes(decision, _reservation_key(ex))
             self._accept.inc()
         else:
             code = codec.ACCESS_REJECT
             reason = decision.reason if decision is not None else None
-            text = REFUSAL_TEXT[reason] if reason is not None else "unknown account"
-            attributes.insert(0, codec.attr_str(codec.REPLY_MESSAGE, text))
+            attributes = client.reply.reject_attributes(reason)
             label = reason.value if reason is not None else "unknown_account"
             counter = self._rejects.get(label)
             if counter is None:
@@ -474,6 +579,9 @@ class RadiusFront:
                 )
             counter.inc()  # type: ignore[attr-defined]
             log.debug("radius: Access-Reject reason=%s client=%s", label, client.name)
+        if checked is not None:
+            attributes.extend(checked.reply_attributes)  # MS-CHAP2-Success, MPPE keys
+        attributes.extend(codec.copy_proxy_state(packet))
         reply = codec.encode_reply(
             code, packet.identifier, packet.authenticator, client.secret, attributes
         )
@@ -572,9 +680,11 @@ class RadiusFront:
         self._lat_acct.observe(time.perf_counter() - ex.arrived)
 
     async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
-        session_id = packet.get_str(codec.ACCT_SESSION_ID)
+        session_id = client.call_key.read(packet)  # the profile's: Acct-Session-Id mostly
         if not session_id:
-            log.warning("radius: accounting from %s without Acct-Session-Id; ignored", origin)
+            log.warning(
+                "radius: accounting from %s without %s; ignored", origin, client.call_key.name
+            )
             self.metrics.usage_records.labels("radius", "no_session_id").inc()
             return
         usage = _usage_of(packet)
