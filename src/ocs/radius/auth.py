@@ -193,7 +193,9 @@ def chap_response(ident: int, password: bytes, challenge: bytes) -> bytes:
 # --- MS-CHAPv2 (RFC 2759) ------------------------------------------------------------------
 
 
-def challenge_hash(peer_challenge: bytes, authenticator_challenge: bytes, user_name: bytes) -> bytes:
+def challenge_hash(
+    peer_challenge: bytes, authenticator_challenge: bytes, user_name: bytes
+) -> bytes:
     """RFC 2759 §8.2: the 8-octet challenge the NT-Response answers."""
     return hashlib.sha1(peer_challenge + authenticator_challenge + user_name).digest()[:8]
 
@@ -294,7 +296,15 @@ def authenticate(
         elif vendor_type == MS_CHAP2_RESPONSE and ms_response is None:
             ms_response = value
     if ms_response is not None:
-        return _mschapv2(credential, packet, secret, user_name, ms_challenge, ms_response, random_bytes)
+        return _mschapv2(
+            credential,
+            packet,
+            secret=secret,
+            user_name=user_name,
+            authenticator_challenge=ms_challenge,
+            response=ms_response,
+            random_bytes=random_bytes,
+        )
     chap = packet.get(CHAP_PASSWORD)
     if chap is not None:
         return _chap(credential, packet, chap)
@@ -331,6 +341,7 @@ def _chap(credential: _Parsed, packet: Packet, chap: bytes) -> AuthResult:
 def _mschapv2(
     credential: _Parsed,
     packet: Packet,
+    *,
     secret: SharedSecret,
     user_name: str,
     authenticator_challenge: bytes | None,
@@ -339,9 +350,7 @@ def _mschapv2(
 ) -> AuthResult:
     # MS-CHAP2-Response: Ident(1) Flags(1) Peer-Challenge(16) Reserved(8) Response(24).
     ident = response[0] if response else 0
-    error = (
-        codec.attr_vsa(VENDOR_MICROSOFT, MS_CHAP_ERROR, bytes((ident,)) + b"E=691 R=0 V=3"),
-    )
+    error = (codec.attr_vsa(VENDOR_MICROSOFT, MS_CHAP_ERROR, bytes((ident,)) + b"E=691 R=0 V=3"),)
     password_hash = credential.nt_hash
     if (
         password_hash is None
@@ -387,11 +396,9 @@ def _mschapv2(
 
 def _two_salts(random_bytes: Callable[[int], bytes]) -> tuple[bytes, bytes]:
     """Two different salts with the high bit set (RFC 2548: unique within a packet)."""
-    first = bytes((random_bytes(1)[0] | 0x80,)) + random_bytes(1)
-    second = first
-    while second == first:
-        second = bytes((random_bytes(1)[0] | 0x80,)) + random_bytes(1)
-    return first, second
+    drawn = random_bytes(2)
+    first = bytes((drawn[0] | 0x80, drawn[1]))
+    return first, bytes((first[0], first[1] ^ 0x01))
 
 
 def decrypt_mppe_key(

@@ -201,9 +201,7 @@ PROFILES: Final[Mapping[str, ClientProfile]] = MappingProxyType(
                 identity_attribute="Calling-Station-Id",
                 identity_kind=_E164,
                 accounting=AccountingStyle.INTERVAL,  # Stop carries Acct-Session-Time (billsec)
-                call_key=CallKey(
-                    name="h323-conf-id", code=CISCO_H323_CONF_ID, vendor=VENDOR_CISCO
-                ),
+                call_key=CallKey(name="h323-conf-id", code=CISCO_H323_CONF_ID, vendor=VENDOR_CISCO),
                 disconnect_port=None,
                 h323=H323Format.PLAIN,
                 sip_response_code=False,

@@ -242,9 +242,7 @@ SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::
        rate_limit_up_kbps, rate_limit_down_kbps
 FROM accounts"""
 _BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
-_CREDENTIALS = (
-    "SELECT kind, value, credential FROM account_identities WHERE credential IS NOT NULL"
-)
+_CREDENTIALS = "SELECT kind, value, credential FROM account_identities WHERE credential IS NOT NULL"
 
 
 async def load_all(
