@@ -428,6 +428,7 @@ class AccountSettings:
     tariff: str | None = None
     account_class: str | None = None
     transfers: TransfersSetting | None = None
+    rate_limit_kbps: tuple[int, int] | None = None  # (up, down); (0, 0) removes it
 
 
 def _check_time_zone(name: str) -> None:
@@ -474,6 +475,13 @@ async def create_account(
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an account named {name!r} exists already") from None
+        if settings.rate_limit_kbps is not None and any(settings.rate_limit_kbps):
+            await conn.execute(
+                "UPDATE accounts SET rate_limit_up_kbps = $2, rate_limit_down_kbps = $3 "
+                "WHERE id = $1",
+                new_id,
+                *settings.rate_limit_kbps,
+            )
         if settings.credit_limit:
             await set_credit_limit(
                 conn, new_id, settings.credit_limit, changed_by=changed_by, operator=operator
@@ -526,6 +534,10 @@ async def update_account(
             )
         if settings.transfers is not None:
             put("transfers", settings.transfers)
+        if settings.rate_limit_kbps is not None:
+            up, down = settings.rate_limit_kbps
+            put("rate_limit_up_kbps", up or None)
+            put("rate_limit_down_kbps", down or None)
         if assignments:
             values.append(acct)
             await conn.execute(
