@@ -81,6 +81,15 @@ class Process:
         self._handle.close()
 
 
+def critical_lines(process: Process) -> list[str]:
+    """Kamailio's CRITICAL log lines, less cdp's "Bye Bye" at every normal shutdown."""
+    return [
+        line
+        for line in process.output().splitlines()
+        if "CRITICAL" in line and "Bye Bye from C Diameter Peer" not in line
+    ]
+
+
 def sip_probe(port: int, timeout: float = 0.5) -> str | None:
     """Send an OPTIONS to 127.0.0.1:port; the status line of the answer, or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

@@ -33,6 +33,7 @@ from switches import (
     SIPP,
     Process,
     call,
+    critical_lines,
     free_udp_port,
     start_kamailio,
     start_uas,
@@ -152,7 +153,7 @@ def switch(ocs: Ocs, tmp_path: Path) -> Iterator[Switch]:
     process = start_kamailio(config, tmp_path, sip_port)
     yield Switch(sip_port, gateway_port, process, tmp_path)
     process.stop()
-    assert "CRITICAL" not in process.output()
+    assert critical_lines(process) == []
 
 
 @pytest.fixture
