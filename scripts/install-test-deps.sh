@@ -15,8 +15,11 @@ NEEDED=(
     "dpkg:kamailio-radius-modules"
     "dpkg:kamailio-ims-modules"
     "sipp:sip-tester"
-    # FreeRADIUS in front of ocs, proxying to it (tests/integration/test_freeradius_proxy.py).
+    # FreeRADIUS in front of ocs, proxying to it, and an EAP peer to test it
+    # (tests/integration/test_freeradius_proxy.py).
     "freeradius:freeradius"
+    "eapol_test:eapoltest"
+    "openssl:openssl"
 )
 
 missing=()

@@ -579,8 +579,10 @@ class RadiusFront:
                 )
             counter.inc()  # type: ignore[attr-defined]
             log.debug("radius: Access-Reject reason=%s client=%s", label, client.name)
-        if checked is not None:
-            attributes.extend(checked.reply_attributes)  # MS-CHAP2-Success, MPPE keys
+        if checked is not None and checked.ok is (code == codec.ACCESS_ACCEPT):
+            # MS-CHAP2-Success and the MPPE keys with an Accept, MS-CHAP-Error with a Reject
+            # for the password; a password that was right but a refused credit gets neither.
+            attributes.extend(checked.reply_attributes)
         attributes.extend(codec.copy_proxy_state(packet))
         reply = codec.encode_reply(
             code, packet.identifier, packet.authenticator, client.secret, attributes
