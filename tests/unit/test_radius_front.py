@@ -577,3 +577,29 @@ async def test_mschapv2_accept_carries_success_and_mppe_keys() -> None:
     master = radius_auth.mppe_master_key(radius_auth.nt_password_hash(PASSWORD), nt)
     send = radius_auth.decrypt_mppe_key(microsoft[radius_auth.MS_MPPE_SEND_KEY], KEY, request[4:20])
     assert send == radius_auth.mppe_start_key(master, send=True, server=True)
+
+
+async def test_a_right_password_with_a_refused_credit_gets_no_mschap_success() -> None:
+    front, _, _ = make_front()
+    front.charging.cache.set_credential(
+        "user_name",
+        "prepaid-empty",
+        radius_auth.stored_credential(PASSWORD, radius_auth.CredentialStorage.NT_HASH),
+    )
+    challenge, peer = bytes(range(16)), bytes(range(16, 32))
+    nt = radius_auth.generate_nt_response(
+        challenge, peer, b"prepaid-empty", radius_auth.nt_password_hash(PASSWORD)
+    )
+    request = access_request(
+        "prepaid-empty",
+        extra=[
+            codec.attr_vsa(311, radius_auth.MS_CHAP_CHALLENGE, challenge),
+            codec.attr_vsa(311, radius_auth.MS_CHAP2_RESPONSE, b"\x07\x00" + peer + bytes(8) + nt),
+        ],
+    )
+    auth = FakeListener("auth")
+    front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    (reply,) = replies(auth)
+    assert reply.code == codec.ACCESS_REJECT
+    assert reply.get(codec.REPLY_MESSAGE) == b"insufficient credit"
+    assert reply.vendor_attributes(311) == []  # no success, no keys, no E=691
