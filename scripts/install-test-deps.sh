@@ -20,6 +20,7 @@ NEEDED=(
     "freeradius:freeradius"
     "eapol_test:eapoltest"
     "openssl:openssl"
+    "faketime:faketime"
 )
 
 missing=()

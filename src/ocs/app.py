@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -54,6 +55,12 @@ from ocs.store.spool import Spool, SpoolError
 log = logging.getLogger("ocs.daemon")
 
 EXPIRY_SLICE = 100  # heap steps per slice of expiry work (about 0.3 ms here)
+
+
+def default_instance_name(config: Config) -> str:
+    """Host name and lock file: the same for a daemon restarted in place, different for two
+    daemons on one host (they cannot share a lock file)."""
+    return f"{socket.gethostname()}:{Path(config.daemon.lock_file).resolve()}"
 
 
 class DaemonError(RuntimeError):
@@ -140,6 +147,7 @@ class Daemon:
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
         self.redis_sync: RedisSync | None = None
+        self.db: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Operations (ocs.ops): /status, /readyz, SIGHUP reload, systemd notification.
         self.started_at = time.time()
@@ -147,6 +155,7 @@ class Daemon:
         self.sidecar: Sidecar | None = None
         self.ops_endpoint: OpsEndpoint | None = None
         self.config_view: Callable[[Config], Config] = lambda c: c  # a worker's view (for_worker)
+        self.instance_name = config.daemon.instance_name or default_instance_name(config)
         self.reload_state: dict[str, object] | None = None
         self._reload_task: asyncio.Task[bool] | None = None
 
@@ -199,6 +208,7 @@ class Daemon:
         async with open_database(
             cfg.database, apply_migrations=cfg.database.migrate_on_start
         ) as db:
+            self.db = db
             where = f"embedded in {cfg.database.embedded_dir}" if db.embedded else "configured DSN"
             log.info("database ready where=%s", where)
             if self.load_demo_data:
@@ -214,6 +224,9 @@ class Daemon:
                 writers=cfg.database.usage_writers,
                 batch_max=cfg.database.usage_batch_max,
                 metrics=self.metrics,
+                owner=self.instance_name,
+                acquire_timeout_s=cfg.database.command_timeout_s,
+                batch_timeout_s=cfg.database.command_timeout_s * 3,
             )
             self.sink = SpoolingSink(database, self.spool)
             if self.sink.depth_bytes:
@@ -221,6 +234,12 @@ class Daemon:
                 log.info("usage spool replayed at start records=%d", replayed)
             watermark = await warm_cache(db, self.cache, self.metrics)
             self.charging = self._pipeline(db, self.sink)
+            # Before any listener opens: the sessions this daemon ran hold their credit again.
+            rebuilt = await self.charging.rebuild()
+            log.info("holds rebuilt sessions=%d instance=%s", rebuilt, self.charging.owner)
+            self._tasks.append(
+                asyncio.create_task(self.charging.run_write_behind(), name="write-behind")
+            )
             sidecar = Sidecar(
                 pool=db.pool,
                 dsn=db.dsn,
@@ -265,6 +284,9 @@ class Daemon:
                         self.sessions, cfg.redis, metrics=self.metrics
                     )
                     self.redis_sync.start()
+                    if cfg.redis.atomic_below_grants > 0:
+                        self.charging.atomic = self.redis_sync
+                        self.charging.atomic_below_grants = cfg.redis.atomic_below_grants
                 self._start_operations(db)
                 # What start-up built lives as long as the daemon: the session book, the
                 # duplicate caches and their orders. Left to the cyclic collector, the large
@@ -296,7 +318,11 @@ class Daemon:
                 on_stale=cfg.cache.on_stale,
                 load_timeout_s=cfg.cache.load_timeout_s,
                 pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+                session_ttl_margin_s=cfg.grant.session_margin_s,
+                write_behind_s=cfg.usage.write_behind_s,
             ),
+            owner=self.instance_name,
+            strict=cfg.diameter.strict,
         )
         results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):
@@ -345,7 +371,6 @@ class Daemon:
             origin_realm=cfg.origin_realm,
             validity_time_s=cfg.validity_time_s,
             tcc_s=cfg.tcc_s,
-            strict=cfg.strict,
         )
         self.diameter = DiameterServer(
             handler=handler,
@@ -390,6 +415,8 @@ class Daemon:
                 slices += 1
                 if slices % 10 == 0:
                     gc.collect(0)
+            if self.charging is not None:
+                self.charging.expire_sessions()  # sessions whose grant ran out: closed
             # CPython starts a young collection when allocations outnumber deallocations by
             # 700, and it counts every freed container, tracked or not. While held
             # admissions expire in thousands, their freed tuples hold that count down, the
@@ -442,25 +469,51 @@ class Daemon:
             log.info("systemd watchdog pings every %.1f s", interval)
 
     async def _shutdown(self) -> None:
-        """Close listeners, let in-flight requests finish within graceful_timeout_s, stop tasks."""
+        """Close listeners, let in-flight requests finish, write what is queued, stop tasks:
+        all of it within one ``graceful_timeout_s``."""
         grace = self.config.daemon.graceful_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+
+        def left() -> float:
+            return max(deadline - loop.time(), 0.0)
+
         notify.sd_notify("STOPPING=1")
         self.ready = False
+        stops = []
         if self.radius is not None:
-            await self.radius.stop(grace)
+            stops.append(self.radius.stop(grace))
         if self.diameter is not None:
-            await self.diameter.stop(grace)  # in-flight answers first, then DPR to every peer
+            stops.append(self.diameter.stop(grace))  # in-flight answers first, then DPR
+        if stops:
+            await asyncio.gather(*stops, return_exceptions=True)
+        if self.charging is not None:
+            try:  # holds and closes queued behind the answers
+                await asyncio.wait_for(self.charging.flush_behind(), left())
+            except (TimeoutError, Exception) as exc:
+                log.warning("stopping: queued session writes not flushed: %r", exc)
         if self.redis_sync is not None:
             await self.redis_sync.stop()  # deletes this instance's figures from Redis
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.sink is not None:
-            await self.sink.database.drain()  # usage queued by a caller that gave up
+        if self._tasks:
+            # A task stuck in a call to a database that does not answer is left to the pool's
+            # termination below, which ends that call.
+            await asyncio.wait(self._tasks, timeout=max(left(), 0.5))
+        drained = self.sink is None or await self.sink.database.drain(max(left(), 1.0))
+        if not drained:
+            log.warning("stopping: usage writers did not finish in time; their reports spool")
+        if self.db is not None:  # a database that does not answer must not hold the exit
+            closing = asyncio.ensure_future(self.db.pool.close())
+            done, _ = await asyncio.wait({closing}, timeout=max(left(), 0.5) if drained else 0.1)
+            if not done:
+                log.warning("stopping: the database did not answer; connections terminated")
+                self.db.pool.terminate()
+                await asyncio.wait({closing}, timeout=1.0)
         if self.spool is not None:
             self.spool.close()
         if self.ops_endpoint is not None:
-            await self.ops_endpoint.close(grace)
+            await self.ops_endpoint.close(max(left(), 0.5))
 
 
 # --- process model ---------------------------------------------------------------------------

@@ -169,7 +169,8 @@ def test_initial_update_termination_change_the_balance_by_the_rated_usage(
         assert result_code(await peer.request(stop)) == 2001
         next_one = await peer.request(ccr("pcef;p;2", INITIAL, 0, user="prepaid-ok"))
         assert granted(next_one) == {codec.AVP_CC_TIME: 600}
-        unknown = await peer.request(ccr("pcef;nobody;1", UPDATE, 1, user="postpaid"))
+        # A session nobody started, named by a request without a subscriber: 5002.
+        unknown = await peer.request(ccr("pcef;nobody;1", UPDATE, 1))
         assert result_code(unknown) == codec.DIAMETER_UNKNOWN_SESSION_ID
         peer.close()
 

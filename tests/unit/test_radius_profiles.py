@@ -390,3 +390,23 @@ def test_bad_profile_settings_name_the_key(data: dict[str, object], fragment: st
     with pytest.raises(ConfigError) as caught:
         parse_config({"radius": data}, env={}, source="t")
     assert fragment in str(caught.value)
+
+
+def test_a_volume_grant_is_the_quota_and_the_time_is_the_configured_longest() -> None:
+    volume = CreditDecision(
+        admitted=True,
+        reason=None,
+        unit=ServiceUnit.VOLUME,
+        granted_units=2**32 + 10,
+        available=1_000_000,
+        effective_limit=0,
+    )
+    names = decoded(
+        codec.ACCESS_ACCEPT,
+        settings("mikrotik", idle_timeout_s=None).accept_attributes(
+            volume, "a", session_timeout_s=3600
+        ),
+    )
+    assert names["Session-Timeout"] == [3600]
+    assert names["Mikrotik-Total-Limit"] == [10]
+    assert names["Mikrotik-Total-Limit-Gigawords"] == [1]

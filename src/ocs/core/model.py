@@ -35,6 +35,8 @@ class RefusalReason(StrEnum):
 
     UNKNOWN_ACCOUNT = "unknown_account"
     INSUFFICIENT_CREDIT = "insufficient_credit"
+    # The balance would do, but running sessions hold the credit (their grants' price).
+    CREDIT_HELD = "credit_held"
     BLOCKED = "blocked"
     CLOSED = "closed"
     TOO_MANY_SESSIONS = "too_many_sessions"
@@ -50,6 +52,7 @@ class RefusalReason(StrEnum):
 REFUSAL_TEXT: dict[RefusalReason, str] = {
     RefusalReason.UNKNOWN_ACCOUNT: "unknown account",
     RefusalReason.INSUFFICIENT_CREDIT: "insufficient credit",
+    RefusalReason.CREDIT_HELD: "insufficient credit: held by running sessions",
     RefusalReason.BLOCKED: "account blocked",
     RefusalReason.CLOSED: "account closed",
     RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
@@ -392,6 +395,12 @@ class GrantLimits:
 
     A grant never exceeds the maximum; a new session whose credit buys less than the
     minimum (and never less than one billing step) is refused for insufficient credit.
+
+    The overdraft bounds what a *running* session may still be granted once its account's
+    credit buys nothing (calls in progress continue, but not for ever): in all, per session,
+    at most ``overdraft_s`` seconds, ``overdraft_volume_bytes`` bytes or ``overdraft_events``
+    events, and when ``overdraft_amount`` (micro-units) is set, no more than that amount
+    below the available credit buys.
     """
 
     max_time_s: int = 3600
@@ -399,6 +408,10 @@ class GrantLimits:
     max_volume_bytes: int = 100_000_000
     min_volume_bytes: int = 0
     max_events: int = 1000
+    overdraft_s: int = 300
+    overdraft_volume_bytes: int = 10_000_000
+    overdraft_events: int = 0
+    overdraft_amount: int | None = None
 
     def __post_init__(self) -> None:
         _require_int("max_time_s", self.max_time_s, minimum=1)
@@ -406,6 +419,11 @@ class GrantLimits:
         _require_int("max_volume_bytes", self.max_volume_bytes, minimum=1)
         _require_int("min_volume_bytes", self.min_volume_bytes, minimum=0)
         _require_int("max_events", self.max_events, minimum=1)
+        _require_int("overdraft_s", self.overdraft_s, minimum=0)
+        _require_int("overdraft_volume_bytes", self.overdraft_volume_bytes, minimum=0)
+        _require_int("overdraft_events", self.overdraft_events, minimum=0)
+        if self.overdraft_amount is not None:
+            _require_int("overdraft_amount", self.overdraft_amount, minimum=0)
         if self.min_time_s > self.max_time_s:
             raise ValueError("min_time_s must not exceed max_time_s")
         if self.min_volume_bytes > self.max_volume_bytes:

@@ -37,14 +37,21 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import cast
+from typing import Any, cast
 
-from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
+from ocs.charging.pipeline import (
+    Charging,
+    SessionId,
+    SourceUnavailable,
+    SpoolFull,
+    unit_of_tariff,
+)
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
+from ocs.core.ledger import Counting, ReportKind
 from ocs.core.model import CreditDecision, RefusalReason, ServiceUnit, Usage
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
@@ -389,20 +396,23 @@ class RadiusFront:
             if auth.is_slow(stored):  # PBKDF2: off the event loop
                 if self._may_wait():
                     self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-                    self._spawn(self._access_slow(ex, kind, value, stored=stored))
+                    self._spawn(self._access_slow(ex, kind, value, stored=stored), ex.key)
                 return
             checked = self._authenticate(ex, stored)
             if not checked.ok:
                 self._refuse_credential(ex, checked)
                 return
-        decision = self.charging.admit_cached(kind, value, reservation_key=_reservation_key(ex))
+        # The unit is the account's: time, or volume where its tariff prices only volume.
+        decision = self.charging.admit_cached(
+            kind, value, unit=None, reservation_key=_reservation_key(ex)
+        )
         if decision is not None:
             self._reply_access(ex, decision, checked)
             return
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        self._spawn(self._access_slow(ex, kind, value, checked=checked))
+        self._spawn(self._access_slow(ex, kind, value, checked=checked), ex.key)
 
     # --- Message-Authenticator policy ------------------------------------------------------------
 
@@ -498,7 +508,9 @@ class RadiusFront:
                     if not checked.ok:
                         self._refuse_credential(ex, checked)
                         return
-            decision = await self.charging.admit(kind, value, reservation_key=_reservation_key(ex))
+            decision = await self.charging.admit(
+                kind, value, unit=None, reservation_key=_reservation_key(ex)
+            )
         except Exception:
             self._replies.pop(ex.key, None)
             raise
@@ -565,7 +577,16 @@ class RadiusFront:
         client, packet = ex.client, ex.packet
         if decision is not None and decision.admitted:
             code = codec.ACCESS_ACCEPT
-            attributes = client.reply.accept_attributes(decision, _reservation_key(ex))
+            # A volume grant holds the price of the bytes the credit buys; the session's time
+            # is then the configured longest.
+            seconds = (
+                decision.granted_units
+                if decision.unit is ServiceUnit.TIME
+                else self.charging.limits.max_time_s
+            )
+            attributes = client.reply.accept_attributes(
+                decision, _reservation_key(ex), session_timeout_s=seconds
+            )
             self._accept.inc()
         else:
             code = codec.ACCESS_REJECT
@@ -629,7 +650,7 @@ class RadiusFront:
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        self._spawn(self._accounting(ex))
+        self._spawn(self._accounting(ex), ex.key)
 
     async def _accounting(self, ex: _Exchange) -> None:
         client, packet, addr, key = ex.client, ex.packet, ex.addr, ex.key
@@ -660,9 +681,6 @@ class RadiusFront:
             self._drop["database_unavailable"].inc()
             log.warning("radius: accounting not recorded (database unavailable): %s", exc)
             return
-        except Exception:
-            self._replies.pop(key, None)
-            raise
         attributes = codec.copy_proxy_state(packet)
         reply = codec.encode_reply(
             codec.ACCOUNTING_RESPONSE,
@@ -682,58 +700,77 @@ class RadiusFront:
         self._lat_acct.observe(time.perf_counter() - ex.arrived)
 
     async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
-        session_id = client.call_key.read(packet)  # the profile's: Acct-Session-Id mostly
-        if not session_id:
-            log.warning(
-                "radius: accounting from %s without %s; ignored", origin, client.call_key.name
-            )
-            self.metrics.usage_records.labels("radius", "no_session_id").inc()
-            return
+        """Start, Interim-Update or Stop: a report for the session ledger (the pipeline and the
+        store decide its generation and whether it is a repeat, at any age)."""
+        # The call's name is the profile's attribute: Acct-Session-Id, or h323-conf-id...
+        session_id = client.call_key.read(packet) or ""
         usage = _usage_of(packet)
         status_name = _STATUS_NAMES[status]
-        idempotency = f"radius|{origin}|{session_id}|{status_name}|{usage.seconds}|{usage.octets}"
-        now = datetime.now(UTC)
+        client_at = _event_time(packet)
+        report_key = f"{status_name}|{usage.seconds}|{usage.octets}"
+        ref = SessionId("radius", origin, session_id)
+        # With the client's Event-Timestamp (the same in every retransmission of the message)
+        # the report is known again whatever generation of the key it finds.
+        wire_key = (
+            f"radius|{origin}|{session_id}|{report_key}|{int(client_at.timestamp())}"
+            if client_at is not None
+            else None
+        )
+        kind = {STATUS_START: ReportKind.OPEN, STATUS_STOP: ReportKind.FINAL}.get(
+            status, ReportKind.USAGE
+        )
         identity = self._identity(client, packet)
-        snapshot = None
-        if identity is not None:
-            snapshot = await self.charging.account(*identity)
-        if snapshot is None:
+        snapshot = await self.charging.account(*identity) if identity is not None else None
+        if snapshot is None or not session_id:
+            reason = (
+                "no_session_id"
+                if not session_id
+                else "unknown_identity"
+                if identity is not None
+                else "no_identity"
+            )
+            raw = client.identity.read(packet) or ""
             await self.charging.record_unmatched(
-                UsageReport(
-                    source="radius",
-                    origin=origin,
-                    session_key=session_id,
-                    account_id=0,
-                    idempotency_key=idempotency,
+                self.charging.unmatched_report(
+                    SessionId("radius", origin, session_id or "-"),
+                    kind=kind,
                     usage=usage,
-                    final=status == STATUS_STOP,
-                    occurred_at=now,
+                    report_key=f"{report_key}|{wire_key or ''}|{raw}",
+                    client_at=client_at,
                 ),
                 identity_kind=(identity[0].value if identity else client.identity_kind.value),
-                identity=(identity[1] if identity else client.identity.read(packet) or ""),
+                identity=(identity[1] if identity else raw),
+                reason=reason,
             )
             self.metrics.usage_records.labels("radius", "unmatched").inc()
             return
-        report = UsageReport(
-            source="radius",
-            origin=origin,
-            session_key=session_id,
-            account_id=snapshot.account_id,
-            idempotency_key=idempotency,
-            usage=usage,
-            final=status == STATUS_STOP,
-            occurred_at=now,
-            close_reason="stop" if status == STATUS_STOP else None,
-        )
-        if status == STATUS_START:
-            self.charging.session_started(
-                "radius",
-                origin,
-                session_id,
-                snapshot.account_id,
-                float(self.charging.limits.max_time_s),
+        if kind is ReportKind.OPEN:
+            session, report = self.charging.start(
+                ref,
+                snapshot,
+                unit=unit_of_tariff(snapshot.tariff),
+                grant_s=None,
+                identity=identity,
+                report_key=report_key,
+                wire_key=wire_key,
+                client_at=client_at,
+                durable=True,
             )
-        outcome = await self.charging.record_usage(report, snapshot.tariff)
+            outcome = await self.charging.record_start(session, report)
+        else:
+            outcome = (
+                await self.charging.report(
+                    ref,
+                    kind=kind,
+                    usage=usage,
+                    counting=Counting.CUMULATIVE,
+                    report_key=report_key,
+                    snapshot=snapshot,
+                    wire_key=wire_key,
+                    client_at=client_at,
+                    close_reason="stop" if kind is ReportKind.FINAL else None,
+                )
+            ).outcome
         result = "duplicate" if outcome.duplicate else "charged"
         self.metrics.usage_records.labels("radius", result).inc()
         if outcome.charged:
@@ -748,13 +785,18 @@ class RadiusFront:
             return False
         return True
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    def _spawn(self, coro: Coroutine[Any, Any, None], key: ReplyKey) -> None:
+        task = asyncio.ensure_future(coro)
         self._pending.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda done: self._task_done(done, key))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Future[None], key: ReplyKey) -> None:
         self._pending.discard(task)
+        held = self._replies.get(key)
+        if held is not None and held[1] is None:
+            # Not answered (failed, cancelled, or deliberately unacknowledged): the
+            # retransmission must be handled afresh, not dropped as "in progress".
+            del self._replies[key]
         if not task.cancelled() and task.exception() is not None:
             self._drop["internal_error"].inc()
             log.error("radius: request failed", exc_info=task.exception())
@@ -814,6 +856,17 @@ def _origin(packet: Packet, source: str) -> str:
     if raw6 is not None and len(raw6) == 16:
         return str(ipaddress.IPv6Address(raw6))
     return source
+
+
+def _event_time(packet: Packet) -> datetime | None:
+    """The client's Event-Timestamp (RFC 2869 §5.3), if it sent a plausible one."""
+    try:
+        stamp = packet.get_int(codec.EVENT_TIMESTAMP)
+    except MalformedPacket:
+        return None
+    if not stamp:
+        return None
+    return datetime.fromtimestamp(stamp, UTC)
 
 
 def _counter(packet: Packet, low: int, high: int) -> int:

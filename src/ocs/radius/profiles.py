@@ -10,8 +10,9 @@ Rules of this file:
   (why) in every Access-Reject. Everything else a profile adds is listed in its row, and
   ``accept_attributes`` / ``reject_attributes`` add exactly that, in a fixed order (golden
   bytes in tests/unit/test_radius_profiles.py).
-- Volume quotas go out only for an account whose tariff prices volume
-  (``CreditDecision.volume_quota_bytes``); rate limits only for an account that has one.
+- Volume quotas go out only for an account whose tariff prices volume (a volume grant, or
+  ``CreditDecision.volume_quota_bytes`` beside a time grant); rate limits only for an account
+  that has one.
 - Amounts in text attributes (h323-credit-amount) are the available credit rounded down to the
   cent: a NAS is never told more than there is.
 """
@@ -26,7 +27,7 @@ from types import MappingProxyType
 from typing import Final
 
 from ocs.core.identity import IdentityKind
-from ocs.core.model import REFUSAL_TEXT, CreditDecision, RefusalReason
+from ocs.core.model import REFUSAL_TEXT, CreditDecision, RefusalReason, ServiceUnit
 from ocs.radius import codec
 
 # Vendor ids (IANA Private Enterprise Numbers) of the vendor attributes below.
@@ -296,6 +297,7 @@ H323_RETURN_CODES: Final[Mapping[RefusalReason, int]] = MappingProxyType(
         RefusalReason.TOO_MANY_SESSIONS: 3,
         RefusalReason.SETUP_RATE_EXCEEDED: 3,
         RefusalReason.INSUFFICIENT_CREDIT: 4,
+        RefusalReason.CREDIT_HELD: 3,  # the credit is held by running calls: account in use
         RefusalReason.CLOSED: 5,
         RefusalReason.BLOCKED: 7,
         RefusalReason.CREDIT_DATA_UNAVAILABLE: 8,
@@ -307,6 +309,7 @@ H323_SUCCESS: Final = 0
 SIP_RESPONSE_CODES: Final[Mapping[RefusalReason, int]] = MappingProxyType(
     {
         RefusalReason.INSUFFICIENT_CREDIT: 402,  # Payment Required
+        RefusalReason.CREDIT_HELD: 402,
         RefusalReason.UNKNOWN_ACCOUNT: 403,
         RefusalReason.BAD_CREDENTIAL: 403,
         RefusalReason.BLOCKED: 403,
@@ -332,12 +335,19 @@ class ReplySettings:
     currency: str = ""
 
     def accept_attributes(
-        self, decision: CreditDecision, admission: str | None = None
+        self,
+        decision: CreditDecision,
+        admission: str | None = None,
+        *,
+        session_timeout_s: int | None = None,
     ) -> list[tuple[int, bytes]]:
         """An Access-Accept's attributes after Message-Authenticator: Session-Timeout first,
-        then what the profile acts on. ``admission`` names the admission for Class."""
+        then what the profile acts on. ``admission`` names the admission for Class;
+        ``session_timeout_s`` is the session's time (default: a time grant's seconds). A volume
+        grant (``decision.unit`` VOLUME) is the volume quota itself."""
         profile = self.profile
-        out = [codec.attr_int(codec.SESSION_TIMEOUT, decision.granted_units)]
+        seconds = decision.granted_units if session_timeout_s is None else session_timeout_s
+        out = [codec.attr_int(codec.SESSION_TIMEOUT, seconds)]
         if self.idle_timeout_s is not None:
             out.append(codec.attr_int(codec.IDLE_TIMEOUT, self.idle_timeout_s))
         if self.interim_interval_s is not None:
@@ -346,7 +356,11 @@ class ReplySettings:
             out.append((codec.CLASS, class_value(admission)))
         if profile.h323 is not H323Format.NONE:
             out.extend(self._h323(decision, H323_SUCCESS))
-        quota = decision.volume_quota_bytes
+        quota = (
+            decision.granted_units
+            if decision.unit is ServiceUnit.VOLUME
+            else decision.volume_quota_bytes
+        )
         if quota is not None and profile.volume_quota is not VolumeQuota.NONE:
             out.extend(volume_quota_attributes(profile.volume_quota, quota))
         limit = decision.rate_limit
