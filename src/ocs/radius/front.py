@@ -403,11 +403,10 @@ class RadiusFront:
                 self._refuse_credential(ex, checked)
                 return
         # The unit is the account's: time, or volume where its tariff prices only volume.
-        decision = self.charging.admit_cached(
-            kind, value, unit=None, reservation_key=_reservation_key(ex)
-        )
+        admission = _reservation_key(ex)
+        decision = self.charging.admit_cached(kind, value, unit=None, reservation_key=admission)
         if decision is not None:
-            self._reply_access(ex, decision, checked)
+            self._reply_access(ex, decision, checked, admission)
             return
         if not self._may_wait():
             return
@@ -573,6 +572,7 @@ class RadiusFront:
         ex: _Exchange,
         decision: CreditDecision | None,
         checked: auth.AuthResult | None = None,
+        admission: str | None = None,
     ) -> None:
         client, packet = ex.client, ex.packet
         if decision is not None and decision.admitted:
@@ -585,7 +585,7 @@ class RadiusFront:
                 else self.charging.limits.max_time_s
             )
             attributes = client.reply.accept_attributes(
-                decision, _reservation_key(ex), session_timeout_s=seconds
+                decision, admission or _reservation_key(ex), session_timeout_s=seconds
             )
             self._accept.inc()
         else:

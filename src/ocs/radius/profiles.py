@@ -20,7 +20,7 @@ Rules of this file:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 from enum import StrEnum
 from types import MappingProxyType
@@ -333,6 +333,16 @@ class ReplySettings:
     interim_interval_s: int | None = None
     idle_timeout_s: int | None = None
     currency: str = ""
+    # What never changes between replies, encoded once (the hot path builds every Accept).
+    _fixed: tuple[tuple[int, bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fixed = []
+        if self.idle_timeout_s is not None:
+            fixed.append(codec.attr_int(codec.IDLE_TIMEOUT, self.idle_timeout_s))
+        if self.interim_interval_s is not None:
+            fixed.append(codec.attr_int(codec.ACCT_INTERIM_INTERVAL, self.interim_interval_s))
+        object.__setattr__(self, "_fixed", tuple(fixed))
 
     def accept_attributes(
         self,
@@ -347,11 +357,7 @@ class ReplySettings:
         grant (``decision.unit`` VOLUME) is the volume quota itself."""
         profile = self.profile
         seconds = decision.granted_units if session_timeout_s is None else session_timeout_s
-        out = [codec.attr_int(codec.SESSION_TIMEOUT, seconds)]
-        if self.idle_timeout_s is not None:
-            out.append(codec.attr_int(codec.IDLE_TIMEOUT, self.idle_timeout_s))
-        if self.interim_interval_s is not None:
-            out.append(codec.attr_int(codec.ACCT_INTERIM_INTERVAL, self.interim_interval_s))
+        out = [codec.attr_int(codec.SESSION_TIMEOUT, seconds), *self._fixed]
         if profile.class_attribute and admission is not None:
             out.append((codec.CLASS, class_value(admission)))
         if profile.h323 is not H323Format.NONE:
@@ -413,7 +419,8 @@ def format_credit(micros: int) -> str:
 def class_value(admission: str) -> bytes:
     """The Class attribute naming an admission: what the client echoes in its accounting
     (RFC 2865 §5.25), at most 253 octets."""
-    return ("ocs:" + admission).encode()[: codec.MAX_ATTRIBUTE_VALUE_LENGTH]
+    value = ("ocs:" + admission).encode()
+    return value if len(value) <= codec.MAX_ATTRIBUTE_VALUE_LENGTH else value[:253]
 
 
 def volume_quota_attributes(style: VolumeQuota, quota_bytes: int) -> list[tuple[int, bytes]]:
