@@ -448,6 +448,8 @@ class CreditDecision:
     ``available`` and ``effective_limit`` are micro-units at ``now``. ``changes_at`` is the
     next instant at which the same data gives a different figure (a temporary increase
     ending, a new billing period), so callers can schedule instead of polling.
+    ``held_by`` is how many running sessions hold the account's credit (set with
+    ``CREDIT_HELD``: the refusal says so).
     """
 
     admitted: bool
@@ -457,6 +459,18 @@ class CreditDecision:
     available: int
     effective_limit: int
     changes_at: datetime | None = None
+    held_by: int = 0
+
+
+def refusal_text(decision: CreditDecision) -> str:
+    """What a subscriber or an operator reads for a refused decision."""
+    reason = decision.reason
+    if reason is None:
+        return ""
+    if reason is RefusalReason.CREDIT_HELD and decision.held_by:
+        sessions = "session" if decision.held_by == 1 else "sessions"
+        return f"insufficient credit: held by {decision.held_by} running {sessions}"
+    return REFUSAL_TEXT[reason]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

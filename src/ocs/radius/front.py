@@ -39,7 +39,7 @@ from ocs.charging.pipeline import (
 )
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
 from ocs.core.ledger import Counting, ReportKind
-from ocs.core.model import REFUSAL_TEXT, CreditDecision, ServiceUnit, Usage
+from ocs.core.model import CreditDecision, ServiceUnit, Usage, refusal_text
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import codec
@@ -388,7 +388,7 @@ class RadiusFront:
         else:
             code = codec.ACCESS_REJECT
             reason = decision.reason if decision is not None else None
-            text = REFUSAL_TEXT[reason] if reason is not None else "unknown account"
+            text = refusal_text(decision) if decision is not None else "unknown account"
             attributes.insert(0, codec.attr_str(codec.REPLY_MESSAGE, text))
             label = reason.value if reason is not None else "unknown_account"
             counter = self._rejects.get(label)
