@@ -29,6 +29,7 @@ import asyncpg
 from ocs import __version__
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
+from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, split_host_port
 from ocs.core.identity import IdentityKind
@@ -47,6 +48,7 @@ from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
 from ocs.store.demo import load_demo
 from ocs.store.durable import SpoolingSink
+from ocs.store.rate_feed import RatePlanFeed
 from ocs.store.redis_sync import RedisSync
 from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
@@ -139,6 +141,9 @@ class Daemon:
         self.load_demo_data = load_demo_data
         self.cache = AccountCache(negative_ttl_s=config.cache.negative_ttl_s)
         self.sessions = SessionBook()
+        # Rate plans by id (rating by destination), loaded at start and per plan on change.
+        self.rate_plans = RatePlanCache()
+        self.rate_feed: RatePlanFeed | None = None
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self.charging: Charging | None = None
@@ -233,6 +238,7 @@ class Daemon:
                 replayed = await self.sink.replay()
                 log.info("usage spool replayed at start records=%d", replayed)
             watermark = await warm_cache(db, self.cache, self.metrics)
+            await self._load_rate_plans(db)
             self.charging = self._pipeline(db, self.sink)
             # Before any listener opens: the sessions this daemon ran hold their credit again.
             rebuilt = await self.charging.rebuild()
@@ -304,6 +310,27 @@ class Daemon:
                 await self._shutdown()
         log.info("stopped")
 
+    async def _load_rate_plans(self, db: Database) -> None:
+        """Rate plans for rating by destination, kept current per plan by their own feed."""
+        cfg = self.config
+        feed = RatePlanFeed(
+            pool=db.pool,
+            dsn=db.dsn,
+            cache=self.rate_plans,
+            poll_interval_s=cfg.cache.refresh_interval_s,
+            query_timeout_s=cfg.database.command_timeout_s,
+        )
+        started = time.monotonic()
+        prefixes = await feed.load_all()
+        log.info(
+            "rate plans loaded plans=%d prefixes=%d seconds=%.2f",
+            len(self.rate_plans),
+            prefixes,
+            time.monotonic() - started,
+        )
+        self.rate_feed = feed
+        self._tasks.append(asyncio.create_task(feed.run(), name="rate-plans"))
+
     def _pipeline(self, db: Database, sink: SpoolingSink) -> Charging:
         cfg = self.config
         charging = Charging(
@@ -323,6 +350,7 @@ class Daemon:
             ),
             owner=self.instance_name,
             strict=cfg.diameter.strict,
+            rates=self.rate_plans,
         )
         results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):

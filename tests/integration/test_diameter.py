@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, run_ocs, write_config
-
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import (
     Peer,
     ccr,
@@ -23,6 +19,7 @@ from diameter_peer import (
     result_code,
     units,
 )
+from support import run_ocs, write_config
 
 from ocs.diameter import codec
 

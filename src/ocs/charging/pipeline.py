@@ -37,9 +37,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
 from ocs.charging.cache import AccountCache
+from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.core.credit import available_credit, continue_session, decide
-from ocs.core.identity import IdentityKind
+from ocs.core.identity import IdentityError, IdentityKind, normalize_destination
 from ocs.core.ledger import (
     NO_USAGE,
     Counting,
@@ -373,6 +374,7 @@ class Charging:
         strict: bool = False,
         atomic: AtomicReserver | None = None,
         atomic_below_grants: float = 2.0,
+        rates: RatePlanCache | None = None,
     ) -> None:
         self.cache = cache
         self.sessions = sessions
@@ -387,6 +389,10 @@ class Charging:
         # against the other instances (``atomic``) before it is answered.
         self.atomic = atomic
         self.atomic_below_grants = atomic_below_grants
+        # Rating by destination: what prices a session of an account with a rate plan, fixed
+        # at its admission (kept here until its start claims the admission).
+        self.rates = rates
+        self._admitted_tariffs: dict[str, Tariff] = {}
         self.stats = PipelineStats()
         self._inflight: dict[tuple[str, object], asyncio.Future[AccountSnapshot | None]] = {}
         self.on_decision: Callable[[CreditDecision], None] | None = None
@@ -420,9 +426,11 @@ class Charging:
         unit: ServiceUnit | None = ServiceUnit.TIME,
         requested: int | None = None,
         reservation_key: str | None = None,
+        destination: str | None = None,
     ) -> CreditDecision | None:
         """Decide from the cache alone, or return None when the database must be asked.
-        ``unit`` None: as the account's tariff prices (``unit_of_tariff``)."""
+        ``unit`` None: as the account's tariff prices (``unit_of_tariff``). ``destination``:
+        the called number (E.164 digits) an account with a rate plan is priced by."""
         now = self.clock.mono()
         account_id = self.cache.account_for(kind, value)
         if account_id is None:
@@ -433,7 +441,9 @@ class Charging:
         snapshot = self.cache.get(account_id)
         if snapshot is None or self.cache.age_s(account_id, now) > self.policy.ttl_s:
             return None
-        decision = self._decide(snapshot, unit, requested, reservation_key, now, may_defer=True)
+        decision = self._decide(
+            snapshot, unit, requested, reservation_key, now, may_defer=True, destination=destination
+        )
         if decision is not None:
             self.stats.cache_hits += 1
         return decision
@@ -446,10 +456,16 @@ class Charging:
         unit: ServiceUnit | None = ServiceUnit.TIME,
         requested: int | None = None,
         reservation_key: str | None = None,
+        destination: str | None = None,
     ) -> CreditDecision:
         """Decide for a new session, asking the database when the cache cannot answer."""
         cached = self.admit_cached(
-            kind, value, unit=unit, requested=requested, reservation_key=reservation_key
+            kind,
+            value,
+            unit=unit,
+            requested=requested,
+            reservation_key=reservation_key,
+            destination=destination,
         )
         if cached is not None:
             return cached
@@ -463,17 +479,21 @@ class Charging:
         ):
             # The cache knows: the admission waits to be confirmed by the other instances.
             self.stats.cache_hits += 1
-            return await self._admit_confirmed(fresh, unit, requested, reservation_key)
+            return await self._admit_confirmed(fresh, unit, requested, reservation_key, destination)
         self.stats.cache_misses += 1
         if not self._source_usable(self.clock.mono()):
-            return self._decide_without_database(kind, value, unit, requested, reservation_key)
+            return self._decide_without_database(
+                kind, value, unit, requested, reservation_key, destination=destination
+            )
         try:
             snapshot = await self._single_flight(
                 ("identity", (kind, value)), lambda: self.source.find_account(kind, value)
             )
         except SourceUnavailable:
             self._source_retry_at = self.clock.mono() + 1.0
-            return self._decide_without_database(kind, value, unit, requested, reservation_key)
+            return self._decide_without_database(
+                kind, value, unit, requested, reservation_key, destination=destination
+            )
         now = self.clock.mono()
         if snapshot is None:
             self.stats.unknown_identities += 1
@@ -481,7 +501,7 @@ class Charging:
             return self._count(_unknown(unit or ServiceUnit.TIME))
         self.cache.put(snapshot, now)
         self.cache.add_identity(kind, value, snapshot.account_id)
-        return await self._admit_confirmed(snapshot, unit, requested, reservation_key)
+        return await self._admit_confirmed(snapshot, unit, requested, reservation_key, destination)
 
     async def _admit_confirmed(
         self,
@@ -489,6 +509,7 @@ class Charging:
         unit: ServiceUnit | None,
         requested: int | None,
         reservation_key: str | None,
+        destination: str | None = None,
     ) -> CreditDecision:
         """Decide, and when the account's credit is low, confirm the reservation against the
         other instances before answering (a burst split across instances then admits what one
@@ -497,7 +518,13 @@ class Charging:
         decision: CreditDecision | None = None
         for _attempt in range(3):
             decision = self._decide(
-                snapshot, unit, requested, reservation_key, self.clock.mono(), count=False
+                snapshot,
+                unit,
+                requested,
+                reservation_key,
+                self.clock.mono(),
+                count=False,
+                destination=destination,
             )
             assert decision is not None
             if not self._must_confirm(snapshot, decision, reservation_key):
@@ -540,7 +567,12 @@ class Charging:
             else self.limits.max_events
         )
         largest = grant_cost(snapshot.tariff, unit, cap, new_session=True)
-        return decision.available < self.atomic_below_grants * largest
+        # Little credit left, or this instance admitted for the account since the last sync
+        # (the others do not know that hold yet): confirm. So an account's credit is never
+        # spent by more than one unconfirmed grant per instance within a sync interval.
+        return decision.available < self.atomic_below_grants * largest or (
+            largest > 0 and self.sessions.unsynced(snapshot.account_id)
+        )
 
     def _decide_without_database(
         self,
@@ -549,6 +581,8 @@ class Charging:
         unit: ServiceUnit | None,
         requested: int | None,
         reservation_key: str | None,
+        *,
+        destination: str | None = None,
     ) -> CreditDecision:
         self.stats.source_errors += 1
         now = self.clock.mono()
@@ -560,12 +594,16 @@ class Charging:
             and self.cache.age_s(account_id, now) <= self.policy.max_stale_s
         ):
             self.stats.stale_decisions += 1
-            return self._decide_now(entry, unit, requested, reservation_key, now)
+            return self._decide_now(
+                entry, unit, requested, reservation_key, now, destination=destination
+            )
         self.stats.stale_policy_applied += 1
         unit = unit or ServiceUnit.TIME
         if self.policy.on_stale == "accept":
             if entry is not None:
-                decision = self._decide_now(entry, unit, requested, reservation_key, now)
+                decision = self._decide_now(
+                    entry, unit, requested, reservation_key, now, destination=destination
+                )
                 if decision.admitted:
                     return decision
             cap = (
@@ -602,13 +640,27 @@ class Charging:
         *,
         may_defer: bool = False,
         count: bool = True,
+        destination: str | None = None,
     ) -> CreditDecision | None:
         """The core's decision with this process's figures; an admission holds its grant's
         price under ``reservation_key``. With ``may_defer``, None when the admission must be
         confirmed with the other instances first (``admit`` does that)."""
         account = snapshot.account_id
+        tariff = snapshot.tariff
+        if self.rates is not None and snapshot.terms.rate_plan_id is not None:
+            match = self.rates.rate_for(snapshot, called_number(destination), self.clock.wall())
+            if match is None:
+                refused = CreditDecision(
+                    admitted=False,
+                    reason=RefusalReason.NO_RATE,
+                    unit=unit or ServiceUnit.TIME,
+                    granted_units=0,
+                    available=0,
+                    effective_limit=0,
+                )
+                return self._count(refused) if count else refused
+            tariff = match.tariff
         if unit is None:
-            tariff = snapshot.tariff
             unit = (
                 ServiceUnit.VOLUME
                 if tariff.price_per_minute == 0 and tariff.price_per_mb > 0
@@ -622,16 +674,23 @@ class Charging:
             reserved=reserved,
             requested_units=requested,
         )
-        decision = decide(snapshot, request, self.clock.wall(), self.limits)
+        rated = tariff if tariff is not snapshot.tariff else None
+        decision = decide(snapshot, request, self.clock.wall(), self.limits, tariff=rated)
         if (
             not decision.admitted
             and decision.reason is RefusalReason.INSUFFICIENT_CREDIT
             and reserved > 0
         ):
             # The balance alone would do: running sessions hold the credit. Say so.
-            unheld = decide(snapshot, replace(request, reserved=0), self.clock.wall(), self.limits)
+            unheld = decide(
+                snapshot, replace(request, reserved=0), self.clock.wall(), self.limits, tariff=rated
+            )
             if unheld.admitted:
-                decision = replace(decision, reason=RefusalReason.CREDIT_HELD)
+                decision = replace(
+                    decision,
+                    reason=RefusalReason.CREDIT_HELD,
+                    held_by=max(request.active_sessions, 1),
+                )
         if decision.admitted and reservation_key is not None:
             if (
                 may_defer
@@ -639,7 +698,7 @@ class Charging:
                 and self._must_confirm(snapshot, decision, reservation_key)
             ):
                 return None
-            amount = grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=True)
+            amount = grant_cost(tariff, unit, decision.granted_units, new_session=True)
             grant_s = decision.granted_units if unit is ServiceUnit.TIME else self.limits.max_time_s
             self.sessions.admit(
                 reservation_key,
@@ -649,6 +708,11 @@ class Charging:
                 self.policy.pending_reservation_ttl_s,
                 grant_s=grant_s,
             )
+            if rated is not None:
+                admitted = self._admitted_tariffs
+                if len(admitted) >= 200_000:  # admissions that never started: drop the oldest
+                    del admitted[next(iter(admitted))]
+                admitted[reservation_key] = rated
         return self._count(decision) if count else decision
 
     def _decide_now(
@@ -658,9 +722,13 @@ class Charging:
         requested: int | None,
         reservation_key: str | None,
         now: float,
+        *,
+        destination: str | None = None,
     ) -> CreditDecision:
         """``_decide`` without deferring (the shared store is not asked)."""
-        decision = self._decide(snapshot, unit, requested, reservation_key, now)
+        decision = self._decide(
+            snapshot, unit, requested, reservation_key, now, destination=destination
+        )
         assert decision is not None
         return decision
 
@@ -765,9 +833,13 @@ class Charging:
         now = self.clock.mono()
         margin = self.policy.session_ttl_margin_s
         provisional = (grant_s if grant_s is not None else self.limits.max_time_s) + margin
-        held, claimed_s = self.sessions.start(
+        held, claimed_s, first = self.sessions.start(
             book_key, snapshot.account_id, now, provisional, claim=claim
         )
+        # The rate fixed at its admission (by destination), else the account's tariff.
+        tariff = snapshot.tariff
+        if first is not None and self._admitted_tariffs:
+            tariff = self._admitted_tariffs.pop(first, tariff)
         ttl = provisional
         if grant_s is None and claimed_s:
             ttl = claimed_s + margin
@@ -776,7 +848,7 @@ class Charging:
             ref=ref,
             account_id=snapshot.account_id,
             start_ref=new_uid(),
-            tariff=snapshot.tariff,
+            tariff=tariff,
             unit=unit,
             time_zone=snapshot.time_zone,
             identity=identity,
@@ -982,6 +1054,7 @@ class Charging:
                 )
                 results.append((decision, False))
                 continue
+            tariff = session.tariff
             decision = continue_session(
                 snapshot,
                 SessionRequest(unit=unit, requested_units=requested, reserved=others + held),
@@ -989,16 +1062,17 @@ class Charging:
                 limits,
                 strict=self.strict,
                 overdraft_used=session.overdraft_used,
+                tariff=tariff if tariff is not snapshot.tariff else None,
             )
             final = False
             if decision.admitted:
-                if affordable_units(snapshot.tariff, unit, decision.available, cap) == 0:
+                if affordable_units(tariff, unit, decision.available, cap) == 0:
                     # Granted from the overdraft: it counts, and the last of it is final.
                     session.overdraft_used += decision.granted_units
                     final = self._overdraft_left(unit, session) == 0
                 elif self.strict and decision.granted_units < cap:
                     final = True
-                held += grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=False)
+                held += grant_cost(tariff, unit, decision.granted_units, new_session=False)
                 if unit is ServiceUnit.TIME:
                     longest = max(longest, float(decision.granted_units))
             results.append((decision, final))
@@ -1341,6 +1415,14 @@ class Charging:
 
     # --- one-shot events --------------------------------------------------------------------
 
+    def tariff_for(self, snapshot: AccountSnapshot, destination: str | None) -> Tariff | None:
+        """What prices a session of the account to ``destination`` now (its own tariff when it
+        has no rate plan); None: no rate."""
+        if self.rates is None or snapshot.terms.rate_plan_id is None:
+            return snapshot.tariff
+        match = self.rates.rate_for(snapshot, called_number(destination), self.clock.wall())
+        return match.tariff if match is not None else None
+
     def has_credit(self, snapshot: AccountSnapshot) -> bool:
         """CHECK_BALANCE: would the account's credit, less what its sessions hold, pay
         anything now?"""
@@ -1348,15 +1430,21 @@ class Charging:
         return available_credit(snapshot, self.clock.wall(), reserved) > 0
 
     @staticmethod
-    def price(snapshot: AccountSnapshot, unit: ServiceUnit, amount: int) -> int:
-        """PRICE_ENQUIRY: what ``amount`` units cost at the account's rate (micro-units)."""
-        return usage_charge(snapshot.tariff, usage_of(unit, amount))
+    def price(tariff: Tariff, unit: ServiceUnit, amount: int) -> int:
+        """PRICE_ENQUIRY: what ``amount`` units cost at ``tariff`` (micro-units)."""
+        return usage_charge(tariff, usage_of(unit, amount))
 
     async def refund(
-        self, snapshot: AccountSnapshot, unit: ServiceUnit, amount: int, idempotency_key: str
+        self,
+        snapshot: AccountSnapshot,
+        tariff: Tariff,
+        unit: ServiceUnit,
+        amount: int,
+        idempotency_key: str,
     ) -> int:
-        """REFUND_ACCOUNT: the price of the units back to the account, once per key."""
-        refund = usage_charge(snapshot.tariff, usage_of(unit, amount))
+        """REFUND_ACCOUNT: the price of the units (at ``tariff``) back to the account, once
+        per key."""
+        refund = usage_charge(tariff, usage_of(unit, amount))
         credited = await self.sink.credit(
             snapshot.account_id, refund, idempotency_key, "diameter REFUND_ACCOUNT"
         )
@@ -1374,10 +1462,11 @@ class Charging:
         report_key: str,
         wire_key: str | None = None,
         client_at: datetime | None = None,
+        destination: str | None = None,
     ) -> tuple[CreditDecision, UsageOutcome | None]:
         """DIRECT_DEBITING: admitted like a new session for exactly ``amount`` units, then
-        charged at once (one generation, opened and closed)."""
-        decision = await self.admit(*identity, unit=unit, requested=amount)
+        charged at once (one generation, opened and closed) at the destination's rate."""
+        decision = await self.admit(*identity, unit=unit, requested=amount, destination=destination)
         if not decision.admitted:
             return decision, None
         if decision.granted_units < amount:
@@ -1385,6 +1474,7 @@ class Charging:
         snapshot = await self.account(*identity)
         if snapshot is None:
             return _unknown(unit), None
+        tariff = self.tariff_for(snapshot, destination) or snapshot.tariff
         report = UsageReport(
             source=ref.source,
             origin=ref.origin,
@@ -1396,7 +1486,7 @@ class Charging:
                 report_key=report_key,
                 received_at=self.clock.wall(),
                 time_zone=snapshot.time_zone,
-                tariff=snapshot.tariff,
+                tariff=tariff,
                 usage=usage_of(unit, amount),
                 counting=Counting.INCREMENT,
                 wire_key=wire_key,
@@ -1413,6 +1503,17 @@ class UnknownSession(LookupError):
     def __init__(self, ref: SessionId) -> None:
         super().__init__(f"no session {ref.key!r} of {ref.origin!r} is known")
         self.ref = ref
+
+
+def called_number(raw: str | None) -> str:
+    """A called number as the rate lookup wants it (E.164 digits), "" when there is none or it
+    is not one (a rate plan may price "" too: then every call gets that rate)."""
+    if not raw:
+        return ""
+    try:
+        return normalize_destination(raw)
+    except IdentityError:
+        return ""
 
 
 def _zone_only(account_id: int, zone: tzinfo) -> AccountSnapshot:

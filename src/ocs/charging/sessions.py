@@ -141,20 +141,21 @@ class SessionBook:
         *,
         claim: Iterable[str] | None = None,
         amount: int | None = None,
-    ) -> tuple[int, float]:
+    ) -> tuple[int, float, str | None]:
         """The session runs (accounting Start, CCR-Initial): it counts against ``max_sessions``
         until it ends or ``ttl_s`` passes without news. Its hold is, by what is given: the
         pending reservations named in ``claim`` (a CCR-Initial's services), ``amount`` (rebuilt
         after a restart), or else the oldest pending reservation of its account (a RADIUS
-        Start: the admission it follows). Returns the amount held for it and the longest
-        grant (seconds) among the admissions it claimed."""
+        Start: the admission it follows). Returns the amount held for it, the longest grant
+        (seconds) among the admissions it claimed, and the first of them (None: none)."""
         if session_key in self._sessions:
             self.touch(session_key, now, ttl_s)
             held = self._reservations.get(session_key)
-            return (held[_AMOUNT] if held is not None else 0), 0.0
+            return (held[_AMOUNT] if held is not None else 0), 0.0, None
         state = self._state(account_id)
         total = 0
         grant_s = 0.0
+        first: str | None = None
         if amount is not None:
             total = amount
         else:
@@ -169,6 +170,8 @@ class SessionBook:
                 if held is not None:
                     state.reserved -= held[_AMOUNT]
                     total += held[_AMOUNT]
+                    if first is None:
+                        first = pending
         if total:
             self._reserve(session_key, account_id, total, now + ttl_s)
         self._sessions[session_key] = (account_id, now + ttl_s)
@@ -176,7 +179,7 @@ class SessionBook:
         state.sessions += 1
         if self._dirty is not None:
             self._dirty.add(account_id)
-        return total, grant_s
+        return total, grant_s, first
 
     def touch(self, session_key: str, now: float, ttl_s: float) -> None:
         """News from a running session (interim update): push its expiry out."""
@@ -290,6 +293,11 @@ class SessionBook:
             return set()
         self._dirty = set()
         return dirty
+
+    def unsynced(self, account_id: int) -> bool:
+        """Whether this instance's figures for the account changed since the sync task last
+        took them (the other instances do not know them yet)."""
+        return self._dirty is not None and account_id in self._dirty
 
     def mark_dirty(self, account_ids: Iterable[int]) -> None:
         """Have these accounts published again (a failed publish, a reconnection)."""

@@ -21,6 +21,7 @@ from ocs.core.model import (
     RefusalReason,
     ServiceUnit,
     SessionRequest,
+    Tariff,
 )
 from ocs.core.rating import affordable_units
 
@@ -107,13 +108,22 @@ def _refuse(
 
 
 def decide(
-    snapshot: AccountSnapshot, request: SessionRequest, now: datetime, limits: GrantLimits
+    snapshot: AccountSnapshot,
+    request: SessionRequest,
+    now: datetime,
+    limits: GrantLimits,
+    *,
+    tariff: Tariff | None = None,
 ) -> CreditDecision:
     """Admit or refuse a **new** session, and size its grant.
 
     Admitted iff the account is active, ``available > 0``, the credit buys at least the
     minimum grant (and one billing step), and the concurrency and setup-rate caps allow it.
+    ``tariff``: what prices this session (the rate for its destination), when not the
+    account's own tariff.
     """
+    if tariff is None:
+        tariff = snapshot.tariff
     limit = effective_credit_limit(snapshot, now)
     available = available_credit(snapshot, now, request.reserved)
     changes = figure_changes_at(snapshot, now)
@@ -129,8 +139,8 @@ def decide(
     if request.requested_units:
         cap = min(cap, max(request.requested_units, minimum))
     # A new session pays the connection fee up front.
-    budget = available - snapshot.tariff.connection_fee
-    granted = affordable_units(snapshot.tariff, request.unit, budget, cap)
+    budget = available - tariff.connection_fee
+    granted = affordable_units(tariff, request.unit, budget, cap)
     if granted < minimum:
         return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
 
@@ -167,9 +177,7 @@ def decide(
     )
 
 
-def overdraft_units(
-    snapshot: AccountSnapshot, unit: ServiceUnit, available: int, limits: GrantLimits
-) -> int:
+def overdraft_units(tariff: Tariff, unit: ServiceUnit, available: int, limits: GrantLimits) -> int:
     """What a running session may be granted, in all, once its credit buys nothing: the
     configured overdraft for the unit, no more than ``overdraft_amount`` beyond the
     available credit buys when that is set."""
@@ -181,7 +189,7 @@ def overdraft_units(
         allowance = limits.overdraft_events
     if limits.overdraft_amount is not None and allowance:
         budget = max(available, 0) + limits.overdraft_amount
-        allowance = affordable_units(snapshot.tariff, unit, budget, allowance)
+        allowance = affordable_units(tariff, unit, budget, allowance)
     return allowance
 
 
@@ -193,6 +201,7 @@ def continue_session(
     *,
     strict: bool = False,
     overdraft_used: int = 0,
+    tariff: Tariff | None = None,
 ) -> CreditDecision:
     """The next grant for a session that is already running.
 
@@ -200,19 +209,22 @@ def continue_session(
     nothing, the session may go on within the overdraft (``overdraft_units``, less the
     ``overdraft_used`` units it was already granted that way), and is refused with
     ``INSUFFICIENT_CREDIT`` when that is spent, so the adapter ends it (Final-Unit-Indication).
-    Strict: no overdraft; refused as soon as the credit buys nothing.
+    Strict: no overdraft; refused as soon as the credit buys nothing. ``tariff``: the rate
+    the session runs at, when not the account's own tariff.
     """
+    if tariff is None:
+        tariff = snapshot.tariff
     limit = effective_credit_limit(snapshot, now)
     available = available_credit(snapshot, now, request.reserved)
     changes = figure_changes_at(snapshot, now)
     cap, _ = _cap_for(request.unit, limits)
     if request.requested_units:
         cap = min(cap, request.requested_units)
-    granted = affordable_units(snapshot.tariff, request.unit, available, cap)
+    granted = affordable_units(tariff, request.unit, available, cap)
     if granted == 0:
         if strict:
             return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
-        allowance = overdraft_units(snapshot, request.unit, available, limits) - overdraft_used
+        allowance = overdraft_units(tariff, request.unit, available, limits) - overdraft_used
         granted = max(min(cap, allowance), 0)
         if granted == 0:
             return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)

@@ -46,6 +46,8 @@ class RefusalReason(StrEnum):
     # The identity has a credential and the request's password (PAP, CHAP, MS-CHAPv2) is wrong
     # or missing: decided before the credit is looked at.
     BAD_CREDENTIAL = "bad_credential"
+    # The account's rate plan prices no prefix of the called number (issue 13).
+    NO_RATE = "no_rate"
 
 
 # What a subscriber or an operator reads (RADIUS Reply-Message, the CLI).
@@ -59,6 +61,7 @@ REFUSAL_TEXT: dict[RefusalReason, str] = {
     RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
     RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
     RefusalReason.BAD_CREDENTIAL: "authentication failed",
+    RefusalReason.NO_RATE: "no rate for the destination",
 }
 
 
@@ -167,6 +170,9 @@ class AccountTerms:
     max_setups_per_s: int | None = None
     tariff: Tariff = field(default=FREE_TARIFF)
     rate_limit: RateLimit | None = None
+    # The account's rate plan (its own, else its class's): calls are priced by destination
+    # from it. None: every call is priced at ``tariff``.
+    rate_plan_id: int | None = None
 
     def __post_init__(self) -> None:
         # One cheap test for the common case; the detailed checks only run to name the fault.
@@ -184,6 +190,7 @@ class AccountTerms:
             )
             and type(self.status) is AccountStatus
             and type(self.limit_basis) is LimitBasis
+            and (self.rate_plan_id is None or type(self.rate_plan_id) is int)
             and (self.rate_limit is None or type(self.rate_limit) is RateLimit)
         ):
             return
@@ -200,6 +207,8 @@ class AccountTerms:
             raise TypeError(f"limit_basis must be a LimitBasis, got {self.limit_basis!r}")
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise TypeError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
+        if self.rate_plan_id is not None:
+            _require_int("rate_plan_id", self.rate_plan_id, minimum=1)
 
 
 _TERM_FIELDS = (
@@ -215,6 +224,7 @@ _TERM_FIELDS = (
     "max_setups_per_s",
     "tariff",
     "rate_limit",
+    "rate_plan_id",
 )
 
 
@@ -257,6 +267,7 @@ class AccountSnapshot:
         max_setups_per_s: int | None = None,
         tariff: Tariff = FREE_TARIFF,
         rate_limit: RateLimit | None = None,
+        rate_plan_id: int | None = None,
     ) -> None:
         _require_int("account_id", account_id)
         _require_int("balance", balance)
@@ -273,6 +284,7 @@ class AccountSnapshot:
             max_setups_per_s=max_setups_per_s,
             tariff=tariff,
             rate_limit=rate_limit,
+            rate_plan_id=rate_plan_id,
         )
         put = object.__setattr__
         put(self, "account_id", account_id)
@@ -385,6 +397,10 @@ class AccountSnapshot:
         return self.terms.tariff
 
     @property
+    def rate_plan_id(self) -> int | None:
+        return self.terms.rate_plan_id
+
+    @property
     def rate_limit(self) -> RateLimit | None:
         return self.terms.rate_limit
 
@@ -464,6 +480,8 @@ class CreditDecision:
     For an admitted time grant on an account whose tariff prices volume, ``volume_quota_bytes``
     is what the same credit buys in bytes (a NAS can enforce both); ``rate_limit`` is the
     account's bandwidth setting, for the NAS to enforce.
+    ``held_by`` is how many running sessions hold the account's credit (set with
+    ``CREDIT_HELD``: the refusal says so).
     """
 
     admitted: bool
@@ -473,8 +491,20 @@ class CreditDecision:
     available: int
     effective_limit: int
     changes_at: datetime | None = None
+    held_by: int = 0
     volume_quota_bytes: int | None = None
     rate_limit: RateLimit | None = None
+
+
+def refusal_text(decision: CreditDecision) -> str:
+    """What a subscriber or an operator reads for a refused decision."""
+    reason = decision.reason
+    if reason is None:
+        return ""
+    if reason is RefusalReason.CREDIT_HELD and decision.held_by:
+        sessions = "session" if decision.held_by == 1 else "sessions"
+        return f"insufficient credit: held by {decision.held_by} running {sessions}"
+    return REFUSAL_TEXT[reason]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

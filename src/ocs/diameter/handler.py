@@ -51,6 +51,7 @@ from ocs.diameter.codec import (
     AVP_REQUESTED_ACTION,
     DIAMETER_CREDIT_LIMIT_REACHED,
     DIAMETER_END_USER_SERVICE_DENIED,
+    DIAMETER_RATING_FAILED,
     DIAMETER_SUCCESS,
     DIAMETER_TOO_BUSY,
     DIAMETER_UNABLE_TO_COMPLY,
@@ -97,6 +98,7 @@ REFUSAL_RESULT_CODES: Final[dict[RefusalReason, int]] = {
     RefusalReason.SETUP_RATE_EXCEEDED: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.CREDIT_DATA_UNAVAILABLE: DIAMETER_UNABLE_TO_COMPLY,
     RefusalReason.BAD_CREDENTIAL: DIAMETER_END_USER_SERVICE_DENIED,  # never from a CCR
+    RefusalReason.NO_RATE: DIAMETER_RATING_FAILED,
 }
 
 COMMAND_LABELS: Final[dict[RequestType, str]] = {
@@ -333,6 +335,7 @@ class CreditControl:
                 unit=unit,
                 requested=requested_amount(request.requested_unit, unit),
                 reservation_key=key,
+                destination=request.destination,
             )
             if decision is None:
                 return None
@@ -355,6 +358,7 @@ class CreditControl:
                 unit=unit,
                 requested=requested_amount(units, unit),
                 reservation_key=key,
+                destination=request.destination,
             )
             if found is None:
                 for held in keys[: len(decisions)]:  # the entry went stale meanwhile
@@ -380,6 +384,7 @@ class CreditControl:
             unit=unit,
             requested=requested_amount(units, unit),
             reservation_key=key,
+            destination=request.destination,
         )
         decisions = [first]
         keys = [key]
@@ -392,6 +397,7 @@ class CreditControl:
                 unit=other_unit,
                 requested=requested_amount(other.requested, other_unit),
                 reservation_key=key,
+                destination=request.destination,
             )
             decisions.append(decision if decision is not None else first)
             keys.append(key)
@@ -637,9 +643,13 @@ class CreditControl:
         first_mscc, unit = services[0]
         units = first_mscc.requested if first_mscc is not None else request.requested_unit
         amount = requested_amount(units, unit) or 1
+        tariff = charging.tariff_for(snapshot, request.destination)
+        if tariff is None:
+            return self._answer(request, REFUSAL_RESULT_CODES[RefusalReason.NO_RATE])
         if action is RequestedAction.REFUND_ACCOUNT:
             refund = await charging.refund(
                 snapshot,
+                tariff,
                 unit,
                 amount,
                 f"{SOURCE}-refund|{request.session_id}|{request.request_number}",
@@ -655,7 +665,7 @@ class CreditControl:
             return self.encoder.build(
                 request,
                 result_code=DIAMETER_SUCCESS,
-                cost_information=self._cost(charging.price(snapshot, unit, amount)),
+                cost_information=self._cost(charging.price(tariff, unit, amount)),
             )
         if snapshot.status is not AccountStatus.ACTIVE:
             return self._answer(request, DIAMETER_END_USER_SERVICE_DENIED)
@@ -679,6 +689,7 @@ class CreditControl:
             report_key=f"n={request.request_number}",
             wire_key=self._wire_key(request),
             client_at=request.event_timestamp,
+            destination=request.destination,
         )
         if not decision.admitted or outcome is None:
             return self._answer(request, self._decision_code(decision))

@@ -52,7 +52,7 @@ from ocs.charging.pipeline import (
 )
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
 from ocs.core.ledger import Counting, ReportKind
-from ocs.core.model import CreditDecision, RefusalReason, ServiceUnit, Usage
+from ocs.core.model import CreditDecision, RefusalReason, ServiceUnit, Usage, refusal_text
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import auth, codec
@@ -404,7 +404,13 @@ class RadiusFront:
                 return
         # The unit is the account's: time, or volume where its tariff prices only volume.
         admission = _reservation_key(ex)
-        decision = self.charging.admit_cached(kind, value, unit=None, reservation_key=admission)
+        decision = self.charging.admit_cached(
+            kind,
+            value,
+            unit=None,
+            reservation_key=admission,
+            destination=packet.get_str(codec.CALLED_STATION_ID),
+        )
         if decision is not None:
             self._reply_access(ex, decision, checked, admission)
             return
@@ -508,7 +514,11 @@ class RadiusFront:
                         self._refuse_credential(ex, checked)
                         return
             decision = await self.charging.admit(
-                kind, value, unit=None, reservation_key=_reservation_key(ex)
+                kind,
+                value,
+                unit=None,
+                reservation_key=_reservation_key(ex),
+                destination=ex.packet.get_str(codec.CALLED_STATION_ID),
             )
         except Exception:
             self._replies.pop(ex.key, None)
@@ -591,7 +601,9 @@ class RadiusFront:
         else:
             code = codec.ACCESS_REJECT
             reason = decision.reason if decision is not None else None
-            attributes = client.reply.reject_attributes(reason)
+            attributes = client.reply.reject_attributes(
+                reason, text=refusal_text(decision) if decision is not None else None
+            )
             label = reason.value if reason is not None else "unknown_account"
             counter = self._rejects.get(label)
             if counter is None:

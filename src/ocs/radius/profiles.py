@@ -301,6 +301,7 @@ H323_RETURN_CODES: Final[Mapping[RefusalReason, int]] = MappingProxyType(
         RefusalReason.CLOSED: 5,
         RefusalReason.BLOCKED: 7,
         RefusalReason.CREDIT_DATA_UNAVAILABLE: 8,
+        RefusalReason.NO_RATE: 9,  # called number blocked: nothing prices it
     }
 )
 H323_SUCCESS: Final = 0
@@ -317,6 +318,7 @@ SIP_RESPONSE_CODES: Final[Mapping[RefusalReason, int]] = MappingProxyType(
         RefusalReason.TOO_MANY_SESSIONS: 403,
         RefusalReason.SETUP_RATE_EXCEEDED: 403,
         RefusalReason.CREDIT_DATA_UNAVAILABLE: 503,  # the caller may retry elsewhere or later
+        RefusalReason.NO_RATE: 403,
     }
 )
 
@@ -374,11 +376,14 @@ class ReplySettings:
             out.extend(rate_limit_attributes(profile.rate_limit, limit.up_kbps, limit.down_kbps))
         return out
 
-    def reject_attributes(self, reason: RefusalReason | None) -> list[tuple[int, bytes]]:
-        """An Access-Reject's attributes after Message-Authenticator: Reply-Message first.
-        ``reason`` None: the request named no usable identity (an unknown account)."""
+    def reject_attributes(
+        self, reason: RefusalReason | None, *, text: str | None = None
+    ) -> list[tuple[int, bytes]]:
+        """An Access-Reject's attributes after Message-Authenticator: Reply-Message first
+        (``text``, else the reason's own text). ``reason`` None: the request named no usable
+        identity (an unknown account)."""
         why = reason if reason is not None else RefusalReason.UNKNOWN_ACCOUNT
-        out = [codec.attr_str(codec.REPLY_MESSAGE, REFUSAL_TEXT[why])]
+        out = [codec.attr_str(codec.REPLY_MESSAGE, text or REFUSAL_TEXT[why])]
         profile = self.profile
         if profile.sip_response_code:
             out.append(codec.attr_int(SIP_RESPONSE_CODE, SIP_RESPONSE_CODES[why]))

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from ocs.core.currency import CurrencyError, parse_currency
 from ocs.core.identity import IdentityKind, normalize_identity
 from ocs.core.model import (
     AccountSnapshot,
@@ -95,7 +96,7 @@ SNAPSHOT_COLUMNS = (
     "limit_basis, unbilled_micros, unbilled_period, time_zone, max_sessions, max_setups_per_s, "
     "price_per_minute_micros, billing_increment_s, minimum_s, price_per_mb_micros, "
     "connection_fee_micros, price_per_event_micros, temp_amount_micros, temp_percent_bp, "
-    "temp_valid_until, rate_limit_up_kbps, rate_limit_down_kbps"
+    "temp_valid_until, rate_plan_id, rate_limit_up_kbps, rate_limit_down_kbps"
 )
 
 # The same, plus the row's change stamp as the last column (the cache's version).
@@ -145,6 +146,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         temp_amount,
         temp_bp,
         temp_until,
+        rate_plan_id,
         rate_up,
         rate_down,
     ) = row[:SNAPSHOT_WIDTH]
@@ -166,6 +168,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         max_sessions=max_sessions,
         max_setups_per_s=max_setups,
         tariff=_tariff(per_minute or 0, increment, minimum, per_mb or 0, fee or 0, per_event or 0),
+        rate_plan_id=rate_plan_id,
         rate_limit=_rate_limit(rate_up, rate_down),
     )
 
@@ -239,8 +242,10 @@ _BULK_ACCOUNTS = """
 SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::bigint,
        (min_balance * 1000000)::bigint, limit_basis, (unbilled * 1000000)::bigint,
        unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id,
-       rate_limit_up_kbps, rate_limit_down_kbps
+       rate_plan_id, account_class_id, rate_limit_up_kbps, rate_limit_down_kbps
 FROM accounts"""
+# Each class's rate plan, for accounts without their own (as the view's COALESCE does).
+_BULK_CLASS_PLANS = "SELECT id, rate_plan_id FROM account_classes WHERE rate_plan_id IS NOT NULL"
 _BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
 _CREDENTIALS = "SELECT kind, value, credential FROM account_identities WHERE credential IS NOT NULL"
 
@@ -266,6 +271,9 @@ async def load_all(
             r[0]: TemporaryIncrease(valid_until=r[3], amount=r[1], percent_bp=r[2])
             for r in await conn.fetch(_BULK_INCREASES)
         }
+        class_plans: dict[int | None, int] = {
+            r[0]: r[1] for r in await conn.fetch(_BULK_CLASS_PLANS)
+        }
         statuses, bases = _STATUSES, _BASES
         balance_basis = LimitBasis.BALANCE
         zones: dict[str, tzinfo] = {}
@@ -287,6 +295,8 @@ async def load_all(
                 max_sessions,
                 max_setups,
                 tariff_id,
+                own_plan,
+                class_id,
                 rate_up,
                 rate_down,
             ) in rows:
@@ -302,6 +312,7 @@ async def load_all(
                     else (row_unbilled, row_unbilled_period)
                 )
                 increase = increases.get(account)
+                rate_plan = own_plan if own_plan is not None else class_plans.get(class_id)
                 terms_key = (
                     status,
                     credit_limit,
@@ -314,6 +325,7 @@ async def load_all(
                     max_sessions,
                     max_setups,
                     tariff_id,
+                    rate_plan,
                     rate_up,
                     rate_down,
                 )
@@ -331,6 +343,7 @@ async def load_all(
                         max_sessions=max_sessions,
                         max_setups_per_s=max_setups,
                         tariff=tariffs[tariff_id],
+                        rate_plan_id=rate_plan,
                         rate_limit=_rate_limit(rate_up, rate_down),
                     )
                 entries[account] = build(account, name, balance, terms)
@@ -429,6 +442,27 @@ class AccountSettings:
     account_class: str | None = None
     transfers: TransfersSetting | None = None
     rate_limit_kbps: tuple[int, int] | None = None  # (up, down); (0, 0) removes it
+    rate_plan: str | None = None  # "" removes the account's own plan (its class's then applies)
+    currency: str | None = None  # ISO 4217
+
+
+def _currency(code: str | None) -> str | None:
+    if code is None:
+        return None
+    try:
+        return parse_currency(code)
+    except CurrencyError as exc:
+        raise StoreError(str(exc)) from None
+
+
+async def rate_plan_id(db: Executor, name: str) -> int:
+    found: int | None = await db.fetchval("SELECT id FROM rate_plans WHERE name = $1", name)
+    if found is None:
+        raise NotFound(
+            f"no rate plan named {name!r} (create it with 'ocs rate-plan create {name} "
+            "--currency CODE')"
+        )
+    return found
 
 
 def _check_time_zone(name: str) -> None:
@@ -456,12 +490,14 @@ async def create_account(
         klass = (
             await account_class_id(conn, settings.account_class) if settings.account_class else None
         )
+        plan = await rate_plan_id(conn, settings.rate_plan) if settings.rate_plan else None
         try:
             new_id: int = await conn.fetchval(
                 """INSERT INTO accounts (name, status, min_balance, limit_basis, time_zone,
                                          max_sessions, max_setups_per_s, tariff_id,
-                                         account_class_id, transfers)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+                                         account_class_id, transfers, rate_plan_id, currency)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                           COALESCE($12, 'USD')) RETURNING id""",
                 name,
                 (settings.status or AccountStatus.ACTIVE).value,
                 to_decimal(settings.min_balance or 0),
@@ -472,9 +508,14 @@ async def create_account(
                 tariff,
                 klass,
                 settings.transfers or "class",
+                plan,
+                _currency(settings.currency),
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an account named {name!r} exists already") from None
+        except asyncpg.PostgresError:
+            with database_rules():  # a plan in another currency: OC004, said as the rule says
+                raise
         if settings.rate_limit_kbps is not None and any(settings.rate_limit_kbps):
             await conn.execute(
                 "UPDATE accounts SET rate_limit_up_kbps = $2, rate_limit_down_kbps = $3 "
@@ -538,11 +579,20 @@ async def update_account(
             up, down = settings.rate_limit_kbps
             put("rate_limit_up_kbps", up or None)
             put("rate_limit_down_kbps", down or None)
+        if settings.rate_plan is not None:
+            put(
+                "rate_plan_id",
+                await rate_plan_id(conn, settings.rate_plan) if settings.rate_plan else None,
+            )
+        if settings.currency is not None:
+            put("currency", _currency(settings.currency))
         if assignments:
             values.append(acct)
-            await conn.execute(
-                f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}", *values
-            )
+            with database_rules():
+                await conn.execute(
+                    f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}",
+                    *values,
+                )
         if settings.credit_limit is not None:
             await set_credit_limit(
                 conn, acct, settings.credit_limit, changed_by=changed_by, operator=operator

@@ -3,7 +3,8 @@
 --
 -- Both change what a decision says, so both announce the change like every other setting
 -- (ocs_touch_account: changed_at and NOTIFY ocs_account_changed), and the snapshot view carries
--- the rate limit (new columns at the end: CREATE OR REPLACE VIEW only adds).
+-- the rate limit (0020's view with two columns added at the end: CREATE OR REPLACE VIEW only
+-- adds).
 
 ALTER TABLE accounts
     ADD COLUMN rate_limit_up_kbps integer CHECK (rate_limit_up_kbps > 0),
@@ -57,9 +58,11 @@ SELECT
     (tl.percent * 100)::bigint AS temp_percent_bp,
     tl.valid_until AS temp_valid_until,
     a.changed_at,
+    COALESCE(a.rate_plan_id, c.rate_plan_id) AS rate_plan_id,
     a.rate_limit_up_kbps,
     a.rate_limit_down_kbps
 FROM accounts a
 LEFT JOIN tariffs t ON t.id = a.tariff_id
 LEFT JOIN temporary_credit_limits tl
-    ON tl.account_id = a.id AND tl.revoked_at IS NULL AND tl.valid_until > now();
+    ON tl.account_id = a.id AND tl.revoked_at IS NULL AND tl.valid_until > now()
+LEFT JOIN account_classes c ON c.id = a.account_class_id;
