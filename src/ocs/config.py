@@ -190,6 +190,41 @@ class CacheConfig:
     )
 
 
+MESSAGE_AUTHENTICATOR_POLICIES = ("auto", "true", "false")
+# The client profiles of ocs.radius.profiles.PROFILES (a test keeps the two in step).
+RADIUS_PROFILES = (
+    "generic",
+    "kamailio",
+    "opensips",
+    "freeswitch",
+    "cisco",
+    "mikrotik",
+    "accel-ppp",
+    "chillispot",
+)
+
+
+def check_currency(value: Any) -> str | None:
+    text = str(value)
+    if text == "" or (len(text) == 3 and text.isascii() and text.isalpha() and text.isupper()):
+        return None
+    return 'an ISO 4217 code such as "EUR" or "USD", or "" (none)'
+
+
+def check_message_authenticator_policy(value: Any) -> str | None:
+    """true, false or "auto" (a string "true"/"false" too: environment variables are text)."""
+    if isinstance(value, bool) or str(value).lower() in MESSAGE_AUTHENTICATOR_POLICIES:
+        return None
+    return 'true, false or "auto"'
+
+
+def message_authenticator_policy(value: bool | str) -> str:
+    """The policy as one of ``MESSAGE_AUTHENTICATOR_POLICIES``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.lower()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RadiusClientConfig:
     address: str = _spec(
@@ -197,9 +232,11 @@ class RadiusClientConfig:
     )
     secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True)
     name: str = _spec("", "A name for logs (default: the address).")
-    require_message_authenticator: bool = _spec(
-        True,
-        "Drop an Access-Request without a valid Message-Authenticator (BlastRADIUS).",
+    require_message_authenticator: bool | str | None = _spec(
+        None,
+        'Message-Authenticator on Access-Request: true (required), false, or "auto" (required '
+        "once the client has sent one). Unset: radius.require_message_authenticator.",
+        check=check_message_authenticator_policy,
     )
     limit_proxy_state: bool = _spec(
         True, "Drop an Access-Request that has Proxy-State but no Message-Authenticator."
@@ -211,6 +248,29 @@ class RadiusClientConfig:
         None,
         "How that attribute's value is looked up (default: radius.identity_kind).",
         choices=IDENTITY_KINDS,
+    )
+    profile: str = _spec(
+        "generic",
+        "What kind of client this is: which identity attribute it sends, how its accounting "
+        "reads and which reply attributes it acts on (docs/recipes/). With a profile other "
+        "than generic, its identity attribute and kind apply unless set here.",
+        choices=RADIUS_PROFILES,
+    )
+    acct_interim_interval_s: int | None = _spec(
+        None,
+        "Acct-Interim-Interval sent in Access-Accept (0: none). Unset: the profile's (300 for "
+        "mikrotik, accel-ppp and chillispot; none otherwise).",
+        check=_range(0, 86400),
+    )
+    idle_timeout_s: int | None = _spec(
+        None,
+        "Idle-Timeout sent in Access-Accept, for profiles whose clients act on it. Unset: none.",
+        check=_range(1, 86400),
+    )
+    disconnect_port: int | None = _spec(
+        None,
+        "The client's RFC 5176 Disconnect/CoA port. Unset: the profile's (3799; Cisco 1700).",
+        check=_range(1, 65535),
     )
 
 
@@ -231,6 +291,18 @@ class RadiusConfig:
     )
     identity_kind: str = _spec(
         "user_name", "How the identity attribute's value is looked up.", choices=IDENTITY_KINDS
+    )
+    require_message_authenticator: bool | str = _spec(
+        "auto",
+        "Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), for clients that "
+        'do not set their own: true drops a request without one, false accepts it, "auto" '
+        "requires one from a client address once it has sent one (as FreeRADIUS 3.2.5).",
+        check=check_message_authenticator_policy,
+    )
+    currency: str = _spec(
+        "",
+        'ISO 4217 code sent as h323-currency beside h323-credit-amount ("": none).',
+        check=check_currency,
     )
     queue_size: int = _spec(
         4096,
@@ -564,6 +636,15 @@ def _describe(tp: Any) -> str:
     )
 
 
+def _is_exactly(tp: Any, value: Any) -> bool:
+    return (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+
+
 def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted, or append a problem."""
     origin = typing.get_origin(tp)
@@ -571,14 +652,15 @@ def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(inner) > 1:
+            # Several types allowed (``bool | str``): the first that takes the value as it is.
+            for candidate in inner:
+                if _is_exactly(candidate, value):
+                    return _convert(key, candidate, value, problems)
+            problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
+            return dataclasses.MISSING
         return _convert(key, inner[0], value, problems)
-    ok = (
-        (tp is bool and isinstance(value, bool))
-        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
-        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
-        or (tp is str and isinstance(value, str))
-    )
-    if not ok:
+    if not _is_exactly(tp, value):
         problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
         return dataclasses.MISSING
     return float(value) if tp is float else value

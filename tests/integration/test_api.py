@@ -419,6 +419,19 @@ def test_rate_plans_accounts_and_rates_through_the_api(demo: str, apis, tmp_path
         # Assigning a plan is a change of the account's settings.
         back = http.patch("/accounts/zurich", json={"rate_plan": "retail"})
         assert back.status_code == 200 and back.json()["rate_plan"] == "retail"
+        assert back.json()["rate_limit"] is None
+        # The bandwidth limit data NAS are told, as `ocs account update --rate-limit`.
+        limited = http.patch(
+            "/accounts/zurich", json={"rate_limit": {"up_kbps": 512, "down_kbps": 4096}}
+        )
+        assert limited.json()["rate_limit"] == {"up_kbps": 512, "down_kbps": 4096}
+        assert "512 up / 4096 down kbit/s" in run_ocs("account", "show", "zurich", dsn=demo).out
+        half = http.patch("/accounts/zurich", json={"rate_limit": {"up_kbps": 0, "down_kbps": 1}})
+        assert half.status_code == 422 and "both rates" in half.json()["detail"]
+        unlimited = http.patch(
+            "/accounts/zurich", json={"rate_limit": {"up_kbps": 0, "down_kbps": 0}}
+        )
+        assert unlimited.json()["rate_limit"] is None
 
         # Which rate, and why: on the account's clock 07:30 UTC of a Monday is 08:30, peak.
         at = "2027-03-01T07:30+00:00"

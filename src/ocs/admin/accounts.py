@@ -43,6 +43,8 @@ class AccountSettings:
 
     ``account_class`` ``""`` removes the class; ``transfers`` is whether the account may send
     and receive subscriber-to-subscriber transfers: yes, no, or as its class says.
+    ``rate_limit_kbps`` is the bandwidth (up, down) in kbit/s that data NAS are told
+    (Mikrotik-Rate-Limit, WISPr); ``(0, 0)`` removes it.
     ``rate_plan`` names the account's own plan for rating by destination (``""`` removes it:
     its class's plan applies then, else its tariff); ``currency`` is an ISO 4217 code (``USD``
     when an account is created without one). The database refuses a plan in another currency
@@ -58,6 +60,7 @@ class AccountSettings:
     tariff: str | None = None
     account_class: str | None = None
     transfers: TransfersSetting | None = None
+    rate_limit_kbps: tuple[int, int] | None = None  # (up, down); (0, 0) removes it
     rate_plan: str | None = None
     currency: str | None = None
 
@@ -127,6 +130,14 @@ async def create_account(
         except asyncpg.PostgresError:
             with database_rules():  # a plan in another currency: OC004, said as the rule says
                 raise
+        if settings.rate_limit_kbps is not None and any(settings.rate_limit_kbps):
+            with database_rules():
+                await conn.execute(
+                    "UPDATE accounts SET rate_limit_up_kbps = $2, rate_limit_down_kbps = $3 "
+                    "WHERE id = $1",
+                    new_id,
+                    *settings.rate_limit_kbps,
+                )
         if settings.credit_limit:
             await set_credit_limit(
                 conn, new_id, settings.credit_limit, changed_by=changed_by, operator=operator
@@ -179,6 +190,10 @@ async def update_account(
             )
         if settings.transfers is not None:
             put("transfers", settings.transfers)
+        if settings.rate_limit_kbps is not None:
+            up, down = settings.rate_limit_kbps
+            put("rate_limit_up_kbps", up or None)
+            put("rate_limit_down_kbps", down or None)
         if settings.rate_plan is not None:
             put(
                 "rate_plan_id",
@@ -243,8 +258,19 @@ async def identities_of(db: Executor, account: int) -> list[tuple[str, str]]:
     return [(r["kind"], r["value"]) for r in rows]
 
 
-async def add_identity(db: Executor, account_name: str, kind: IdentityKind, value: str) -> str:
-    """Attach an identity; returns its normal form. Refuses one another account already has."""
+async def add_identity(
+    db: Executor,
+    account_name: str,
+    kind: IdentityKind,
+    value: str,
+    *,
+    credential: str | None = None,
+) -> str:
+    """Attach an identity; returns its normal form. Refuses one another account already has.
+
+    ``credential`` (a stored form from ``ocs.radius.auth.stored_credential``) makes RADIUS
+    check the request's password for this identity; given for an identity the account has
+    already, it replaces that identity's credential."""
     normal = normalize_identity(kind, value)
     acct = await account_id(db, account_name)
     owner: str | None = await db.fetchval(
@@ -255,16 +281,28 @@ async def add_identity(db: Executor, account_name: str, kind: IdentityKind, valu
     )
     if owner is not None:
         if owner == account_name:
+            if credential is not None:
+                with database_rules():
+                    await db.execute(
+                        "UPDATE account_identities SET credential = $3 "
+                        "WHERE kind = $1 AND value = $2",
+                        kind.value,
+                        normal,
+                        credential,
+                    )
             return normal
         raise Conflict(f"{kind.value} {normal!r} belongs to account {owner!r} already")
     try:
-        await db.execute(
-            "INSERT INTO account_identities (account_id, kind, value) VALUES ($1, $2, $3)",
-            acct,
-            kind.value,
-            normal,
-        )
-    except asyncpg.UniqueViolationError:
+        with database_rules():
+            await db.execute(
+                "INSERT INTO account_identities (account_id, kind, value, credential) "
+                "VALUES ($1, $2, $3, $4)",
+                acct,
+                kind.value,
+                normal,
+                credential,
+            )
+    except (asyncpg.UniqueViolationError, Conflict):
         raise Conflict(f"{kind.value} {normal!r} was just given to another account") from None
     return normal
 
@@ -378,7 +416,7 @@ async def account_settings(db: Executor, name: str) -> dict[str, Any]:
                   c.name AS account_class, a.transfers, a.blocked_reason,
                   (a.balance * 1000000)::bigint AS balance, a.created_at,
                   own.name AS rate_plan, COALESCE(own.name, inherited.name) AS rate_plan_in_force,
-                  a.currency
+                  a.currency, a.rate_limit_up_kbps, a.rate_limit_down_kbps
            FROM accounts a LEFT JOIN tariffs t ON t.id = a.tariff_id
                 LEFT JOIN account_classes c ON c.id = a.account_class_id
                 LEFT JOIN rate_plans own ON own.id = a.rate_plan_id

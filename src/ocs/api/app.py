@@ -294,6 +294,15 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
 
     # --- accounts -----------------------------------------------------------------------------
 
+    def rate_limit_from(given: m.RateLimitIn | None) -> tuple[int, int] | None:
+        if given is None:
+            return None
+        if (given.up_kbps == 0) != (given.down_kbps == 0):
+            raise InvalidRequest(
+                "rate_limit: both rates at least 1 kbit/s, or both 0 to remove the limit"
+            )
+        return (given.up_kbps, given.down_kbps)
+
     def settings_from(body: m.AccountSettingsIn) -> admin.AccountSettings:
         return admin.AccountSettings(
             status=AccountStatus(body.status) if body.status else None,
@@ -306,6 +315,7 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
             tariff=body.tariff,
             account_class=body.account_class,
             transfers=body.transfers,
+            rate_limit_kbps=rate_limit_from(body.rate_limit),
             rate_plan=body.rate_plan,
             currency=body.currency,
         )
@@ -314,6 +324,8 @@ def create_app(config: Config, *, pool: asyncpg.Pool | None = None) -> FastAPI:
         row = await admin.account_settings(db, name)
         for field in ("credit_limit", "min_balance", "balance"):
             row[field] = money(row[field])
+        up, down = row.pop("rate_limit_up_kbps"), row.pop("rate_limit_down_kbps")
+        row["rate_limit"] = None if up is None else {"up_kbps": up, "down_kbps": down}
         return m.Account(**row).model_dump(mode="json")
 
     @app.get("/accounts", tags=["accounts"], response_model=m.AccountPage)

@@ -44,6 +44,18 @@ class Request(BaseModel):
 # --- accounts -----------------------------------------------------------------------------------
 
 
+class RateLimitIn(Request):
+    """Both 0 removes the limit."""
+
+    up_kbps: int = Field(ge=0, le=2_000_000_000, description="from the subscriber, kbit/s")
+    down_kbps: int = Field(ge=0, le=2_000_000_000, description="towards the subscriber, kbit/s")
+
+
+class RateLimitOut(BaseModel):
+    up_kbps: int
+    down_kbps: int
+
+
 class AccountSettingsIn(Request):
     status: Status | None = None
     credit_limit: Money | None = None
@@ -59,6 +71,10 @@ class AccountSettingsIn(Request):
     tariff: Name | None = None
     account_class: str | None = Field(default=None, max_length=200, description='"" removes it')
     transfers: Transfers | None = None
+    rate_limit: RateLimitIn | None = Field(
+        default=None,
+        description="bandwidth sent to data NAS (Mikrotik-Rate-Limit, WISPr); both 0 removes it",
+    )
     rate_plan: str | None = Field(
         default=None,
         max_length=200,
@@ -90,6 +106,7 @@ class Account(BaseModel):
     transfers: Transfers
     blocked_reason: str | None
     created_at: datetime
+    rate_limit: RateLimitOut | None
     currency: str
     rate_plan: str | None = Field(description="the account's own rate plan")
     rate_plan_in_force: str | None = Field(

@@ -686,7 +686,11 @@ class Charging:
                 snapshot, replace(request, reserved=0), self.clock.wall(), self.limits, tariff=rated
             )
             if unheld.admitted:
-                decision = replace(decision, reason=RefusalReason.CREDIT_HELD)
+                decision = replace(
+                    decision,
+                    reason=RefusalReason.CREDIT_HELD,
+                    held_by=max(request.active_sessions, 1),
+                )
         if decision.admitted and reservation_key is not None:
             if (
                 may_defer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,6 +12,7 @@ from ocs import admin
 from ocs.cli.common import (
     EXIT_OK,
     Subparsers,
+    UsageError,
     amount_arg,
     count_arg,
     describe_decision,
@@ -20,11 +22,13 @@ from ocs.cli.common import (
     note_without_operator,
     operator_name,
     operator_option,
+    rate_limit_arg,
     table,
 )
 from ocs.config import Config
 from ocs.core import AccountStatus, LimitBasis, format_amount
 from ocs.core.identity import IdentityKind
+from ocs.radius.auth import CredentialError, CredentialStorage, stored_credential
 
 BLOCKED_REASONS = {
     "prepaid_unpaid": "a prepaid period is unpaid (a payment that covers it unblocks)"
@@ -43,6 +47,7 @@ def _settings_from(args: argparse.Namespace) -> admin.AccountSettings:
         tariff=args.tariff,
         account_class=args.account_class,
         transfers=args.transfers,
+        rate_limit_kbps=args.rate_limit,
         rate_plan=args.rate_plan,
         currency=args.currency,
     )
@@ -111,6 +116,9 @@ def account_report(overview: admin.AccountOverview) -> list[tuple[str, str]]:
     ]
     if overview.unbilled_this_period is not None:
         pairs.append(("unbilled this period", format_amount(overview.unbilled_this_period)))
+    if snapshot.rate_limit is not None:
+        limit = snapshot.rate_limit
+        pairs.append(("rate limit", f"{limit.up_kbps} up / {limit.down_kbps} down kbit/s"))
     caps = []
     if snapshot.max_sessions is not None:
         caps.append(f"{snapshot.max_sessions} sessions")
@@ -189,8 +197,18 @@ async def cmd_account_list(db: Any, args: argparse.Namespace, config: Config) ->
 
 
 async def cmd_identity_add(db: Any, args: argparse.Namespace, config: Config) -> int:
-    normal = await admin.add_identity(db.pool, args.account, IdentityKind(args.kind), args.value)
-    print(f"account {args.account}: {args.kind} {normal}")
+    credential = None
+    if args.password is not None:
+        password = sys.stdin.readline().rstrip("\r\n") if args.password == "-" else args.password
+        try:
+            credential = stored_credential(password, CredentialStorage(args.password_storage))
+        except CredentialError as exc:
+            raise UsageError(f"--password: {exc}") from None
+    normal = await admin.add_identity(
+        db.pool, args.account, IdentityKind(args.kind), args.value, credential=credential
+    )
+    stored = f" (password stored as {args.password_storage})" if credential else ""
+    print(f"account {args.account}: {args.kind} {normal}{stored}")
     return EXIT_OK
 
 
@@ -231,6 +249,12 @@ def _account_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tariff", metavar="NAME")
     parser.add_argument(
+        "--rate-limit",
+        type=rate_limit_arg,
+        metavar="UP/DOWN",
+        help="bandwidth in kbit/s sent to data NAS (Mikrotik-Rate-Limit, WISPr); 'none' removes",
+    )
+    parser.add_argument(
         "--class", dest="account_class", metavar="NAME", help="account class ('' for none)"
     )
     parser.add_argument(
@@ -266,6 +290,18 @@ def register(top: Subparsers) -> None:
     p.add_argument("account")
     p.add_argument("kind", choices=[k.value for k in IdentityKind])
     p.add_argument("value")
+    p.add_argument(
+        "--password",
+        metavar="PW",
+        help="RADIUS requests for this identity must prove it (PAP, CHAP, MS-CHAPv2); "
+        "'-' reads it from stdin",
+    )
+    p.add_argument(
+        "--password-storage",
+        choices=["hash", "nt-hash", "cleartext"],
+        default="hash",
+        help="hash (PBKDF2): PAP only; nt-hash: PAP and MS-CHAPv2; cleartext: also CHAP",
+    )
     p.set_defaults(func=cmd_identity_add)
 
 

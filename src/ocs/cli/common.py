@@ -115,6 +115,18 @@ def count_arg(text: str) -> int:
     return value
 
 
+def rate_limit_arg(text: str) -> tuple[int, int]:
+    """UP/DOWN in kbit/s, or 'none' (given as (0, 0): remove the limit)."""
+    if text.strip().lower() == "none":
+        return (0, 0)
+    up, sep, down = text.partition("/")
+    if not sep or not up.strip().isdigit() or not down.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected UP/DOWN in kbit/s, e.g. 512/4096")
+    if int(up) < 1 or int(down) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both rates must be at least 1 kbit/s")
+    return (int(up), int(down))
+
+
 def seconds_arg(text: str) -> int:
     try:
         value = int(text)

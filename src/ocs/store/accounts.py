@@ -25,6 +25,7 @@ from ocs.core.model import (
     AccountStatus,
     AccountTerms,
     LimitBasis,
+    RateLimit,
     Tariff,
     TemporaryIncrease,
 )
@@ -48,7 +49,7 @@ SNAPSHOT_COLUMNS = (
     "limit_basis, unbilled_micros, unbilled_period, time_zone, max_sessions, max_setups_per_s, "
     "price_per_minute_micros, billing_increment_s, minimum_s, price_per_mb_micros, "
     "connection_fee_micros, price_per_event_micros, temp_amount_micros, temp_percent_bp, "
-    "temp_valid_until, rate_plan_id"
+    "temp_valid_until, rate_plan_id, rate_limit_up_kbps, rate_limit_down_kbps"
 )
 
 # The same, plus the row's change stamp as the last column (the cache's version).
@@ -99,6 +100,8 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         temp_bp,
         temp_until,
         rate_plan_id,
+        rate_up,
+        rate_down,
     ) = row[:SNAPSHOT_WIDTH]
     increase = None
     if temp_until is not None:
@@ -119,7 +122,16 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         max_setups_per_s=max_setups,
         tariff=_tariff(per_minute or 0, increment, minimum, per_mb or 0, fee or 0, per_event or 0),
         rate_plan_id=rate_plan_id,
+        rate_limit=_rate_limit(rate_up, rate_down),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _rate_limit(up_kbps: int | None, down_kbps: int | None) -> RateLimit | None:
+    # Few distinct limits (an operator's plans): share the objects.
+    if up_kbps is None or down_kbps is None:
+        return None
+    return RateLimit(up_kbps=up_kbps, down_kbps=down_kbps)
 
 
 async def snapshot_by_id(db: Executor, account_id: int) -> AccountSnapshot | None:
@@ -183,11 +195,12 @@ _BULK_ACCOUNTS = """
 SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::bigint,
        (min_balance * 1000000)::bigint, limit_basis, (unbilled * 1000000)::bigint,
        unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id,
-       rate_plan_id, account_class_id
+       rate_plan_id, account_class_id, rate_limit_up_kbps, rate_limit_down_kbps
 FROM accounts"""
 # Each class's rate plan, for accounts without their own (as the view's COALESCE does).
 _BULK_CLASS_PLANS = "SELECT id, rate_plan_id FROM account_classes WHERE rate_plan_id IS NOT NULL"
 _BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
+_CREDENTIALS = "SELECT kind, value, credential FROM account_identities WHERE credential IS NOT NULL"
 
 
 async def load_all(
@@ -237,6 +250,8 @@ async def load_all(
                 tariff_id,
                 own_plan,
                 class_id,
+                rate_up,
+                rate_down,
             ) in rows:
                 tz = zones.get(time_zone)
                 if tz is None:
@@ -264,6 +279,8 @@ async def load_all(
                     max_setups,
                     tariff_id,
                     rate_plan,
+                    rate_up,
+                    rate_down,
                 )
                 terms = shared_terms.get(terms_key)
                 if terms is None:
@@ -280,6 +297,7 @@ async def load_all(
                         max_setups_per_s=max_setups,
                         tariff=tariffs[tariff_id],
                         rate_plan_id=rate_plan,
+                        rate_limit=_rate_limit(rate_up, rate_down),
                     )
                 entries[account] = build(account, name, balance, terms)
             if len(entries) % 100_000 < len(rows):
@@ -300,3 +318,21 @@ async def load_all(
                     by_value = index[kind] = {}
                 by_value[key] = account
     return entries, index
+
+
+async def load_credentials(db: Executor) -> dict[tuple[str, str], str]:
+    """Every stored credential by (identity kind, normalized value): only the identities that
+    have one (few: most are checked for credit only), so the cache can tell at once whether an
+    Access-Request must prove a password."""
+    rows = await db.fetch(_CREDENTIALS)
+    return {(r["kind"], r["value"]): r["credential"] for r in rows}
+
+
+async def credential_of(db: Executor, kind: IdentityKind, value: str) -> str | None:
+    """One identity's stored credential (``value`` in normal form), or None."""
+    found: str | None = await db.fetchval(
+        "SELECT credential FROM account_identities WHERE kind = $1 AND value = $2",
+        kind.value,
+        value,
+    )
+    return found
