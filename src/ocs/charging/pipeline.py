@@ -679,6 +679,10 @@ class Charging:
                 else ServiceUnit.TIME
             )
         reserved = self.sessions.reserved(account)
+        if reservation_key is not None and reserved:
+            # The same admission again (a call attempted again under its name): its earlier
+            # hold is what this one replaces, not credit another session holds.
+            reserved -= self.sessions.held_for(reservation_key)
         request = SessionRequest(
             unit=unit,
             active_sessions=self.sessions.active_sessions(account),

@@ -884,7 +884,13 @@ def _admission_of(packet: Packet) -> str | None:
 
 
 def _reservation_key(ex: _Exchange) -> str:
-    """The admission's pending reservation, until the session's Start claims it."""
+    """The admission's pending reservation, until the session's Start claims it. An
+    Access-Request that names its call (the client's call key: Acct-Session-Id, h323-conf-id
+    ...) holds under that name, so an attempt of the same call again replaces the hold
+    instead of adding to it; else each request holds its own."""
+    call = ex.client.call_key.read(ex.packet)
+    if call:
+        return f"radius-call|{ex.key[0]}|{call}"
     host, port = ex.key[0], ex.key[1]
     return f"radius-auth|{host}|{port}|{ex.packet.identifier}|{ex.packet.authenticator.hex()}"
 
