@@ -350,7 +350,7 @@ class Daemon:
                 max_stale_s=cfg.cache.max_stale_s,
                 on_stale=cfg.cache.on_stale,
                 load_timeout_s=cfg.cache.load_timeout_s,
-                pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+                pending_reservation_ttl_s=cfg.grant.ring_limit_s,
                 session_ttl_margin_s=cfg.grant.session_margin_s,
                 write_behind_s=cfg.usage.write_behind_s,
             ),
@@ -358,6 +358,7 @@ class Daemon:
             strict=cfg.diameter.strict,
             rates=self.rate_plans,
         )
+        charging.charge_unended = cfg.grant.unended_sessions == "charge_grant"
         results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):
             results[reason] = self.metrics.decisions.labels(reason)

@@ -345,10 +345,24 @@ class GrantConfig:
         0, "A new data session whose credit buys fewer bytes is refused.", check=_range(0, 2**62)
     )
     max_events: int = _spec(1000, "Most events granted at once.", check=_range(1, 2**31))
-    admission_hold_s: float = _spec(
-        30.0,
-        "Credit of an admitted session is held this long for its accounting Start to claim.",
+    ring_timeout_s: float = _spec(
+        180.0,
+        "An admitted session's grant is held this long for its accounting Start (or its "
+        "CCR-Initial's start) to claim: a call may ring this long. A failed attempt (RADIUS "
+        "Acct-Status-Type Failed naming its admission by the Class echoed) releases it at once.",
         check=_range(0, 3600),
+    )
+    admission_hold_s: float | None = _spec(
+        None,
+        "The former name of ring_timeout_s; when set, it is used instead.",
+        check=_range(0, 3600),
+    )
+    unended_sessions: str = _spec(
+        "charge_grant",
+        "A session that ends with no Stop or CCR-Termination (its grant plus session_margin_s "
+        "ran out): charge_grant charges it the time it was granted (DESIGN §6), charge_reported "
+        "only what it reported.",
+        choices=("charge_grant", "charge_reported"),
     )
     session_margin_s: float = _spec(
         120.0,
@@ -378,6 +392,11 @@ class GrantConfig:
         "session.",
         check=_amount_problem,
     )
+
+    @property
+    def ring_limit_s(self) -> float:
+        """How long an admission's hold waits for its session to start."""
+        return self.admission_hold_s if self.admission_hold_s is not None else self.ring_timeout_s
 
     def limits(self) -> GrantLimits:
         return GrantLimits(

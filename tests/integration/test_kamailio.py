@@ -6,10 +6,9 @@ accounting Start and Stop; refused callers get the SIP code ocs maps from the re
 (402 / 403); the dialog lives exactly as long as the grant (Session-Timeout), then Kamailio
 ends it with BYEs.
 
-Tests marked xfail(strict=True) describe what the session-lifecycle rework (the lead's) must
-make true: charging from Start/Stop timestamps (acc_radius sends no Acct-Session-Time), the
-grant-end close of a call with no Stop, and a failed attempt releasing its hold. They fail today
-and turn into errors (XPASS) when that lands, so the marker is removed then.
+Also what the session lifecycle makes true for a switch: charging from Start/Stop as received
+(acc_radius sends no Acct-Session-Time), the grant-end close of a call with no Stop (charged its
+grant), and a failed attempt releasing its hold at once.
 
 With CI=true a missing kamailio or sipp is a failure, not a skip.
 """
@@ -100,6 +99,9 @@ lock_file = "{tmp_path / "ocsd.lock"}"
 listen = "127.0.0.1:0"
 [usage]
 spool_file = "{tmp_path / "spool"}"
+[grant]
+# A call cut by its grant gets no Stop from Kamailio: closed this long after the grant ends.
+session_margin_s = 2
 [radius]
 enabled = true
 auth_listen = ["127.0.0.1:{auth}"]
@@ -212,7 +214,6 @@ def test_a_funded_call_is_admitted_answered_and_hung_up(
     assert "dropped an Access-Request" not in log
 
 
-@pytest.mark.xfail(strict=True, reason="waits for transaction-style accounting (lead)")
 def test_a_funded_call_is_charged_from_its_start_and_stop(
     ocs: Ocs, switch: Switch, callee: Process
 ) -> None:
@@ -293,7 +294,6 @@ def test_the_dialog_lives_as_long_as_the_grant(ocs: Ocs, switch: Switch, callee:
     assert lifetime < 10
 
 
-@pytest.mark.xfail(strict=True, reason="waits for the grant-end close of a session (lead)")
 def test_a_call_cut_by_its_grant_is_charged_the_grant(
     ocs: Ocs, switch: Switch, callee: Process
 ) -> None:
@@ -312,15 +312,13 @@ def test_a_call_cut_by_its_grant_is_charged_the_grant(
         ocs.dsn,
         "SELECT charged FROM sessions WHERE session_key = $1 AND closed_at IS NOT NULL",
         "cut-charged-1@ocs.test",
-        # ocs's margin past the grant: the lead's configuration decides it (set it small in
-        # this test's ocsd config when that lands).
+        # ocs's margin past the grant (grant.session_margin_s, 2 s in this test's config)
         timeout=15,
     )
     assert closed and closed[0]["charged"] == Decimal("0.004")
     assert balance(ocs.dsn, "short") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="waits for Failed releasing the admission hold (lead)")
 def test_a_failed_attempt_followed_at_once_by_a_new_one_is_admitted(
     ocs: Ocs, switch: Switch
 ) -> None:
@@ -354,7 +352,6 @@ def test_a_failed_attempt_followed_at_once_by_a_new_one_is_admitted(
     assert second.first("SIP/2.0 200", sent=False)
 
 
-@pytest.mark.xfail(strict=True, reason="waits for transaction-style accounting (lead)")
 def test_twenty_simultaneous_calls_never_take_the_balance_below_the_rules(
     ocs: Ocs, switch: Switch, callee: Process
 ) -> None:

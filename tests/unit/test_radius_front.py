@@ -392,6 +392,42 @@ async def test_accounting_with_a_bad_authenticator_is_dropped() -> None:
     assert drops(front)["bad_authenticator"] == 1
 
 
+async def test_an_attempt_of_the_same_call_replaces_its_hold_and_failed_releases_it() -> None:
+    """Two Access-Requests naming one call (Acct-Session-Id) hold once, not twice; an
+    attempt without a name holds its own; Acct-Status-Type Failed naming the admission by the
+    Class it was given releases that hold at once."""
+    front, _store, _ = make_front()
+    auth, acct = FakeListener("auth"), FakeListener("acct")
+    call = [codec.attr_str(codec.ACCT_SESSION_ID, "call-1")]
+    for identifier in (1, 2):
+        request = access_request("prepaid-ok", identifier=identifier, extra=call)
+        front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    book = front.charging.sessions
+    assert book.reserved(1) == parse_amount("1.00")  # one hold: the whole 1.00 buys 1000 s
+    accept = codec.parse_packet(auth.transport.sent[-1][0])
+    assert accept.code == codec.ACCESS_ACCEPT
+    klass = accept.get(codec.CLASS)
+    assert klass is not None and klass.startswith(b"ocs:")
+    failed = codec.encode_request(
+        codec.ACCOUNTING_REQUEST,
+        9,
+        KEY,
+        [
+            codec.attr_str(codec.USER_NAME, "prepaid-ok"),
+            codec.attr_int(codec.ACCT_STATUS_TYPE, 15),
+            codec.attr_str(codec.ACCT_SESSION_ID, "call-1"),
+            (codec.CLASS, klass),
+            (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
+        ],
+        message_authenticator=False,
+    )
+    front.handle(acct, failed, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    assert [r.code for r in replies(acct)] == [codec.ACCOUNTING_RESPONSE]
+    assert book.reserved(1) == 0
+
+
 async def test_a_cancelled_accounting_task_leaves_no_in_progress_marker() -> None:
     """A request whose task is cancelled (shutdown, or a stuck database) was never answered:
     its retransmission must be handled afresh, not dropped as a duplicate in progress."""

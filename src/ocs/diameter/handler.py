@@ -497,6 +497,8 @@ class CreditControl:
             snapshot,
             unit=first_unit,
             grant_s=max(longest, self._least_life_s),
+            granted_s=longest,
+            counting=Counting.INCREMENT,
             identity=identity,
             claim=claim,
             report_key=f"n={request.request_number}",

@@ -69,7 +69,15 @@ ReplyKey = tuple[object, ...]
 
 STATUS_START, STATUS_STOP, STATUS_INTERIM = 1, 2, 3
 STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF = 7, 8
-_STATUS_NAMES = {1: "start", 2: "stop", 3: "interim", 7: "accounting_on", 8: "accounting_off"}
+STATUS_FAILED = 15  # RFC 2866 §5.1: a session that never began (a call not answered)
+_STATUS_NAMES = {
+    1: "start",
+    2: "stop",
+    3: "interim",
+    7: "accounting_on",
+    8: "accounting_off",
+    15: "failed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -678,6 +686,12 @@ class RadiusFront:
                 log.info("radius: %s from %s closed %d sessions", name, origin, closed)
             elif status in (STATUS_START, STATUS_STOP, STATUS_INTERIM):
                 await self._usage(client, packet, origin, status)
+            elif status == STATUS_FAILED:
+                # The admission this attempt had (named by the Class of its Access-Accept)
+                # holds nothing any more: released now, not at the ring timeout.
+                admission = _admission_of(packet)
+                if admission is not None:
+                    self.charging.release_admission(admission)
             else:
                 log.debug("radius: Accounting-Request with status %s from %s", status, origin)
         except SpoolFull as exc:
@@ -756,6 +770,8 @@ class RadiusFront:
             )
             self.metrics.usage_records.labels("radius", "unmatched").inc()
             return
+        admission = _admission_of(packet)
+        timed = client.accounting is AccountingStyle.TRANSACTION
         if kind is ReportKind.OPEN:
             session, report = self.charging.start(
                 ref,
@@ -763,13 +779,20 @@ class RadiusFront:
                 unit=unit_of_tariff(snapshot.tariff),
                 grant_s=None,
                 identity=identity,
+                # Its own admission when the client echoes the Class; else the oldest of the
+                # account's (the order of Access-Requests and Starts).
+                claim=[admission] if admission is not None else None,
                 report_key=report_key,
                 wire_key=wire_key,
                 client_at=client_at,
                 durable=True,
+                timed=timed,
             )
             outcome = await self.charging.record_start(session, report)
         else:
+            if admission is not None and self.charging.session(ref) is None:
+                # A Stop (or Interim) with no Start seen: its admission's hold goes now.
+                self.charging.release_admission(admission)
             outcome = (
                 await self.charging.report(
                     ref,
@@ -781,6 +804,7 @@ class RadiusFront:
                     wire_key=wire_key,
                     client_at=client_at,
                     close_reason="stop" if kind is ReportKind.FINAL else None,
+                    timed=timed,
                 )
             ).outcome
         result = "duplicate" if outcome.duplicate else "charged"
@@ -850,8 +874,23 @@ def _factory(listener: _Listener) -> Callable[[], _Listener]:
     return lambda: listener
 
 
+def _admission_of(packet: Packet) -> str | None:
+    """The admission an accounting request names: the Class of its Access-Accept, echoed
+    (``ocs.radius.profiles.class_value``); None when it carries none of ours."""
+    raw = packet.get(codec.CLASS)
+    if raw is None or not raw.startswith(b"ocs:"):
+        return None
+    return raw[4:].decode("utf-8", "replace")
+
+
 def _reservation_key(ex: _Exchange) -> str:
-    """The admission's pending reservation, until the session's Start claims it."""
+    """The admission's pending reservation, until the session's Start claims it. An
+    Access-Request that names its call (the client's call key: Acct-Session-Id, h323-conf-id
+    ...) holds under that name, so an attempt of the same call again replaces the hold
+    instead of adding to it; else each request holds its own."""
+    call = ex.client.call_key.read(ex.packet)
+    if call:
+        return f"radius-call|{ex.key[0]}|{call}"
     host, port = ex.key[0], ex.key[1]
     return f"radius-auth|{host}|{port}|{ex.packet.identifier}|{ex.packet.authenticator.hex()}"
 
