@@ -35,7 +35,7 @@ from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, split_host_port
-from ocs.core.identity import IdentityKind
+from ocs.core.identity import DialPlan, IdentityError, IdentityKind
 from ocs.core.model import CreditDecision, RefusalReason
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
@@ -406,6 +406,7 @@ class Daemon:
             origin_realm=cfg.origin_realm,
             validity_time_s=cfg.validity_time_s,
             tcc_s=cfg.tcc_s,
+            dial_plan=self._diameter_dial_plan(),
         )
         self.diameter = DiameterServer(
             handler=handler,
@@ -428,6 +429,17 @@ class Daemon:
         for host, port in bound:
             log.info("diameter listening address=%s port=%d", host, port)
         log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
+
+    def _diameter_dial_plan(self) -> DialPlan:
+        cfg = self.config.diameter
+        try:
+            return DialPlan(
+                country_code=cfg.country_code or "",
+                international_prefix=cfg.international_prefix,
+                national_prefix=cfg.national_prefix or "",
+            )
+        except IdentityError as exc:
+            raise DaemonError(f"diameter: {exc}") from None
 
     async def _housekeeping(self) -> None:
         """Ten times a second: expire reservations and lost sessions, in slices with the loop

@@ -87,6 +87,13 @@ def _amount_problem(value: Any) -> str | None:
     return "an amount >= 0" if amount < 0 else None
 
 
+def _digits_problem(value: Any) -> str | None:
+    text = str(value)
+    if text and not (text.isascii() and text.isdigit() and len(text) <= 4):
+        return "1 to 4 digits (or empty)"
+    return None
+
+
 def check_non_empty(value: Any) -> str | None:
     return "a non-empty string" if not str(value).strip() else None
 
@@ -266,6 +273,23 @@ class RadiusClientConfig:
         None,
         "Idle-Timeout sent in Access-Accept, for profiles whose clients act on it. Unset: none.",
         check=_range(1, 86400),
+    )
+    country_code: str | None = _spec(
+        None,
+        "Rating by destination: the country code of national numbers this client sends (with "
+        'national_prefix), e.g. "41". Unset: numbers are international (+ or the '
+        "international prefix, else taken as country code first).",
+        check=_digits_problem,
+    )
+    national_prefix: str | None = _spec(
+        None,
+        'The trunk prefix of national numbers ("0" in most of Europe); needs country_code.',
+        check=_digits_problem,
+    )
+    international_prefix: str = _spec(
+        "00",
+        'The prefix that starts an international number ("00"; "011" in North America).',
+        check=_digits_problem,
     )
     disconnect_port: int | None = _spec(
         None,
@@ -487,6 +511,23 @@ class DiameterConfig:
         check=_range(1, 86400),
     )
     validity_time_s: int = _spec(1800, "Validity-Time sent with a grant.", check=_range(0, 86400))
+    country_code: str | None = _spec(
+        None,
+        "Rating by destination: the country code of national numbers in Called-Party-Address "
+        '(with national_prefix), e.g. "41". Unset: numbers are international (+ or the '
+        "international prefix, else taken as country code first).",
+        check=_digits_problem,
+    )
+    national_prefix: str | None = _spec(
+        None,
+        'The trunk prefix of national numbers ("0" in most of Europe); needs country_code.',
+        check=_digits_problem,
+    )
+    international_prefix: str = _spec(
+        "00",
+        'The prefix that starts an international number ("00"; "011" in North America).',
+        check=_digits_problem,
+    )
     max_pending: int = _spec(
         4096,
         "Requests in progress at once; beyond it the answer is 3004 DIAMETER_TOO_BUSY.",
