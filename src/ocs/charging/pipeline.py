@@ -972,8 +972,14 @@ class Charging:
                     timed=timed,
                 ),
             )
-        outcome = await self._record(report, session)
         final = kind is ReportKind.FINAL
+        if final and session is not None:
+            pending = self._behind.get(book_key)
+            if pending is not None and pending[0] is session and pending[1] is ReportKind.OPEN:
+                # Its start was not written yet: this final report opens and closes the
+                # generation itself (by its start_ref); the start need not follow it.
+                del self._behind[book_key]
+        outcome = await self._record(report, session)
         generation = outcome.generation
         if session is None and generation is not None and generation.is_open and not final:
             assert snapshot is not None
