@@ -337,7 +337,12 @@ class MemoryStore:
         return []
 
     async def record_unmatched(
-        self, report: UsageReport, identity_kind: str, identity: str
+        self,
+        report: UsageReport,
+        identity_kind: str,
+        identity: str,
+        *,
+        reason: str = "unknown_identity",
     ) -> bool:
         return True
 

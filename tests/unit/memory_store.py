@@ -21,6 +21,7 @@ class MemoryStore:
     recorded: dict[str, int] = field(default_factory=dict)  # idempotency key -> charged
     charged: dict[tuple[str, str, str], int] = field(default_factory=dict)
     unmatched: list[UsageReport] = field(default_factory=list)
+    unmatched_reasons: list[tuple[str, str, str]] = field(default_factory=list)  # kind, id, why
     lookups: int = 0
     gate: asyncio.Event | None = None
 
@@ -55,9 +56,15 @@ class MemoryStore:
         return []
 
     async def record_unmatched(
-        self, report: UsageReport, identity_kind: str, identity: str
+        self,
+        report: UsageReport,
+        identity_kind: str,
+        identity: str,
+        *,
+        reason: str = "unknown_identity",
     ) -> bool:
         self.unmatched.append(report)
+        self.unmatched_reasons.append((identity_kind, identity, reason))
         return True
 
     async def open_session(self, source: str, origin: str, session_key: str) -> None:

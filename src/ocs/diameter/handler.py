@@ -14,6 +14,10 @@ Rules of this file:
   makes the store charge it once.
 - When the database or the spool cannot take usage the answer is 3004 DIAMETER_TOO_BUSY, never
   a success: the client retries (with the T flag) or fails over.
+- Identities are checked before any lookup (``ocs.core.identity``): a CCR whose every
+  identity cannot be one (a NUL, control characters, too long) is answered 5030
+  DIAMETER_USER_UNKNOWN and counted by cause; a value the database still refuses as data
+  (``SourceRefused``) is answered 5012, never taken for the database being down.
 - Every credit-control session expires: one with no request for ``tcc_s`` is closed here (its
   usage so far recorded as final), so a lost CCR-Termination cannot hold credit forever.
 - REFUND_ACCOUNT credits the price of the requested units back to the account (a ledger
@@ -25,7 +29,6 @@ Rules of this file:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
@@ -34,13 +37,14 @@ from typing import Final
 
 from ocs.charging.pipeline import (
     Charging,
+    SourceRefused,
     SourceUnavailable,
     SpoolFull,
     UsageReport,
     grant_cost,
 )
 from ocs.core.credit import available_credit, continue_session
-from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
+from ocs.core.identity import IdentityError, IdentityKind, IdentityProblem, normalize_identity
 from ocs.core.model import (
     AccountStatus,
     CreditDecision,
@@ -118,6 +122,10 @@ def _no_count(command: str, result_code: int, mscc_codes: tuple[int, ...]) -> No
     return None
 
 
+def _no_invalid_count(problem: IdentityProblem) -> None:
+    return None
+
+
 @dataclass(slots=True, kw_only=True)
 class CcSession:
     """One credit-control session between CCR-Initial and CCR-Termination (or Tcc)."""
@@ -151,25 +159,25 @@ class CcSession:
         return totals
 
 
-def subscriber_identities(request: CreditControlRequest) -> list[tuple[IdentityKind, str]]:
-    """Every usable identity of the CCR, in order: Subscription-Ids, then User-Name."""
+def subscriber_identities(
+    request: CreditControlRequest, refused: list[IdentityProblem] | None = None
+) -> list[tuple[IdentityKind, str]]:
+    """Every usable identity of the CCR, in order: Subscription-Ids, then User-Name. Why each
+    unusable one was refused is appended to ``refused`` when given."""
     found: list[tuple[IdentityKind, str]] = []
+    candidates: list[tuple[IdentityKind, str]] = []
     for id_type, data in request.subscription_ids:
         kind = SUBSCRIPTION_ID_KINDS.get(int(id_type))
-        if kind is None:
-            continue
+        if kind is not None:
+            candidates.append((kind, data))
+    if request.user_name:
+        candidates.append((IdentityKind.USER_NAME, request.user_name))
+    for kind, data in candidates:
         try:
             found.append((kind, normalize_identity(kind, data)))
-        except IdentityError:
-            continue
-    if request.user_name:
-        with contextlib.suppress(IdentityError):
-            found.append(
-                (
-                    IdentityKind.USER_NAME,
-                    normalize_identity(IdentityKind.USER_NAME, request.user_name),
-                )
-            )
+        except IdentityError as exc:
+            if refused is not None:
+                refused.append(exc.problem)
     return found
 
 
@@ -242,8 +250,10 @@ class CreditControl:
         strict: bool = False,
         currency_code: int = ISO_4217_NO_CURRENCY,
         count: ResultCounter = _no_count,
+        count_invalid: Callable[[IdentityProblem], None] = _no_invalid_count,
     ) -> None:
         self.charging = charging
+        self.count_invalid = count_invalid
         self.encoder = CcaEncoder(origin_host=origin_host, origin_realm=origin_realm)
         self.validity_time_s = validity_time_s or None
         self.tcc_s = tcc_s
@@ -316,12 +326,23 @@ class CreditControl:
                 exc,
             )
             return self._answer(request, DIAMETER_TOO_BUSY)
+        except SourceRefused as exc:
+            # A value of this request the database refuses as data: not an outage.
+            log.warning(
+                "diameter: %s refused by the database as data: %s",
+                COMMAND_LABELS[request.request_type],
+                exc,
+            )
+            return self._answer(request, DIAMETER_UNABLE_TO_COMPLY)
 
     # --- CCR-Initial ----------------------------------------------------------------------
 
     def _identity(self, request: CreditControlRequest) -> tuple[IdentityKind, str] | None:
-        found = subscriber_identities(request)
+        refused: list[IdentityProblem] = []
+        found = subscriber_identities(request, refused)
         if not found:
+            for problem in refused:  # counted when they leave the request without a subscriber
+                self.count_invalid(problem)
             return None
         account_for = self.charging.cache.account_for
         for kind, value in found:

@@ -46,6 +46,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, Protocol
 
 from ocs import __version__
+from ocs.core.identity import IdentityProblem
 from ocs.diameter.codec import (
     APP_COMMON,
     APP_CREDIT_CONTROL,
@@ -238,6 +239,8 @@ class DiameterServer:
         self._answer_counters: dict[tuple[str, int], Any] = {}
         self._mscc_counters: dict[tuple[str, int], Any] = {}
         self.handler.count = self.count_answer
+        invalid = {p: m.invalid_identities.labels("diameter", p.value) for p in IdentityProblem}
+        self.handler.count_invalid = lambda problem: invalid[problem].inc()
 
     def count_answer(self, command: str, result_code: int, mscc_codes: tuple[int, ...]) -> None:
         counter = self._answer_counters.get((command, result_code))

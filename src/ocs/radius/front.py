@@ -14,6 +14,11 @@ Rules of this file:
 - A retransmission (same client address and port, identifier and authenticator) within
   ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
 - An Accounting-Response is sent only after the usage is durable.
+- Text from the wire is checked before it is used: an identity that cannot be one (a NUL,
+  bytes that are not UTF-8, control characters, too long) is an unknown subscriber, counted by
+  cause (``ocs_invalid_identities_total``); accounting whose identity, Acct-Session-Id or
+  NAS-Identifier is such text is kept in ``unmatched_usage`` with the reason and the value
+  escaped (``printable``). Such bytes never reach SQL.
 - Nothing here knows SQL or balances: the pipeline does.
 """
 
@@ -30,8 +35,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
-from ocs.charging.pipeline import Charging, SourceUnavailable, SpoolFull, UsageReport
-from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
+from ocs.charging.pipeline import (
+    Charging,
+    SourceRefused,
+    SourceUnavailable,
+    SpoolFull,
+    UsageReport,
+)
+from ocs.core.identity import (
+    IdentityError,
+    IdentityKind,
+    IdentityProblem,
+    check_text,
+    identity_from_bytes,
+    printable,
+)
 from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
@@ -57,11 +75,15 @@ class AttributeRef:
     vendor: int = 0
 
     def read(self, packet: Packet) -> str | None:
+        raw = self.read_bytes(packet)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def read_bytes(self, packet: Packet) -> bytes | None:
         if self.vendor == 0:
-            return packet.get_str(self.code)
+            return packet.get(self.code)
         for vendor_type, value in packet.vendor_attributes(self.vendor):
             if vendor_type == self.code:
-                return value.decode("utf-8", "replace")
+                return value
         return None
 
 
@@ -183,6 +205,7 @@ class RadiusFront:
         self._accept = m.requests.labels("radius", "access", "accept")
         self._rejects: dict[str, object] = {}
         self._acct_ok: dict[str, object] = {}
+        self._invalid = {p: m.invalid_identities.labels("radius", p.value) for p in IdentityProblem}
 
     # --- sockets -------------------------------------------------------------------------------
 
@@ -347,13 +370,26 @@ class RadiusFront:
         self._reply_access(ex, decision)
 
     def _identity(self, client: RadiusClient, packet: Packet) -> tuple[IdentityKind, str] | None:
-        raw = client.identity.read(packet)
+        identity, _problem = self._checked_identity(client, packet)
+        return identity
+
+    def _checked_identity(
+        self, client: RadiusClient, packet: Packet
+    ) -> tuple[tuple[IdentityKind, str] | None, IdentityProblem | None]:
+        """The identity in normal form, or None and why not (None: the attribute is absent).
+        A value that cannot be an identity is counted by cause and never looked up."""
+        raw = client.identity.read_bytes(packet)
         if raw is None:
-            return None
+            return None, None
         try:
-            return client.identity_kind, normalize_identity(client.identity_kind, raw)
-        except IdentityError:
-            return None
+            return (client.identity_kind, identity_from_bytes(client.identity_kind, raw)), None
+        except IdentityError as exc:
+            self._invalid[exc.problem].inc()
+            log.debug(
+                "radius: not an identity",
+                extra={"reason": exc.problem.value, "source": client.name},
+            )
+            return None, exc.problem
 
     def _reply_access(self, ex: _Exchange, decision: CreditDecision | None) -> None:
         client, packet = ex.client, ex.packet
@@ -432,8 +468,13 @@ class RadiusFront:
         origin = _origin(packet, str(addr[0]))
         try:
             if status in (STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF):
-                closed = await self.charging.close_origin("radius", origin, name)
-                log.info("radius: %s from %s closed %d sessions", name, origin, closed)
+                if _bad_text(None, origin) is not None:
+                    # No session can be open under such an origin (their usage was kept
+                    # unmatched): nothing to close, and such text never goes to SQL.
+                    log.info("radius: %s from an origin that is no text; nothing closed", name)
+                else:
+                    closed = await self.charging.close_origin("radius", origin, name)
+                    log.info("radius: %s from %s closed %d sessions", name, origin, closed)
             elif status in (STATUS_START, STATUS_STOP, STATUS_INTERIM):
                 await self._usage(client, packet, origin, status)
             else:
@@ -443,6 +484,13 @@ class RadiusFront:
             self._replies.pop(key, None)
             self._drop["spool_full"].inc()
             log.error("radius: accounting not recorded: %s", exc)
+            return
+        except SourceRefused as exc:
+            # The database refused a value of this request as data: the request's fault, not
+            # the database's. Not durable, so not acknowledged; counted, no traceback.
+            self._replies.pop(key, None)
+            self._drop["refused_by_database"].inc()
+            log.warning("radius: accounting refused by the database as data: %s", exc)
             return
         except SourceUnavailable as exc:
             # Not durable, so not acknowledged: the NAS retransmits.
@@ -473,7 +521,8 @@ class RadiusFront:
         self._lat_acct.observe(time.perf_counter() - ex.arrived)
 
     async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
-        session_id = packet.get_str(codec.ACCT_SESSION_ID)
+        raw_session = packet.get(codec.ACCT_SESSION_ID)
+        session_id = raw_session.decode("utf-8", "replace") if raw_session else None
         if not session_id:
             log.warning("radius: accounting from %s without Acct-Session-Id; ignored", origin)
             self.metrics.usage_records.labels("radius", "no_session_id").inc()
@@ -482,11 +531,23 @@ class RadiusFront:
         status_name = _STATUS_NAMES[status]
         idempotency = f"radius|{origin}|{session_id}|{status_name}|{usage.seconds}|{usage.octets}"
         now = datetime.now(UTC)
-        identity = self._identity(client, packet)
+        identity, problem = self._checked_identity(client, packet)
+        if problem is not None:
+            reason = f"identity_{problem.value}"
+        else:
+            reason = "unknown_identity" if identity is not None else "no_identity"
+        bad_text = _bad_text(raw_session, origin)
+        if bad_text is not None:  # the session cannot be keyed in SQL: kept, escaped
+            identity, reason = None, bad_text
+            session_id, origin = printable(raw_session or b""), printable(origin)
+            idempotency = (
+                f"radius|{origin}|{session_id}|{status_name}|{usage.seconds}|{usage.octets}"
+            )
         snapshot = None
         if identity is not None:
             snapshot = await self.charging.account(*identity)
         if snapshot is None:
+            raw_identity = client.identity.read_bytes(packet)
             await self.charging.record_unmatched(
                 UsageReport(
                     source="radius",
@@ -499,7 +560,8 @@ class RadiusFront:
                     occurred_at=now,
                 ),
                 identity_kind=(identity[0].value if identity else client.identity_kind.value),
-                identity=(identity[1] if identity else client.identity.read(packet) or ""),
+                identity=(identity[1] if identity else printable(raw_identity or b"")),
+                reason=reason,
             )
             self.metrics.usage_records.labels("radius", "unmatched").inc()
             return
@@ -603,6 +665,22 @@ def _origin(packet: Packet, source: str) -> str:
     if raw6 is not None and len(raw6) == 16:
         return str(ipaddress.IPv6Address(raw6))
     return source
+
+
+def _bad_text(raw_session: bytes | None, origin: str) -> str | None:
+    """Why the Acct-Session-Id or the origin cannot go into SQL as they are (None: they can)."""
+    for what, value in (("session_id", raw_session), ("origin", origin)):
+        if value is None:
+            continue
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else value
+        except UnicodeDecodeError:
+            return f"{what}_{IdentityProblem.INVALID_UTF8.value}"
+        try:
+            check_text(text, what=what)
+        except IdentityError as exc:
+            return f"{what}_{exc.problem.value}"
+    return None
 
 
 def _counter(packet: Packet, low: int, high: int) -> int:

@@ -90,15 +90,23 @@ class SpoolingSink:
             return []
 
     async def record_unmatched(
-        self, report: UsageReport, identity_kind: str, identity: str
+        self,
+        report: UsageReport,
+        identity_kind: str,
+        identity: str,
+        *,
+        reason: str = "unknown_identity",
     ) -> bool:
         try:
-            return await self.database.record_unmatched(report, identity_kind, identity)
+            return await self.database.record_unmatched(
+                report, identity_kind, identity, reason=reason
+            )
         except SourceUnavailable:
             entry = {
                 "kind": "unmatched",
                 "identity_kind": identity_kind,
                 "identity": identity,
+                "reason": reason,
                 **_report_to_record(report),
             }
             await asyncio.to_thread(self.spool.append, entry)
@@ -150,7 +158,10 @@ class SpoolingSink:
             await self.database.close_sessions(record["source"], record["origin"], record["reason"])
         elif kind == "unmatched":
             await self.database.record_unmatched(
-                _record_to_report(record), record["identity_kind"], record["identity"]
+                _record_to_report(record),
+                record["identity_kind"],
+                record["identity"],
+                reason=record.get("reason", "unknown_identity"),
             )
         else:
             log.error("spool: record of unknown kind %r skipped", kind)

@@ -206,7 +206,9 @@ class Sidecar:
                     snapshot.account_id, by_account.get(snapshot.account_id, [])
                 )
         if rows:
-            self.cache.forget_unknown()  # a new identity may name a formerly unknown user
+            # Not forget_unknown(): every committed usage record changes an account, and
+            # clearing the negative cache on each would let an unknown identity cost a query
+            # per request. A new identity leaves it by itself (set_identities).
             self.changes_applied += len(rows)
             self._applied.inc(len(rows))
 

@@ -2,7 +2,10 @@
 
 Implements ``ocs.charging.pipeline.AccountSource`` and ``UsageSink``. Database failures become
 ``SourceUnavailable`` so the pipeline can apply its stale-data policy; the spool (a sink wrapped
-around this one) keeps usage when the database is away.
+around this one) keeps usage when the database is away. A value PostgreSQL refuses as data
+(``DATA_ERRORS``: a NUL or bad UTF-8 in text, a value too long for an index) becomes
+``SourceRefused``: the input's fault, never taken for the database being down, counted in
+``ocs_database_refused_total``.
 
 Usage is written by group commit. Every committed usage record changes an account, and the
 account-change trigger NOTIFYs; PostgreSQL serialises the commits of notifying transactions
@@ -24,7 +27,13 @@ from typing import Any, NamedTuple, cast
 
 import asyncpg
 
-from ocs.charging.pipeline import OpenSession, SourceUnavailable, UsageOutcome, UsageReport
+from ocs.charging.pipeline import (
+    OpenSession,
+    SourceRefused,
+    SourceUnavailable,
+    UsageOutcome,
+    UsageReport,
+)
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountSnapshot, Usage
 from ocs.core.money import to_decimal
@@ -44,6 +53,11 @@ DATABASE_ERRORS = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
 )
+
+# PostgreSQL (or asyncpg, encoding an argument) refusing a value: class 22 data exceptions
+# (CharacterNotInRepertoire for a NUL or bad UTF-8, string too long, ...), class 54 program
+# limits (an index row too large), and text Python cannot encode (a lone surrogate).
+DATA_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, UnicodeError)
 
 
 _RECORD_ONE = (
@@ -132,6 +146,11 @@ class PostgresAccounts:
         self._queue: list[_Queued] = []
         self._writing: set[asyncio.Task[None]] = set()
 
+    def _refused(self, operation: str, exc: BaseException) -> SourceRefused:
+        if self.metrics is not None:
+            self.metrics.database_refused.labels(operation).inc()
+        return SourceRefused(f"{operation}: {type(exc).__name__}: {exc}")
+
     async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
         try:
             row = await self.pool.fetchrow(
@@ -143,6 +162,8 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("find_account", exc) from None
         return snapshot_from_row(tuple(row)) if row else None
 
     async def load_account(self, account_id: int) -> AccountSnapshot | None:
@@ -204,6 +225,8 @@ class PostgresAccounts:
                 snap = await conn.fetchrow(_SNAPSHOTS, [report.account_id])
         except DATABASE_ERRORS as exc:
             _settle(queued.answer, SourceUnavailable(str(exc) or type(exc).__name__))
+        except DATA_ERRORS as exc:
+            _settle(queued.answer, self._refused("record_usage", exc))
         except asyncpg.PostgresError as exc:
             _settle(queued.answer, exc)
         else:
@@ -224,7 +247,7 @@ class PostgresAccounts:
             for queued in batch:
                 _settle(queued.answer, unavailable)
             return
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, UnicodeError) as exc:
             self.batches_refused += 1
             if self.metrics is not None:
                 self.metrics.usage_batches_refused.inc()
@@ -252,17 +275,24 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("close_sessions", exc) from None
         return [(r["account_id"], r["session_key"]) for r in rows]
 
     async def record_unmatched(
-        self, report: UsageReport, identity_kind: str, identity: str
+        self,
+        report: UsageReport,
+        identity_kind: str,
+        identity: str,
+        *,
+        reason: str = "unknown_identity",
     ) -> bool:
         try:
             status = await self.pool.execute(
                 """INSERT INTO unmatched_usage
                        (idempotency_key, source, origin, session_key, identity_kind, identity,
-                        seconds, octets, events, final, occurred_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                        seconds, octets, events, final, occurred_at, reason)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                    ON CONFLICT (idempotency_key) DO NOTHING""",
                 report.idempotency_key,
                 report.source,
@@ -275,9 +305,12 @@ class PostgresAccounts:
                 report.usage.events,
                 report.final,
                 report.occurred_at,
+                reason,
             )
         except DATABASE_ERRORS as exc:
             raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("record_unmatched", exc) from None
         return bool(status.endswith(" 1"))
 
     async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
@@ -291,6 +324,8 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("open_session", exc) from None
         if row is None:
             return None
         usage = Usage(seconds=row["seconds"], octets=row["octets"], events=row["events"])
