@@ -27,7 +27,7 @@ from ocs import __version__
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
-from ocs.config import Config, split_host_port
+from ocs.config import Config, permission_warning, split_host_port
 from ocs.core.model import CreditDecision, RefusalReason
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
@@ -624,6 +624,10 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
     from ocs.logs import setup_logging  # noqa: PLC0415
 
     setup_logging(config.log.level, config.log.format)
+    if worker is None and config.source != "built-in defaults":
+        warning = permission_warning(config.source)
+        if warning is not None:
+            log.warning(warning)
     try:
         if worker is None and config.daemon.workers > 1:
             return Supervisor(config, config_path, load_demo).run()

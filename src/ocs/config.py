@@ -10,6 +10,8 @@ Rules of this file:
   take the variable's text as it is; other keys parse it as a TOML value (``30``, ``true``,
   ``["a", "b"]``).
 - Relative paths are relative to the directory the process runs in.
+- Secrets never appear in an error: a secret key's value is shown as ``***``, and a URL's
+  password as ``user:***@`` (``shown``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
+import stat
 import tomllib
 import types
 import typing
@@ -40,8 +44,15 @@ def _spec(
     check: Check | None = None,
     choices: tuple[str, ...] = (),
     required: bool = False,
+    secret: bool = False,
 ) -> Any:
-    meta = {"doc": doc, "check": check, "choices": choices, "required": required}
+    meta = {
+        "doc": doc,
+        "check": check,
+        "choices": choices,
+        "required": required,
+        "secret": secret,
+    }
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -80,6 +91,19 @@ def check_network(value: Any) -> str | None:
 
 def check_non_empty(value: Any) -> str | None:
     return "a non-empty string" if not str(value).strip() else None
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def shown(value: Any, *, secret: bool = False) -> str:
+    """How a configuration value appears in an error or a log line: a secret as ``'***'``, a
+    URL's password as ``***``, anything else as its ``repr``."""
+    if secret:
+        return "'***'"
+    if isinstance(value, str):
+        return repr(_URL_PASSWORD.sub(r"\1***@", value))
+    return repr(value)
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -181,7 +205,7 @@ class RadiusClientConfig:
     address: str = _spec(
         "", "The NAS's IP address or network (CIDR).", check=check_network, required=True
     )
-    secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True)
+    secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True, secret=True)
     name: str = _spec("", "A name for logs (default: the address).")
     require_message_authenticator: bool = _spec(
         True,
@@ -425,14 +449,14 @@ def _describe(tp: Any) -> str:
     )
 
 
-def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
+def _convert(key: str, tp: Any, value: Any, problems: list[str], *, secret: bool = False) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted, or append a problem."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(key, inner[0], value, problems)
+        return _convert(key, inner[0], value, problems, secret=secret)
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))
@@ -440,7 +464,9 @@ def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
         or (tp is str and isinstance(value, str))
     )
     if not ok:
-        problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
+        problems.append(
+            f"{key} = {shown(value, secret=secret)} is not allowed: expected {_describe(tp)}"
+        )
         return dataclasses.MISSING
     return float(value) if tp is float else value
 
@@ -473,20 +499,24 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[
             if items is not None:
                 kwargs[f.name] = items
             continue
-        value = _convert(key, tp, raw, problems)
+        secret = bool(f.metadata.get("secret"))
+        value = _convert(key, tp, raw, problems, secret=secret)
         if value is dataclasses.MISSING or value is None:
             if value is None:
                 kwargs[f.name] = None
             continue
+        raw_shown = shown(raw, secret=secret)
         choices = f.metadata.get("choices") or ()
         if choices and value not in choices:
-            problems.append(f"{key} = {raw!r} is not allowed: expected one of {', '.join(choices)}")
+            problems.append(
+                f"{key} = {raw_shown} is not allowed: expected one of {', '.join(choices)}"
+            )
             continue
         check = f.metadata.get("check")
         if check is not None:
             allowed = check(value)
             if allowed is not None:
-                problems.append(f"{key} = {raw!r} is not allowed: expected {allowed}")
+                problems.append(f"{key} = {raw_shown} is not allowed: expected {allowed}")
                 continue
         kwargs[f.name] = value
     try:
@@ -520,7 +550,7 @@ def _build_list(
         check = metadata.get("check")
         allowed = check(value) if check is not None else None
         if allowed is not None:
-            problems.append(f"{where} = {element!r} is not allowed: expected {allowed}")
+            problems.append(f"{where} = {shown(element)} is not allowed: expected {allowed}")
             continue
         out.append(value)
     return tuple(out) if len(problems) == before else None
@@ -557,7 +587,7 @@ def env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, dict
             try:
                 value = tomllib.loads(f"v = {raw}")["v"]
             except tomllib.TOMLDecodeError:
-                problems.append(f"{name} = {raw!r} is not allowed: expected {_describe(tp)}")
+                problems.append(f"{name} = {shown(raw)} is not allowed: expected {_describe(tp)}")
                 continue
         out.setdefault(section, {})[key] = value
     return out
@@ -619,6 +649,48 @@ def _radius_problems(radius: RadiusConfig) -> list[str]:
             )
         seen[network] = i
     return problems
+
+
+def secrets_held(data: Mapping[str, Any]) -> list[str]:
+    """Which keys of a parsed configuration file hold secrets (for the permission warning)."""
+    held: list[str] = []
+    radius = data.get("radius")
+    clients = radius.get("clients") if isinstance(radius, Mapping) else None
+    if isinstance(clients, list):
+        held += [
+            f"radius.clients[{i}].secret"
+            for i, client in enumerate(clients)
+            if isinstance(client, Mapping) and client.get("secret")
+        ]
+    for section, key in (("database", "dsn"), ("redis", "url")):
+        table = data.get(section)
+        url = table.get(key) if isinstance(table, Mapping) else None
+        if isinstance(url, str) and re.search(r"://[^:/@]*:[^@]+@", url):
+            held.append(f"{section}.{key}")
+    return held
+
+
+def permission_warning(path: str | Path | None) -> str | None:
+    """A warning when the configuration file ``path`` holds secrets and other users may read
+    (or write) it, else None."""
+    if path is None:
+        return None
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        if not mode & (stat.S_IROTH | stat.S_IWOTH):
+            return None
+        with file.open("rb") as handle:
+            held = secrets_held(tomllib.load(handle))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not held:
+        return None
+    keys = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    return (
+        f"config file {file} holds secrets ({keys}) and is readable by other users "
+        f"(mode {stat.S_IMODE(mode):04o}); make it private: chmod o-rwx {file}"
+    )
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
