@@ -210,7 +210,7 @@ class Daemon:
                 batch_max=cfg.database.usage_batch_max,
                 metrics=self.metrics,
             )
-            self.sink = SpoolingSink(database, self.spool)
+            self.sink = SpoolingSink(database, self.spool, metrics=self.metrics)
             if self.sink.depth_bytes:
                 replayed = await self.sink.replay()
                 log.info("usage spool replayed at start records=%d", replayed)

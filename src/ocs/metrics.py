@@ -177,6 +177,13 @@ class Metrics:
             ["action"],
             registry=r,
         )
+        self.spool_refused = Counter(
+            "ocs_spool_refused_total",
+            "Usage records neither PostgreSQL nor the spool could take (not acknowledged; the "
+            "client retries), by reason: full (usage.spool_max_bytes), no_space, quota, io_error.",
+            ["reason"],
+            registry=r,
+        )
         self.usage_commit_batch = Histogram(
             "ocs_usage_commit_batch_reports",
             "Usage reports per committed transaction (group commit: _count is transactions, "

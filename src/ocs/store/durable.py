@@ -12,10 +12,17 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from ocs.charging.pipeline import OpenSession, SourceUnavailable, UsageOutcome, UsageReport
+from ocs.charging.pipeline import (
+    OpenSession,
+    SourceUnavailable,
+    SpoolFull,
+    UsageOutcome,
+    UsageReport,
+)
 from ocs.core.model import AccountSnapshot, Usage
+from ocs.metrics import Metrics
 from ocs.store.source import PostgresAccounts
-from ocs.store.spool import Spool
+from ocs.store.spool import Spool, SpoolUnwritable
 
 log = logging.getLogger("ocs.spool")
 
@@ -57,9 +64,13 @@ def _record_to_report(record: dict[str, Any]) -> UsageReport:
 class SpoolingSink:
     """``UsageSink``: PostgreSQL, else the spool. Raises ``SpoolFull`` when both are out."""
 
-    def __init__(self, database: PostgresAccounts, spool: Spool) -> None:
+    def __init__(
+        self, database: PostgresAccounts, spool: Spool, *, metrics: Metrics | None = None
+    ) -> None:
         self.database = database
         self.spool = spool
+        self.metrics = metrics
+        self.refused = 0  # records neither the database nor the spool could take
         self.spooled = 0
         self.replayed = 0
         self._replaying = asyncio.Lock()
@@ -68,13 +79,25 @@ class SpoolingSink:
     def depth_bytes(self) -> int:
         return self.spool.size_bytes
 
+    async def _append(self, entry: dict[str, Any]) -> None:
+        """Spool ``entry`` durably; raises ``SpoolFull`` (counted and logged with the reason)."""
+        try:
+            await asyncio.to_thread(self.spool.append, entry)
+        except SpoolFull as exc:
+            reason = exc.reason if isinstance(exc, SpoolUnwritable) else "full"
+            self.refused += 1
+            if self.metrics is not None:
+                self.metrics.spool_refused.labels(reason).inc()
+            log.error("usage not kept (database unavailable, spool refused: %s): %s", reason, exc)
+            raise
+        self.spooled += 1
+
     async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
         try:
             return await self.database.record(report, total_amount)
         except SourceUnavailable as exc:
             entry = {"kind": "usage", "total": total_amount, **_report_to_record(report)}
-            await asyncio.to_thread(self.spool.append, entry)
-            self.spooled += 1
+            await self._append(entry)
             log.warning(
                 "usage spooled (database unavailable: %s) key=%s", exc, report.idempotency_key
             )
@@ -85,8 +108,7 @@ class SpoolingSink:
             return await self.database.close_sessions(source, origin, reason)
         except SourceUnavailable:
             entry = {"kind": "close", "source": source, "origin": origin, "reason": reason}
-            await asyncio.to_thread(self.spool.append, entry)
-            self.spooled += 1
+            await self._append(entry)
             return []
 
     async def record_unmatched(
@@ -109,8 +131,7 @@ class SpoolingSink:
                 "reason": reason,
                 **_report_to_record(report),
             }
-            await asyncio.to_thread(self.spool.append, entry)
-            self.spooled += 1
+            await self._append(entry)
             return True
 
     async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
@@ -140,7 +161,7 @@ class SpoolingSink:
                     break
                 done += 1
             if done == len(records):
-                await asyncio.to_thread(self.spool.consume, offset)
+                await asyncio.to_thread(self.spool.consume, offset)  # False: replayed again
             elif done:
                 # Keep it simple and safe: the replayed ones stay and are replayed again later,
                 # which their idempotency keys make harmless.
