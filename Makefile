@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/ocs.demo.toml
 
-.PHONY: run test lint typecheck unit integration venv clean distclean
+.PHONY: run test test-faults fuzz lint typecheck unit integration venv clean distclean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+
+# The fault tests with PostgreSQL away for 60 s (make test runs them with 10 s).
+test-faults: $(STAMP)
+	@scripts/install-test-deps.sh
+	OCS_FAULT_OUTAGE_S=60 $(BIN)/pytest -s tests/integration/test_faults.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

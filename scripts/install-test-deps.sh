@@ -8,6 +8,9 @@ NEEDED=(
     "redis-server:redis-server"
     "freeDiameterd:freediameterd"
     "/usr/lib/freeDiameter/dict_dcca_3gpp.fdx:freediameter-extensions"
+    "faketime:faketime"
+    "radsecproxy:radsecproxy"
+    "openssl:openssl"
 )
 
 missing=()

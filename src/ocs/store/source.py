@@ -46,11 +46,18 @@ from ocs.store.accounts import (
 
 log = logging.getLogger(__name__)
 
+# The database away or failing (not the input's fault): a lost connection, a server shutting
+# down (class 57: admin shutdown, cannot connect now, a statement cancelled or timed out), a
+# client whose protocol state a dying connection broke (InternalClientError: "cannot switch to
+# state 15; another operation is in progress" when the server goes away mid-transaction), or
+# a command timeout. Each is an outage for the pipeline: usage goes to the spool.
 DATABASE_ERRORS = (
     OSError,
+    TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.TooManyConnectionsError,
 )
 
