@@ -9,7 +9,7 @@ NEEDED=(
     "freeDiameterd:freediameterd"
     "/usr/lib/freeDiameter/dict_dcca_3gpp.fdx:freediameter-extensions"
     "faketime:faketime"
-    "radsecproxy:radsecproxy"
+    "/usr/sbin/radsecproxy:radsecproxy"
     "openssl:openssl"
 )
 
