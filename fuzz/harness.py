@@ -175,6 +175,8 @@ class _Transport:
 
 
 class _Listener:
+    tls = False
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.transport = _Transport()

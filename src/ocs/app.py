@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -38,6 +39,7 @@ from ocs.ops.http import OpsEndpoint
 from ocs.ops.reload import apply_reload
 from ocs.ops.tasks import log_summaries, refresh_billing_gauges
 from ocs.radius.front import ClientTable, RadiusFront
+from ocs.radius.radsec import RadSecServer
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
@@ -47,6 +49,7 @@ from ocs.store.redis_sync import RedisSync
 from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
 from ocs.store.spool import Spool, SpoolError
+from ocs.tls import TlsSetupError, server_context
 
 log = logging.getLogger("ocs.daemon")
 
@@ -131,6 +134,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.charging: Charging | None = None
         self.radius: RadiusFront | None = None
+        self.radsec: RadSecServer | None = None
+        self.ssl_context: ssl.SSLContext | None = None
         self.diameter: DiameterServer | None = None
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
@@ -190,6 +195,13 @@ class Daemon:
             try:
                 radius_clients = build_clients(cfg.radius, load_dictionary(cfg.radius.dictionary))
             except RadiusSetupError as exc:
+                raise DaemonError(str(exc)) from None
+        if (cfg.radius.enabled and cfg.radius.tls_listen) or (
+            cfg.diameter.enabled and cfg.diameter.tls_listen
+        ):
+            try:
+                self.ssl_context = server_context(cfg.tls)
+            except TlsSetupError as exc:
                 raise DaemonError(str(exc)) from None
         async with open_database(
             cfg.database, apply_migrations=cfg.database.migrate_on_start
@@ -323,6 +335,20 @@ class Daemon:
             raise DaemonError(f"cannot open the RADIUS listeners: {exc.strerror or exc}") from exc
         for kind, host, port in bound:
             log.info("radius listening kind=%s address=%s port=%d", kind, host, port)
+        if cfg.tls_listen:
+            assert self.ssl_context is not None
+            self.radsec = RadSecServer(
+                self.radius, self.ssl_context, max_connections=cfg.tls_max_connections
+            )
+            try:
+                tls_bound = await self.radsec.start(cfg.tls_listen)
+            except OSError as exc:
+                raise DaemonError(
+                    f"cannot open the RadSec listeners: {exc.strerror or exc}"
+                ) from exc
+            for host, port in tls_bound:
+                log.info("radius listening kind=radsec address=%s port=%d", host, port)
+                self.radius.bound.append(("radsec", host, port))
         log.info("radius clients=%d", len(clients))
 
     async def _start_diameter(self) -> None:
@@ -348,14 +374,19 @@ class Daemon:
             read_timeout_s=cfg.read_timeout_s,
             watchdog_s=cfg.watchdog_s,
             max_pending=cfg.max_pending,
+            ssl_context=self.ssl_context if cfg.tls_listen else None,
         )
         try:
             # Workers (daemon.workers > 1) share the ports, as they do RADIUS's.
-            bound = await self.diameter.start(cfg.listen, reuse_port=self.config.radius.reuse_port)
+            bound = await self.diameter.start(
+                cfg.listen, reuse_port=self.config.radius.reuse_port, tls_listen=cfg.tls_listen
+            )
         except OSError as exc:
             raise DaemonError(f"cannot open the Diameter listeners: {exc.strerror or exc}") from exc
         for host, port in bound:
             log.info("diameter listening address=%s port=%d", host, port)
+        for host, port in self.diameter.bound_tls:
+            log.info("diameter listening tls=true address=%s port=%d", host, port)
         log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
 
     async def _housekeeping(self) -> None:
@@ -435,6 +466,8 @@ class Daemon:
         grace = self.config.daemon.graceful_timeout_s
         notify.sd_notify("STOPPING=1")
         self.ready = False
+        if self.radsec is not None:
+            await self.radsec.stop()
         if self.radius is not None:
             await self.radius.stop(grace)
         if self.diameter is not None:

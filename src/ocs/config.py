@@ -222,6 +222,12 @@ class RadiusClientConfig:
         "How that attribute's value is looked up (default: radius.identity_kind).",
         choices=IDENTITY_KINDS,
     )
+    tls: bool = _spec(
+        False,
+        "This client speaks RADIUS over TLS (RadSec, RFC 6614) on radius.tls_listen, with a "
+        "certificate from tls.ca_file; its datagrams over UDP are dropped. RFC 6614's secret "
+        'is "radsec".',
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,6 +269,15 @@ class RadiusConfig:
         check=_range(1, 100_000),
     )
     reuse_port: bool = _spec(False, "SO_REUSEPORT, so several ocsd processes can share the ports.")
+    tls_listen: tuple[str, ...] = _spec(
+        (),
+        "Addresses for RADIUS over TLS (RadSec, RFC 6614; port 2083) for clients with "
+        "tls = true; needs the [tls] section. Empty: none.",
+        check=check_host_port,
+    )
+    tls_max_connections: int = _spec(
+        256, "Most RadSec connections at once.", check=_range(1, 100_000)
+    )
     clients: tuple[RadiusClientConfig, ...] = _spec((), "The NAS allowed to send requests.")
 
 
@@ -333,6 +348,11 @@ class DiameterPeerConfig:
     address: str | None = _spec(
         None, "The peer's source address or network, if it must match.", check=check_network
     )
+    tls: bool = _spec(
+        False,
+        "This peer must connect over TLS (diameter.tls_listen, RFC 6733 §13) with a "
+        "certificate from tls.ca_file naming its Origin-Host; over plain TCP it is refused (3010).",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -340,6 +360,12 @@ class DiameterConfig:
     enabled: bool = _spec(False, "Serve Diameter credit control (RFC 4006, 3GPP Gy/Ro).")
     listen: tuple[str, ...] = _spec(
         ("127.0.0.1:3868",), "Addresses for Diameter over TCP.", check=check_host_port
+    )
+    tls_listen: tuple[str, ...] = _spec(
+        (),
+        "Addresses for Diameter over TLS/TCP (RFC 6733 §13; port 5658), TLS from the first "
+        "octet; needs the [tls] section. Empty: none.",
+        check=check_host_port,
     )
     origin_host: str = _spec("ocs.localdomain", "Our Origin-Host.", check=check_non_empty)
     origin_realm: str = _spec("localdomain", "Our Origin-Realm.", check=check_non_empty)
@@ -407,6 +433,20 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    certificate_file: str | None = _spec(
+        None, "PEM certificate (chain) ocsd presents on radius.tls_listen and diameter.tls_listen."
+    )
+    key_file: str | None = _spec(None, "PEM private key of that certificate (keep it private).")
+    ca_file: str | None = _spec(
+        None,
+        "PEM CA certificates that sign the clients' and peers' certificates (every TLS "
+        "client must present one).",
+    )
+    min_version: str = _spec("1.2", "Oldest TLS version accepted.", choices=("1.2", "1.3"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsConfig:
     enabled: bool = _spec(True, "Serve Prometheus metrics over HTTP.")
     listen: str = _spec(
@@ -425,6 +465,7 @@ class Config:
     diameter: DiameterConfig = field(default_factory=DiameterConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: str = field(default="built-in defaults", compare=False)
 
@@ -619,6 +660,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
             f"expected at most grant.max_volume_bytes ({config.grant.max_volume_bytes})"
         )
     problems.extend(_radius_problems(config.radius))
+    problems.extend(_tls_problems(config))
     if config.diameter.enabled and not config.diameter.peers:
         problems.append(
             "diameter.enabled = true but no [[diameter.peers]] is configured: every peer "
@@ -628,6 +670,40 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
         raise ConfigError(problems, source)
     result: Config = dataclasses.replace(config, source=source)
     return result
+
+
+def _tls_problems(config: Config) -> list[str]:
+    """TLS listeners need a certificate, its key and a CA (all readable); a client or peer
+    that must use TLS needs a TLS listener."""
+    problems: list[str] = []
+    radius, diameter, tls = config.radius, config.diameter, config.tls
+    for i, client in enumerate(radius.clients):
+        if client.tls and radius.enabled and not radius.tls_listen:
+            problems.append(
+                f"radius.clients[{i}].tls = true but radius.tls_listen is empty: the "
+                "client could never connect"
+            )
+    if diameter.enabled:
+        for i, peer in enumerate(diameter.peers):
+            if peer.tls and not diameter.tls_listen:
+                problems.append(
+                    f"diameter.peers[{i}].tls = true but diameter.tls_listen is empty: the "
+                    "peer could never connect"
+                )
+    wanted = (radius.enabled and radius.tls_listen) or (diameter.enabled and diameter.tls_listen)
+    if not wanted:
+        return problems
+    for key in ("certificate_file", "key_file", "ca_file"):
+        value = getattr(tls, key)
+        if value is None:
+            problems.append(f"tls.{key} is required by radius.tls_listen / diameter.tls_listen")
+            continue
+        try:
+            with Path(value).open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            problems.append(f"tls.{key} = {value!r} cannot be read: {exc.strerror or exc}")
+    return problems
 
 
 def _radius_problems(radius: RadiusConfig) -> list[str]:

@@ -55,6 +55,8 @@ class FakeTransport:
 
 
 class FakeListener:
+    tls = False
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.transport = FakeTransport()

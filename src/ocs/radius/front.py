@@ -96,6 +96,7 @@ class RadiusClient:
     limit_proxy_state: bool
     identity: AttributeRef
     identity_kind: IdentityKind
+    tls: bool = False  # RadSec only (radius/radsec.py); its UDP datagrams are dropped
 
 
 class ClientTable:
@@ -147,6 +148,8 @@ class _Exchange:
 
 class _Listener(asyncio.DatagramProtocol):
     """One UDP socket: bounded queue in, ``sendto`` out."""
+
+    tls = False  # RadSec's listeners (radius/radsec.py) say True
 
     def __init__(self, front: RadiusFront, kind: str) -> None:
         self.front = front
@@ -292,7 +295,7 @@ class RadiusFront:
         """Everything a datagram needs that does not await; schedules the rest."""
         host = str(addr[0])
         client = self.clients.lookup(host)
-        if client is None:
+        if client is None or client.tls != listener.tls:  # a RadSec client only over TLS
             self._drop["unknown_client"].inc()
             log.debug("radius: dropped datagram from unknown client %s", host)
             return
@@ -509,6 +512,7 @@ class RadiusFront:
             packet.authenticator,
             client.secret,
             attributes,
+            message_authenticator=not ex.listener.tls,  # RadSec: see codec.encode_reply
         )
         self._remember(key, reply)
         self._send(ex.listener, reply, addr)

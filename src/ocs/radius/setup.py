@@ -80,6 +80,7 @@ def build_clients(config: RadiusConfig, dictionary: object) -> ClientTable:
                 limit_proxy_state=client.limit_proxy_state,
                 identity=ref,
                 identity_kind=kind,
+                tls=client.tls,
             )
         )
         if not client.require_message_authenticator:
