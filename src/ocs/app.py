@@ -341,7 +341,7 @@ class Daemon:
                 self.radius, self.ssl_context, max_connections=cfg.tls_max_connections
             )
             try:
-                tls_bound = await self.radsec.start(cfg.tls_listen)
+                tls_bound = await self.radsec.start(cfg.tls_listen, reuse_port=cfg.reuse_port)
             except OSError as exc:
                 raise DaemonError(
                     f"cannot open the RadSec listeners: {exc.strerror or exc}"

@@ -538,3 +538,23 @@ async def test_mutated_messages_never_escape(setup: Setup) -> None:
     assert setup.dropped("internal_error") == 0
     check = await bystander.request(ccr("by;end", INITIAL, 0, user="postpaid"))
     assert result_code(check) == 2001
+
+
+async def test_closed_sessions_are_remembered_for_a_bounded_time(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Terminated sessions are kept (for a repeated CCR-T) for _CLOSED_KEPT_S only, so steady
+    traffic does not grow memory (the soak)."""
+    import ocs.diameter.handler as handler_module
+
+    monkeypatch.setattr(handler_module, "_CLOSED_KEPT_S", 0.2)
+    peer = await setup.peer()
+    for session in ("k;1", "k;2"):
+        assert result_code(await peer.request(ccr(session, INITIAL, 0, user="postpaid"))) == 2001
+        used = units(446, time_s=10)
+        end = ccr(session, TERMINATION, 1, user="postpaid", used=used)
+        assert result_code(await peer.request(end)) == 2001
+        if session == "k;1":
+            assert "k;1" in setup.handler._closed
+            await asyncio.sleep(0.3)
+    assert list(setup.handler._closed) == ["k;2"]  # k;1 was forgotten when k;2 closed

@@ -113,6 +113,9 @@ COMMAND_LABELS: Final[dict[RequestType, str]] = {
 
 _REPORTED_KEPT: Final = 8  # cumulative totals kept per session for repeated request numbers
 _CLOSED_KEPT: Final = 100_000  # recently terminated sessions, for a repeated CCR-T
+# ... for this long (seconds): a client repeats a CCR-T within its Tx timer (RFC 4006 §13,
+# seconds), so keeping them longer only grows memory under steady traffic (the soak).
+_CLOSED_KEPT_S: Final = 120.0
 
 # Counts one answered CCR: (command label, Result-Code, the MSCC Result-Codes).
 ResultCounter = Callable[[str, int, tuple[int, ...]], None]
@@ -262,8 +265,8 @@ class CreditControl:
         self.count = count
         self.encoder_origin = (origin_host, origin_realm)
         self.sessions: dict[str, CcSession] = {}
-        # Session-Id → (last CC-Request-Number, Result-Code) of recently terminated sessions.
-        self._closed: OrderedDict[str, tuple[int, int]] = OrderedDict()
+        # (last CC-Request-Number, Result-Code, closed at monotonic), oldest first
+        self._closed: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
 
     # --- entry points ---------------------------------------------------------------------
 
@@ -615,8 +618,11 @@ class CreditControl:
     def _terminated(self, request: CreditControlRequest, session: CcSession) -> bytes:
         self.sessions.pop(session.session_id, None)
         closed = self._closed
-        closed[session.session_id] = (request.request_number, DIAMETER_SUCCESS)
+        now = self.charging.clock.mono()
+        closed[session.session_id] = (request.request_number, DIAMETER_SUCCESS, now)
         if len(closed) > _CLOSED_KEPT:
+            closed.popitem(last=False)
+        while closed and next(iter(closed.values()))[2] < now - _CLOSED_KEPT_S:
             closed.popitem(last=False)
         self.count("CCR-T", DIAMETER_SUCCESS, ())
         return self.encoder.build(request, result_code=DIAMETER_SUCCESS)

@@ -120,7 +120,10 @@ class RadSecServer:
         self._servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, int]] = []
 
-    async def start(self, addresses: Iterable[str]) -> list[tuple[str, int]]:
+    async def start(
+        self, addresses: Iterable[str], *, reuse_port: bool = False
+    ) -> list[tuple[str, int]]:
+        """Listen on every ``host:port``; workers share the ports (``reuse_port``)."""
         loop = asyncio.get_running_loop()
         for address in addresses:
             host, _, port = address.rpartition(":")
@@ -131,6 +134,7 @@ class RadSecServer:
                 port=int(port),
                 family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                 reuse_address=True,
+                reuse_port=reuse_port or None,
                 ssl=self.ssl_context,
                 ssl_handshake_timeout=10.0,
                 backlog=256,
