@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/ocs.demo.toml
 
-.PHONY: run test test-faults fuzz lint typecheck unit integration venv clean distclean
+.PHONY: run test test-dates test-faults fuzz lint typecheck unit integration venv clean distclean
 
 venv: $(STAMP)
 
@@ -25,6 +25,13 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/pytest
+	@scripts/test-dates.sh
+
+# The date-sensitive tests (marker `dates`) under faketime at month ends, DST changes, a leap
+# day and the year end, each with another machine time zone (part of `make test`).
+test-dates: $(STAMP)
+	@scripts/install-test-deps.sh
+	@scripts/test-dates.sh
 
 # The fault tests with PostgreSQL away for 60 s (make test runs them with 10 s).
 test-faults: $(STAMP)

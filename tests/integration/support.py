@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -19,6 +20,30 @@ class Result:
     code: int
     out: str
     err: str
+
+
+def midday_zone(now: datetime) -> str:
+    """A fixed-offset zone ("Etc/GMT-3" is UTC+3) where ``now`` falls between 10:00 and 15:00:
+    a test that runs a day-bound scenario through the CLI (which reads the clock itself) cannot
+    cross a midnight there, whenever the suite runs."""
+    offset = (12 - now.astimezone(UTC).hour) % 24  # hours to add to UTC to reach about noon
+    if offset > 14:
+        offset -= 24  # Etc zones span UTC-12 .. UTC+14
+    return f"Etc/GMT{-offset:+d}" if offset else "Etc/UTC"
+
+
+def real_clock_env() -> dict[str, str]:
+    """The environment without libfaketime, for peers whose clock does not matter to a test and
+    that do not run under it: redis-server's allocator calls clock_gettime from inside
+    libfaketime and the server dies at start. ``make test-dates`` runs the suite under
+    faketime; PostgreSQL and ocsd keep the faked clock, which is what those runs are about."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FAKETIME", "DONT_FAKE"))}
+    preload = [p for p in env.get("LD_PRELOAD", "").split(":") if p and "faketime" not in p]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    else:
+        env.pop("LD_PRELOAD", None)
+    return env
 
 
 def ocs_env(dsn: str | None, **extra: str) -> dict[str, str]:

@@ -108,6 +108,7 @@ async def test_thresholds_fire_once_and_rearm(conn: asyncpg.Connection, dsn: str
         await listener.close()
 
 
+@pytest.mark.dates
 async def test_postpaid_percentages_and_limit_changes(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, "postpaid", "1000")
     await store.set_warning_thresholds(conn, "postpaid", [money("100")], [Decimal("20")])
@@ -135,6 +136,7 @@ async def test_postpaid_percentages_and_limit_changes(conn: asyncpg.Connection) 
     )
 
 
+@pytest.mark.dates
 async def test_an_ended_temporary_increase_is_noticed_by_the_periodic_run(
     conn: asyncpg.Connection, dsn: str
 ) -> None:
@@ -164,6 +166,7 @@ async def test_an_ended_temporary_increase_is_noticed_by_the_periodic_run(
         await listener.close()
 
 
+@pytest.mark.dates
 async def test_unbilled_thresholds_rearm_when_a_new_month_starts(conn: asyncpg.Connection) -> None:
     """On the unbilled basis the figure rises at the month's start with no write: a threshold
     that fired last month fires again this month."""
@@ -210,7 +213,11 @@ def test_thresholds_through_the_cli(dsn: str) -> None:
 # --- the database's available credit is the core's ------------------------------------------
 
 
+@pytest.mark.dates
 async def test_sql_available_credit_matches_the_core(conn: asyncpg.Connection) -> None:
+    """The demo accounts and two odd ones, at instants derived from one reading of the
+    database's clock (the demo data is set up relative to it): now, two days on, and either
+    side of the next month's start in Zurich."""
     await load_demo(conn)
     odd = await _account(conn, "odd", "333.333333")
     await _ledger(conn, odd, "adjustment", "-12.345678")
@@ -221,12 +228,13 @@ async def test_sql_available_credit_matches_the_core(conn: asyncpg.Connection) -
     monthly = await _account(
         conn, "monthly", "500", limit_basis=LimitBasis.UNBILLED, time_zone="Europe/Zurich"
     )
-    await _use(conn, monthly, "480", datetime(2026, 11, 30, 22, 0, tzinfo=UTC))
+    next_month = next_month_start(now, ZURICH)
+    await _use(conn, monthly, "480", next_month - timedelta(hours=1))
     moments = [
         now,
         now + timedelta(days=2),
-        datetime(2026, 11, 30, 22, 30, tzinfo=UTC),  # November in Zurich
-        datetime(2026, 11, 30, 23, 30, tzinfo=UTC),  # December in Zurich: unbilled starts again
+        next_month - timedelta(minutes=30),  # the month of the usage, in Zurich
+        next_month + timedelta(minutes=30),  # the next month in Zurich: unbilled starts again
     ]
     names = [d.name for d in DEMO_ACCOUNTS] + ["odd", "monthly"]
     for name in names:
@@ -239,6 +247,60 @@ async def test_sql_available_credit_matches_the_core(conn: asyncpg.Connection) -
     assert await store.available_credit_in_database(conn, monthly, moments[3]) == money("500")
 
 
+def next_month_start(now: datetime, zone: ZoneInfo) -> datetime:
+    """The first instant of the month after ``now``'s, in ``zone``."""
+    local = now.astimezone(zone)
+    year, month = (local.year + 1, 1) if local.month == 12 else (local.year, local.month + 1)
+    return datetime(year, month, 1, tzinfo=zone)
+
+
+# Instants where a month, a day or the offset changes in the zones the tests use. Each is
+# given with the zone whose calendar it is about; the SQL and the core must agree either side.
+CALENDAR_EDGES = [
+    ("Europe/Zurich", datetime(2027, 1, 31, 23, 59, 59)),  # last second of January
+    ("Europe/Zurich", datetime(2027, 2, 1, 0, 0, 0)),
+    ("Europe/Zurich", datetime(2027, 3, 28, 1, 59, 59)),  # summer time starts at 02:00
+    ("Europe/Zurich", datetime(2027, 3, 28, 3, 0, 0)),
+    ("Europe/Zurich", datetime(2027, 10, 31, 2, 30, 0)),  # the hour that happens twice
+    ("Europe/Zurich", datetime(2027, 10, 31, 23, 59, 59)),  # a month ending on DST day
+    ("America/Los_Angeles", datetime(2027, 3, 14, 1, 59, 59)),  # DST starts at 02:00
+    ("America/Los_Angeles", datetime(2027, 3, 31, 23, 59, 59)),
+    ("America/Los_Angeles", datetime(2027, 11, 7, 1, 30, 0)),  # DST ends: 01:30 twice
+    ("America/Los_Angeles", datetime(2027, 11, 30, 23, 59, 59)),
+    ("UTC", datetime(2028, 2, 29, 12, 0, 0)),  # a leap day
+    ("UTC", datetime(2028, 2, 29, 23, 59, 59)),
+    ("Europe/Zurich", datetime(2027, 12, 31, 23, 59, 59)),  # the year's last second
+    ("America/Los_Angeles", datetime(2027, 12, 31, 23, 59, 59)),
+]
+
+
+@pytest.mark.dates
+@pytest.mark.parametrize(("zone_name", "local"), CALENDAR_EDGES)
+async def test_unbilled_month_edges_agree_in_sql_and_the_core(
+    conn: asyncpg.Connection, zone_name: str, local: datetime
+) -> None:
+    """Usage one second before a calendar edge counts in its month until the next month starts
+    in the account's zone, in PostgreSQL and in the core alike; fixed instants only, so the
+    result is the same whatever day the suite runs."""
+    zone = ZoneInfo(zone_name)
+    at = local.replace(tzinfo=zone)
+    acct = await _account(conn, "edge", "100", limit_basis=LimitBasis.UNBILLED, time_zone=zone_name)
+    await _use(conn, acct, "30", at)
+    snapshot = await store.snapshot_by_id(conn, acct)
+    assert snapshot is not None
+    assert snapshot.unbilled_period == at.astimezone(zone).date().replace(day=1)
+    month_end = next_month_start(at, zone)
+    for moment, expected in [
+        (at, "70"),
+        (month_end - timedelta(seconds=1), "70"),
+        (month_end, "100"),
+        (month_end + timedelta(days=1), "100"),
+    ]:
+        in_sql = await store.available_credit_in_database(conn, acct, moment)
+        assert in_sql == available_credit(snapshot, moment) == money(expected), (zone_name, moment)
+
+
+@pytest.mark.dates
 async def test_unbilled_basis_counts_usage_only(conn: asyncpg.Connection) -> None:
     """Seed 002: on the unbilled basis the limit applies to this month's usage; a payment raises
     the balance and leaves the unbilled usage (and so the available credit) as it was."""
@@ -389,6 +451,7 @@ def test_transfer_through_the_cli(dsn: str) -> None:
 # --- prepaid periods --------------------------------------------------------------------------
 
 
+@pytest.mark.dates
 async def test_a_prepaid_period_run_twice_charges_once(dsn: str, conn: asyncpg.Connection) -> None:
     acct = await _account(conn, "isp")
     await _ledger(conn, acct, "payment", "30")
@@ -504,6 +567,7 @@ async def test_concurrent_runs_over_many_accounts_charge_each_period_once(dsn: s
             await c.close()
 
 
+@pytest.mark.dates
 async def test_an_unpaid_period_blocks_after_the_grace_and_a_payment_unblocks(
     conn: asyncpg.Connection,
 ) -> None:
@@ -537,6 +601,7 @@ async def test_an_unpaid_period_blocks_after_the_grace_and_a_payment_unblocks(
     assert service.unpaid == 0
 
 
+@pytest.mark.dates
 async def test_a_payment_does_not_lift_an_operators_block(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, "fraud")
     start = datetime(2026, 5, 1, tzinfo=UTC)
@@ -553,6 +618,7 @@ async def test_a_payment_does_not_lift_an_operators_block(conn: asyncpg.Connecti
     assert service.unpaid == 0
 
 
+@pytest.mark.dates
 async def test_monthly_periods_follow_the_calendar_in_the_account_zone(
     conn: asyncpg.Connection,
 ) -> None:
@@ -576,6 +642,7 @@ async def test_monthly_periods_follow_the_calendar_in_the_account_zone(
     assert await conn.fetchval("SELECT balance FROM accounts WHERE id = $1", closed) == 0
 
 
+@pytest.mark.dates
 def test_prepaid_through_the_cli(dsn: str) -> None:
     run_ocs("account", "create", "home", dsn=dsn)
     run_ocs("payment", "add", "home", "10", dsn=dsn)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from ocs.store import accounts as store
 
 
+@pytest.mark.dates
 async def test_bulk_load_matches_the_view(conn: asyncpg.Connection) -> None:
     await conn.execute(
         """INSERT INTO tariffs (name, price_per_minute, billing_increment_s, minimum_s,

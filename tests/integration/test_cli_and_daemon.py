@@ -24,6 +24,7 @@ DEMO_EXPECTED = {
 }
 
 
+@pytest.mark.dates
 def test_demo_load_and_account_show_for_every_demo_row(dsn: str) -> None:
     loaded = run_ocs("demo", "load", dsn=dsn)
     assert loaded.code == 0, loaded.err
@@ -37,6 +38,7 @@ def test_demo_load_and_account_show_for_every_demo_row(dsn: str) -> None:
     assert "available credit    20.00" in show
 
 
+@pytest.mark.dates
 def test_account_lifecycle_through_the_cli(dsn: str) -> None:
     assert (
         run_ocs(

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import pytest
-from support import run_ocs
+from support import midday_zone, run_ocs
 
 from ocs.core import parse_amount
 from ocs.store import accounts as store
@@ -56,6 +56,7 @@ async def _account(conn: asyncpg.Connection, name: str, limit: str = "0", **kw: 
 # --- temporary credit limits: John Doe and EasyCall -------------------------------------------
 
 
+@pytest.mark.dates
 async def test_helpdesk_may_give_john_doe_20_for_7_days(conn: asyncpg.Connection) -> None:
     await _operators(conn)
     john = await _account(conn, "john-doe", "200")
@@ -85,6 +86,7 @@ async def test_helpdesk_may_give_john_doe_20_for_7_days(conn: asyncpg.Connection
     )
 
 
+@pytest.mark.dates
 async def test_helpdesk_may_not_give_easycall_200_for_40_days_the_crm_may(
     conn: asyncpg.Connection,
 ) -> None:
@@ -145,6 +147,7 @@ async def test_helpdesk_may_not_give_easycall_200_for_40_days_the_crm_may(
     assert [r["operator"] for r in history if r["temporary"]] == ["crm", "helpdesk"]
 
 
+@pytest.mark.dates
 async def test_operator_with_both_caps_and_no_caps(conn: asyncpg.Connection) -> None:
     await operator_store.create_operator(
         conn,
@@ -176,6 +179,7 @@ async def test_operator_with_both_caps_and_no_caps(conn: asyncpg.Connection) -> 
         )
 
 
+@pytest.mark.dates
 async def test_percentage_increase_needs_a_positive_permanent_limit(
     conn: asyncpg.Connection,
 ) -> None:
@@ -219,6 +223,7 @@ async def _pete(conn: asyncpg.Connection) -> None:
     )
 
 
+@pytest.mark.dates
 async def test_pete_step_by_step_including_after_midnight(conn: asyncpg.Connection) -> None:
     await _pete(conn)
     for n in range(21):
@@ -278,8 +283,11 @@ async def test_promotional_credit_counts_and_raw_sql_writers_are_bound(
     await _pete(conn)
     acct = await _account(conn, "c")
     pete = await store.operator_id(conn, "pete")
-    await store.add_ledger_entry(conn, "c", "promotional_credit", money("10"), operator="pete")
-    assert (await operator_store.get_operator(conn, "pete")).used_today == money("10")
+    now = await store.database_now(conn)  # one instant: the day cannot change in between
+    await store.add_ledger_entry(
+        conn, "c", "promotional_credit", money("10"), operator="pete", now=now
+    )
+    assert (await operator_store.get_operator(conn, "pete", now)).used_today == money("10")
     # A writer that bypasses ocs (the customer's billing system, psql) is bound as well.
     with pytest.raises(asyncpg.PostgresError, match=r"at most 10\.00 per transaction") as raw:
         await conn.execute(
@@ -294,13 +302,15 @@ async def test_promotional_credit_counts_and_raw_sql_writers_are_bound(
 async def test_a_repeated_external_id_is_not_counted_twice(conn: asyncpg.Connection) -> None:
     await _pete(conn)
     await _account(conn, "c")
+    now = await store.database_now(conn)
     for _ in range(3):
         await store.add_ledger_entry(
-            conn, "c", "credit", money("10"), operator="pete", external_id="ticket-7"
+            conn, "c", "credit", money("10"), operator="pete", external_id="ticket-7", now=now
         )
-    assert (await operator_store.get_operator(conn, "pete")).used_today == money("10")
+    assert (await operator_store.get_operator(conn, "pete", now)).used_today == money("10")
 
 
+@pytest.mark.dates
 async def test_concurrent_credits_cannot_exceed_a_daily_limit(dsn: str) -> None:
     """Several sessions credit at once, as one operator and as two: each operator's day stays
     within its limit, however the statements interleave."""
@@ -316,6 +326,8 @@ async def test_concurrent_credits_cannot_exceed_a_daily_limit(dsn: str) -> None:
             )
         for n in range(24):
             await _account(setup, f"c{n}")
+        # Every credit at one instant: a run that crosses midnight must not start a new day.
+        now = await store.database_now(setup)
     finally:
         await setup.close()
 
@@ -326,7 +338,7 @@ async def test_concurrent_credits_cannot_exceed_a_daily_limit(dsn: str) -> None:
             operator = "alice" if n % 2 else "bob"
             try:
                 await store.add_ledger_entry(
-                    conns[n], f"c{n}", "credit", money("10"), operator=operator
+                    conns[n], f"c{n}", "credit", money("10"), operator=operator, now=now
                 )
             except store.Refused:
                 return False
@@ -336,7 +348,7 @@ async def test_concurrent_credits_cannot_exceed_a_daily_limit(dsn: str) -> None:
         assert sum(results) == 10  # 5 each: 12 tried per operator, 50 / 10 allowed
         check = conns[0]
         for name in ("alice", "bob"):
-            assert (await operator_store.get_operator(check, name)).used_today == money("50")
+            assert (await operator_store.get_operator(check, name, now)).used_today == money("50")
         total = await check.fetchval("SELECT sum(balance) FROM accounts")
         assert total == Decimal("100")
     finally:
@@ -422,7 +434,10 @@ def test_operator_cli_and_the_seed_scenarios(dsn: str) -> None:
     assert "helpdesk" in listing and "crm" in listing and "(2 operators)" in listing
 
 
-def test_pete_through_the_cli(dsn: str) -> None:
+async def test_pete_through_the_cli(dsn: str, conn: asyncpg.Connection) -> None:
+    # Pete's day in a zone where it is midday now: the CLI reads the clock itself, and the
+    # scenario must not cross a midnight whenever the suite runs.
+    zone = midday_zone(await store.database_now(conn))
     assert (
         run_ocs(
             "operator",
@@ -433,7 +448,7 @@ def test_pete_through_the_cli(dsn: str) -> None:
             "--transaction-limit",
             "10",
             "--time-zone",
-            "America/Los_Angeles",
+            zone,
             dsn=dsn,
         ).code
         == 0
@@ -460,7 +475,7 @@ def test_pete_through_the_cli(dsn: str) -> None:
 
     shown = run_ocs("operator", "show", "pete", dsn=dsn).out
     assert "per transaction limit      10.00" in shown
-    assert "used 6.00, 194.00 left; resets at midnight America/Los_Angeles" in shown
+    assert f"used 6.00, 194.00 left; resets at midnight {zone}" in shown
 
     ghost = run_ocs("credit", "add", "c1", "1", "--operator", "ghost", dsn=dsn)
     assert ghost.code == 1 and "no operator named 'ghost'" in ghost.err

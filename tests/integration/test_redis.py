@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from support import ROOT, run_ocs, write_config
+from support import ROOT, real_clock_env, run_ocs, write_config
 
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging, UsageOutcome, UsageReport
@@ -102,6 +102,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            env=real_clock_env(),
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -200,6 +201,7 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
             capture_output=True,
             timeout=30,
             check=False,
+            env=real_clock_env(),
         )
         assert created.returncode == 0, created.stdout.decode() + created.stderr.decode()
         deadline = time.monotonic() + 10
@@ -210,6 +212,7 @@ def redis_cluster(tmp_path: Path) -> Iterator[list[RedisServer]]:
                     capture_output=True,
                     timeout=5,
                     check=False,
+                    env=real_clock_env(),
                 ).stdout
                 if b"cluster_state:ok" in info and b"cluster_slots_ok:16384" in info:
                     break

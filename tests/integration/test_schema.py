@@ -112,6 +112,7 @@ async def test_usage_is_idempotent_by_key(conn: asyncpg.Connection) -> None:
     assert snap.balance == parse_amount("-0.06")
 
 
+@pytest.mark.dates
 async def test_unbilled_follows_the_month_in_the_account_time_zone(
     conn: asyncpg.Connection,
 ) -> None:
@@ -152,6 +153,7 @@ async def test_unbilled_follows_the_month_in_the_account_time_zone(
     assert snap.balance == parse_amount("-492")
 
 
+@pytest.mark.dates
 async def test_one_active_temporary_increase_and_the_history(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, credit_limit=parse_amount("200"))
     now = await store.database_now(conn)
@@ -238,6 +240,7 @@ async def test_changes_are_announced(conn: asyncpg.Connection, dsn: str) -> None
         await listener.close()
 
 
+@pytest.mark.dates
 async def test_demo_accounts_decide_as_the_table_says(conn: asyncpg.Connection) -> None:
     await load_demo(conn)
     await load_demo(conn)  # idempotent: the same state again

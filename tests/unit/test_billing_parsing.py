@@ -29,6 +29,8 @@ from ocs.cli import (
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountStatus, LimitBasis
 
+pytestmark = pytest.mark.dates
+
 
 def _csv(text: str) -> list[str]:
     return io.StringIO(text).readlines()

@@ -22,6 +22,8 @@ from ocs.core import (
     parse_amount,
 )
 
+pytestmark = pytest.mark.dates
+
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 LIMITS = GrantLimits()
 DEMO_TARIFF = Tariff(price_per_minute=parse_amount("0.06"))  # 0.001 per second
