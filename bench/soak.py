@@ -350,7 +350,7 @@ def main() -> int:
     p.add_argument("--rate", type=float, help="sessions/s per protocol (default: half the max)")
     p.add_argument("--probe-s", type=float, default=20.0, help="the saturation probe's length")
     p.add_argument("--hold-s", type=float, default=2.0, help="how long each session stays open")
-    p.add_argument("--warmup-s", type=float, default=60.0)
+    p.add_argument("--warmup-s", type=float, default=150.0, help="the time-bounded caches fill")
     p.add_argument("--settle-s", type=float, default=120.0, help="wait for the baseline")
     p.add_argument("--accounts", type=int, default=500)
     args = p.parse_args()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -61,6 +62,7 @@ class Pki:
     other: tuple[Path, Path]
     nas: tuple[Path, Path]
     stranger: tuple[Path, Path]
+    freediameter: tuple[Path, Path]
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -117,6 +119,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         stranger=_issue(
             directory, "stranger", "/CN=pcef.localdomain", "DNS:pcef.localdomain", None
         ),
+        freediameter=_issue(directory, "fd", "/CN=fd.relay.net", "DNS:fd.relay.net", ca),
     )
 
 
@@ -458,3 +461,112 @@ realm * {{
         proxy.terminate()
         proxy.wait(10)
         proxy_log.close()
+
+
+# --- freeDiameter as the TLS peer ---------------------------------------------------------------
+
+FREEDIAMETERD = shutil.which("freeDiameterd")
+FD_EXTENSIONS = Path("/usr/lib/freeDiameter")
+
+
+def test_freediameter_connects_over_tls_and_relays(
+    dsn: str, daemons, tmp_path: Path, pki: Pki
+) -> None:
+    """freeDiameterd (Debian) connects to ocsd's TLS port (RFC 6733 §13: TLS from the first
+    octet) with a certificate from our CA naming its identity, and relays a plain client's
+    credit control to ocsd over that connection."""
+    binary = require(FREEDIAMETERD, "freediameterd")
+    if not (FD_EXTENSIONS / "dict_dcca_3gpp.fdx").exists():
+        require(None, "freediameter-extensions")
+    tls_port, fd_port, metrics_port = free_port(), free_port(), free_port()
+    config = write_config(
+        tmp_path / "ocsd.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+graceful_timeout_s = 5
+[metrics]
+listen = "127.0.0.1:{metrics_port}"
+[usage]
+spool_file = "{tmp_path / "usage.spool"}"
+[tls]
+certificate_file = "{pki.server[1]}"
+key_file = "{pki.server[0]}"
+ca_file = "{pki.ca}"
+[diameter]
+enabled = true
+listen = []
+tls_listen = ["127.0.0.1:{tls_port}"]
+origin_host = "ocs.localdomain"
+origin_realm = "localdomain"
+[[diameter.peers]]
+origin_host = "fd.relay.net"
+realm = "relay.net"
+tls = true
+""",
+    )
+    config.chmod(0o600)
+    daemon = daemons("--config", str(config), "--load-demo", dsn=dsn)
+    daemon.wait_for("msg='ready")
+    (tmp_path / "acl_wl.conf").write_text("ALLOW_OLD_TLS ALLOW_IPSEC *.clients.net\n")
+    (tmp_path / "rt_default.conf").write_text('* : "ocs.localdomain" += 100 ;\n')
+    extensions = "\n".join(
+        f'LoadExtension = "{FD_EXTENSIONS / name}";'
+        for name in ("dict_nasreq.fdx", "dict_rfc5777.fdx", "dict_dcca.fdx", "dict_dcca_3gpp.fdx")
+    )
+    fd_conf = write_config(
+        tmp_path / "freeDiameter.conf",
+        f"""
+Identity = "fd.relay.net";
+Realm = "relay.net";
+Port = {fd_port};
+SecPort = 0;
+No_SCTP;
+No_IPv6;
+ListenOn = "127.0.0.1";
+TwTimer = 30;
+AppServThreads = 2;
+TLS_Cred = "{pki.freediameter[1]}", "{pki.freediameter[0]}";
+TLS_CA = "{pki.ca}";
+{extensions}
+LoadExtension = "{FD_EXTENSIONS / "rt_default.fdx"}" : "{tmp_path / "rt_default.conf"}";
+LoadExtension = "{FD_EXTENSIONS / "acl_wl.fdx"}" : "{tmp_path / "acl_wl.conf"}";
+ConnectPeer = "ocs.localdomain" {{ ConnectTo = "127.0.0.1"; Port = {tls_port}; }};
+""",
+    )
+    fd_log = (tmp_path / "freediameter.log").open("w")
+    fd = subprocess.Popen(
+        [binary, "-c", str(fd_conf)], stdout=fd_log, stderr=subprocess.STDOUT, cwd=tmp_path
+    )
+    try:
+        daemon.wait_for("peer open origin_host=fd.relay.net", timeout=40)
+
+        async def relay() -> None:
+            client = await Peer.connect("127.0.0.1", fd_port)
+            cea = await client.request(cer("client.clients.net", "clients.net"))
+            assert result_code(cea) == 2001, cea
+            request = ccr(
+                "client.clients.net;tls;1",
+                1,
+                0,
+                user="postpaid",
+                host="client.clients.net",
+                realm="clients.net",
+            )
+            answer = await client.request(request, wait_s=10)
+            assert result_code(answer) == 2001
+            client.close()
+
+        asyncio.run(relay())
+        assert fd.poll() is None, "freeDiameterd exited"
+        assert metric(metrics_port, 'ocs_diameter_answers_total{command="CCR-I"') == 1
+    finally:
+        if fd.poll() is None:
+            fd.send_signal(signal.SIGTERM)
+            try:
+                fd.wait(15)
+            except subprocess.TimeoutExpired:
+                fd.kill()
+                fd.wait(5)
+        fd_log.close()
+    assert daemon.stop() == 0
