@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import logging
 import random
 import struct
 import sys
@@ -56,10 +55,6 @@ PEER_HOST = "pcef.localdomain"
 TARIFF = Tariff(price_per_minute=parse_amount("0.06"), price_per_mb=parse_amount("0.01"))
 RESET_EVERY = 2000  # fresh state now and then: memory stays bounded, runs stay comparable
 MAX_INDEXED_TEXT_BYTES = 2000  # a btree index row holds at most about 2,700 octets
-
-# Refusals and drops are logged at warning level and below; millions of them would only slow
-# the fuzzer. Errors (a path's catch-all) still show, and are counted as crashes anyway.
-logging.disable(logging.WARNING)
 
 
 class HostileValueReachedStore(AssertionError):

@@ -519,7 +519,7 @@ def test_wall_clock_stepped_an_hour_both_ways_under_load(stack: Stack, daemons) 
         FAKETIME_DONT_FAKE_MONOTONIC="1",
     )
     daemon.wait_for("msg='ready")
-    assert "2027-01-31T23:3" in daemon.output()  # the daemon's own clock is the faked one
+    assert "2027-01-31T23:" in daemon.output()  # the daemon's own clock is the faked one
     radius, diameter = asyncio.run(_clock_steps(stack, control, offset_s))
     # Monotonic timers unaffected: no session, hold or peer expired early or late.
     for load in (radius, diameter):
