@@ -286,8 +286,11 @@ def test_postgres_away_under_load_decisions_continue_and_the_ledger_is_exact(
     assert answered.get("access_2", 0) > 0  # Access-Accept from the cache while PG was away
     assert answered.get("acct_5", 0) > 0  # accounting acknowledged (spooled) meanwhile
     assert stack.metric("ocs_spool_records_total", action="spooled") > 0
-    replayed = stack.metric("ocs_spool_records_total", action="replayed")
     spooled = stack.metric("ocs_spool_records_total", action="spooled")
+    deadline = time.monotonic() + 10  # the counters are refreshed once a second
+    while (replayed := stack.metric("ocs_spool_records_total", action="replayed")) < spooled:
+        assert time.monotonic() < deadline, (replayed, spooled)
+        time.sleep(0.2)
     assert replayed >= spooled > 0
     figures = check_ledger(stack, radius, diameter)
     figures["outage_s"] = OUTAGE_S
