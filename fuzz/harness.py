@@ -75,11 +75,14 @@ def _check_text(what: str, value: Any, *, indexed: bool = False) -> None:
 
 
 def _check_report(report: UsageReport) -> None:
+    entry = report.entry
     _check_text("source", report.source)
     _check_text("origin", report.origin, indexed=True)
     _check_text("session_key", report.session_key, indexed=True)
-    _check_text("idempotency_key", report.idempotency_key, indexed=True)
-    _check_text("close_reason", report.close_reason)
+    _check_text("uid", entry.uid, indexed=True)
+    _check_text("report_key", entry.report_key, indexed=True)
+    _check_text("wire_key", entry.wire_key, indexed=True)
+    _check_text("close_reason", entry.close_reason)
 
 
 class StrictStore(MemoryStore):
@@ -89,33 +92,28 @@ class StrictStore(MemoryStore):
         _check_text("identity", value, indexed=True)
         return await super().find_account(kind, value)
 
-    async def record(self, report: UsageReport, total_amount: int) -> Any:
+    async def record(self, report: UsageReport) -> Any:
         _check_report(report)
-        return await super().record(report, total_amount)
+        return await super().record(report)
 
     async def record_unmatched(
-        self,
-        report: UsageReport,
-        identity_kind: str,
-        identity: str,
-        *,
-        reason: str = "unknown_identity",
+        self, report: UsageReport, identity_kind: str, identity: str, reason: str
     ) -> bool:
         _check_report(report)
         _check_text("identity_kind", identity_kind)
         _check_text("identity", identity)
         _check_text("reason", reason)
-        return await super().record_unmatched(report, identity_kind, identity, reason=reason)
+        return await super().record_unmatched(report, identity_kind, identity, reason)
 
     async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
         for what, value in (("source", source), ("origin", origin), ("reason", reason)):
             _check_text(what, value, indexed=True)
         return await super().close_sessions(source, origin, reason)
 
-    async def open_session(self, source: str, origin: str, session_key: str) -> None:
+    async def session_generations(self, source: str, origin: str, session_key: str) -> Any:
         for what, value in (("origin", origin), ("session_key", session_key)):
             _check_text(what, value, indexed=True)
-        return await super().open_session(source, origin, session_key)
+        return await super().session_generations(source, origin, session_key)
 
     async def credit(
         self, account_id: int, amount: int, idempotency_key: str, note: str

@@ -16,6 +16,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 from ocs import __version__
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
+from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, permission_warning, split_host_port
 from ocs.core.model import CreditDecision, RefusalReason
@@ -45,6 +47,7 @@ from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
 from ocs.store.demo import load_demo
 from ocs.store.durable import SpoolingSink
+from ocs.store.rate_feed import RatePlanFeed
 from ocs.store.redis_sync import RedisSync
 from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
@@ -54,6 +57,12 @@ from ocs.tls import TlsSetupError, server_context
 log = logging.getLogger("ocs.daemon")
 
 EXPIRY_SLICE = 100  # heap steps per slice of expiry work (about 0.3 ms here)
+
+
+def default_instance_name(config: Config) -> str:
+    """Host name and lock file: the same for a daemon restarted in place, different for two
+    daemons on one host (they cannot share a lock file)."""
+    return f"{socket.gethostname()}:{Path(config.daemon.lock_file).resolve()}"
 
 
 class DaemonError(RuntimeError):
@@ -130,6 +139,9 @@ class Daemon:
         self.load_demo_data = load_demo_data
         self.cache = AccountCache(negative_ttl_s=config.cache.negative_ttl_s)
         self.sessions = SessionBook()
+        # Rate plans by id (rating by destination), loaded at start and per plan on change.
+        self.rate_plans = RatePlanCache()
+        self.rate_feed: RatePlanFeed | None = None
         self.metrics = Metrics()
         self.stopping = asyncio.Event()
         self.charging: Charging | None = None
@@ -140,6 +152,7 @@ class Daemon:
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
         self.redis_sync: RedisSync | None = None
+        self.db: Database | None = None
         self._tasks: list[asyncio.Task[None]] = []
         # Operations (ocs.ops): /status, /readyz, SIGHUP reload, systemd notification.
         self.started_at = time.time()
@@ -147,6 +160,7 @@ class Daemon:
         self.sidecar: Sidecar | None = None
         self.ops_endpoint: OpsEndpoint | None = None
         self.config_view: Callable[[Config], Config] = lambda c: c  # a worker's view (for_worker)
+        self.instance_name = config.daemon.instance_name or default_instance_name(config)
         self.reload_state: dict[str, object] | None = None
         self._reload_task: asyncio.Task[bool] | None = None
 
@@ -206,6 +220,7 @@ class Daemon:
         async with open_database(
             cfg.database, apply_migrations=cfg.database.migrate_on_start
         ) as db:
+            self.db = db
             where = f"embedded in {cfg.database.embedded_dir}" if db.embedded else "configured DSN"
             log.info("database ready where=%s", where)
             if self.load_demo_data:
@@ -221,13 +236,23 @@ class Daemon:
                 writers=cfg.database.usage_writers,
                 batch_max=cfg.database.usage_batch_max,
                 metrics=self.metrics,
+                owner=self.instance_name,
+                acquire_timeout_s=cfg.database.command_timeout_s,
+                batch_timeout_s=cfg.database.command_timeout_s * 3,
             )
             self.sink = SpoolingSink(database, self.spool, metrics=self.metrics)
             if self.sink.depth_bytes:
                 replayed = await self.sink.replay()
                 log.info("usage spool replayed at start records=%d", replayed)
             watermark = await warm_cache(db, self.cache, self.metrics)
+            await self._load_rate_plans(db)
             self.charging = self._pipeline(db, self.sink)
+            # Before any listener opens: the sessions this daemon ran hold their credit again.
+            rebuilt = await self.charging.rebuild()
+            log.info("holds rebuilt sessions=%d instance=%s", rebuilt, self.charging.owner)
+            self._tasks.append(
+                asyncio.create_task(self.charging.run_write_behind(), name="write-behind")
+            )
             sidecar = Sidecar(
                 pool=db.pool,
                 dsn=db.dsn,
@@ -272,6 +297,9 @@ class Daemon:
                         self.sessions, cfg.redis, metrics=self.metrics
                     )
                     self.redis_sync.start()
+                    if cfg.redis.atomic_below_grants > 0:
+                        self.charging.atomic = self.redis_sync
+                        self.charging.atomic_below_grants = cfg.redis.atomic_below_grants
                 self._start_operations(db)
                 # What start-up built lives as long as the daemon: the session book, the
                 # duplicate caches and their orders. Left to the cyclic collector, the large
@@ -289,6 +317,27 @@ class Daemon:
                 await self._shutdown()
         log.info("stopped")
 
+    async def _load_rate_plans(self, db: Database) -> None:
+        """Rate plans for rating by destination, kept current per plan by their own feed."""
+        cfg = self.config
+        feed = RatePlanFeed(
+            pool=db.pool,
+            dsn=db.dsn,
+            cache=self.rate_plans,
+            poll_interval_s=cfg.cache.refresh_interval_s,
+            query_timeout_s=cfg.database.command_timeout_s,
+        )
+        started = time.monotonic()
+        prefixes = await feed.load_all()
+        log.info(
+            "rate plans loaded plans=%d prefixes=%d seconds=%.2f",
+            len(self.rate_plans),
+            prefixes,
+            time.monotonic() - started,
+        )
+        self.rate_feed = feed
+        self._tasks.append(asyncio.create_task(feed.run(), name="rate-plans"))
+
     def _pipeline(self, db: Database, sink: SpoolingSink) -> Charging:
         cfg = self.config
         charging = Charging(
@@ -303,7 +352,12 @@ class Daemon:
                 on_stale=cfg.cache.on_stale,
                 load_timeout_s=cfg.cache.load_timeout_s,
                 pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+                session_ttl_margin_s=cfg.grant.session_margin_s,
+                write_behind_s=cfg.usage.write_behind_s,
             ),
+            owner=self.instance_name,
+            strict=cfg.diameter.strict,
+            rates=self.rate_plans,
         )
         results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):
@@ -360,7 +414,6 @@ class Daemon:
             origin_realm=cfg.origin_realm,
             validity_time_s=cfg.validity_time_s,
             tcc_s=cfg.tcc_s,
-            strict=cfg.strict,
         )
         self.diameter = DiameterServer(
             handler=handler,
@@ -410,6 +463,8 @@ class Daemon:
                 slices += 1
                 if slices % 10 == 0:
                     gc.collect(0)
+            if self.charging is not None:
+                self.charging.expire_sessions()  # sessions whose grant ran out: closed
             # CPython starts a young collection when allocations outnumber deallocations by
             # 700, and it counts every freed container, tracked or not. While held
             # admissions expire in thousands, their freed tuples hold that count down, the
@@ -462,27 +517,53 @@ class Daemon:
             log.info("systemd watchdog pings every %.1f s", interval)
 
     async def _shutdown(self) -> None:
-        """Close listeners, let in-flight requests finish within graceful_timeout_s, stop tasks."""
+        """Close listeners, let in-flight requests finish, write what is queued, stop tasks:
+        all of it within one ``graceful_timeout_s``."""
         grace = self.config.daemon.graceful_timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+
+        def left() -> float:
+            return max(deadline - loop.time(), 0.0)
+
         notify.sd_notify("STOPPING=1")
         self.ready = False
         if self.radsec is not None:
             await self.radsec.stop()
+        stops = []
         if self.radius is not None:
-            await self.radius.stop(grace)
+            stops.append(self.radius.stop(grace))
         if self.diameter is not None:
-            await self.diameter.stop(grace)  # in-flight answers first, then DPR to every peer
+            stops.append(self.diameter.stop(grace))  # in-flight answers first, then DPR
+        if stops:
+            await asyncio.gather(*stops, return_exceptions=True)
+        if self.charging is not None:
+            try:  # holds and closes queued behind the answers
+                await asyncio.wait_for(self.charging.flush_behind(), left())
+            except (TimeoutError, Exception) as exc:
+                log.warning("stopping: queued session writes not flushed: %r", exc)
         if self.redis_sync is not None:
             await self.redis_sync.stop()  # deletes this instance's figures from Redis
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.sink is not None:
-            await self.sink.database.drain()  # usage queued by a caller that gave up
+        if self._tasks:
+            # A task stuck in a call to a database that does not answer is left to the pool's
+            # termination below, which ends that call.
+            await asyncio.wait(self._tasks, timeout=max(left(), 0.5))
+        drained = self.sink is None or await self.sink.database.drain(max(left(), 1.0))
+        if not drained:
+            log.warning("stopping: usage writers did not finish in time; their reports spool")
+        if self.db is not None:  # a database that does not answer must not hold the exit
+            closing = asyncio.ensure_future(self.db.pool.close())
+            done, _ = await asyncio.wait({closing}, timeout=max(left(), 0.5) if drained else 0.1)
+            if not done:
+                log.warning("stopping: the database did not answer; connections terminated")
+                self.db.pool.terminate()
+                await asyncio.wait({closing}, timeout=1.0)
         if self.spool is not None:
             self.spool.close()
         if self.ops_endpoint is not None:
-            await self.ops_endpoint.close(grace)
+            await self.ops_endpoint.close(max(left(), 0.5))
 
 
 # --- process model ---------------------------------------------------------------------------

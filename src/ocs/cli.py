@@ -19,7 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ocs import __version__
+from ocs import __version__, rates_cli
 from ocs.billing import account_import, periods
 from ocs.config import Config, ConfigError, load_config
 from ocs.core import (
@@ -286,6 +286,8 @@ def _settings_from(args: argparse.Namespace) -> store.AccountSettings:
         tariff=args.tariff,
         account_class=args.account_class,
         transfers=args.transfers,
+        rate_plan=args.rate_plan,
+        currency=args.currency,
     )
 
 
@@ -1070,6 +1072,8 @@ def _account_options(parser: argparse.ArgumentParser) -> None:
         choices=["yes", "no", "class"],
         help="subscriber-to-subscriber transfers: yes, no, or as the class says",
     )
+    parser.add_argument("--rate-plan", metavar="NAME", help="rating by destination ('' for none)")
+    parser.add_argument("--currency", metavar="CODE", help="ISO 4217 (default USD)")
     _operator_option(parser, "records who set the credit limit")
 
 
@@ -1312,6 +1316,8 @@ def admin_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
     _operator_option(p, "recorded on credit limits and opening balances")
     p.set_defaults(func=cmd_import_accounts)
+
+    rates_cli.register(top)
 
     demo = top.add_parser("demo", help="demo data").add_subparsers(
         dest="sub", required=True, metavar="SUB"

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ocs.core.model import GrantLimits
+from ocs.core.money import AmountError, parse_amount
 
 ENV_PREFIX = "OCS_"
 CONFIG_PATH_ENV = "OCS_CONFIG"
@@ -89,6 +90,14 @@ def check_network(value: Any) -> str | None:
     return None
 
 
+def _amount_problem(value: Any) -> str | None:
+    try:
+        amount = parse_amount(str(value))
+    except AmountError:
+        return 'an amount such as "0.50" (at most 6 decimals)'
+    return "an amount >= 0" if amount < 0 else None
+
+
 def check_non_empty(value: Any) -> str | None:
     return "a non-empty string" if not str(value).strip() else None
 
@@ -126,6 +135,11 @@ class DaemonConfig:
         1,
         "Worker processes sharing the listening ports (SO_REUSEPORT); 1 runs in one process.",
         check=_range(1, 64),
+    )
+    instance_name: str | None = _spec(
+        None,
+        "This daemon's name in the sessions it runs (rebuilt from them at start-up). Unset: "
+        "the host name and the lock file. Two daemons sharing a database need different names.",
     )
 
 
@@ -303,6 +317,34 @@ class GrantConfig:
         "Credit of an admitted session is held this long for its accounting Start to claim.",
         check=_range(0, 3600),
     )
+    session_margin_s: float = _spec(
+        120.0,
+        "A running session with no news is closed (and its hold released) this long after its "
+        "grant has run out.",
+        check=_range(0, 86400),
+    )
+    overdraft_s: int = _spec(
+        300,
+        "Once its credit buys nothing, a running session may still be granted this much time in "
+        "all (0: it ends; diameter.strict ends it at once).",
+        check=_range(0, 86400),
+    )
+    overdraft_volume_bytes: int = _spec(
+        10_000_000,
+        "The same for a data session: the bytes it may still be granted in all.",
+        check=_range(0, 2**62),
+    )
+    overdraft_events: int = _spec(
+        0,
+        "The same for events: how many more a running session may be granted.",
+        check=_range(0, 2**31),
+    )
+    overdraft_amount: str | None = _spec(
+        None,
+        'Optional: also no more than this amount (e.g. "0.50") beyond what the credit buys, per '
+        "session.",
+        check=_amount_problem,
+    )
 
     def limits(self) -> GrantLimits:
         return GrantLimits(
@@ -311,6 +353,12 @@ class GrantConfig:
             max_volume_bytes=self.max_volume_bytes,
             min_volume_bytes=self.min_volume_bytes,
             max_events=self.max_events,
+            overdraft_s=self.overdraft_s,
+            overdraft_volume_bytes=self.overdraft_volume_bytes,
+            overdraft_events=self.overdraft_events,
+            overdraft_amount=(
+                parse_amount(self.overdraft_amount) if self.overdraft_amount is not None else None
+            ),
         )
 
 
@@ -325,6 +373,12 @@ class UsageConfig:
         256 * 1024 * 1024,
         "Largest spool; when full, usage is not acknowledged (the client retries).",
         check=_range(4096, 2**40),
+    )
+    write_behind_s: float = _spec(
+        0.5,
+        "Session starts, holds and closes that carry no usage reach PostgreSQL this long after "
+        "the answer (coalesced); a crash loses at most this much of them (never usage).",
+        check=_range(0.01, 60),
     )
 
 
@@ -386,7 +440,9 @@ class DiameterConfig:
     )
     tcc_s: float = _spec(
         600.0,
-        "A credit-control session with no request for this long is closed (Tcc).",
+        "Tcc: a credit-control session lives at least this long after its last request; it is"
+        " closed once this, its grant and its Validity-Time have all run out (plus"
+        " grant.session_margin_s) with no request.",
         check=_range(1, 86400),
     )
     validity_time_s: int = _spec(1800, "Validity-Time sent with a grant.", check=_range(0, 86400))
@@ -396,7 +452,9 @@ class DiameterConfig:
         check=_range(1, 1_000_000),
     )
     strict: bool = _spec(
-        False, "End sessions when credit runs out (Final-Unit-Indication) instead of continuing."
+        False,
+        "End sessions when credit runs out (Final-Unit-Indication) instead of continuing within"
+        " the overdraft (grant.overdraft_*).",
     )
     peers: tuple[DiameterPeerConfig, ...] = _spec(
         (), "Peers allowed to connect (the allow-list; an unknown peer gets 3010)."
@@ -430,6 +488,13 @@ class RedisConfig:
         check=_range(1, 3600),
     )
     timeout_s: float = _spec(1.0, "Timeout of one Redis round trip.", check=_range(0.01, 60))
+    atomic_below_grants: float = _spec(
+        2.0,
+        "When an account's available credit is below this many times the price of the largest "
+        "grant, an admission is confirmed against the other instances in Redis (one round trip) "
+        "before it is answered; above it the batched sync suffices. 0: never.",
+        check=_range(0, 1000),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

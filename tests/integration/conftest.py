@@ -10,12 +10,17 @@ import asyncio
 import itertools
 import os
 import re
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-from support import DaemonProcess, ocs_env
+from support import ROOT, DaemonProcess, ocs_env
+
+# The Diameter test peer (tests/unit/diameter_peer.py) serves the integration tests too.
+if str(ROOT / "tests" / "unit") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
 
 from ocs.store.embedded import EmbeddedPostgres
 from ocs.store.migrate import migrate

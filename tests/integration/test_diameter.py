@@ -6,13 +6,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 from pathlib import Path
 
 import pytest
-from support import ROOT, run_ocs, write_config
-
-sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import (
     Peer,
     ccr,
@@ -23,6 +19,7 @@ from diameter_peer import (
     result_code,
     units,
 )
+from support import run_ocs, write_config
 
 from ocs.diameter import codec
 
@@ -169,7 +166,8 @@ def test_initial_update_termination_change_the_balance_by_the_rated_usage(
         assert result_code(await peer.request(stop)) == 2001
         next_one = await peer.request(ccr("pcef;p;2", INITIAL, 0, user="prepaid-ok"))
         assert granted(next_one) == {codec.AVP_CC_TIME: 600}
-        unknown = await peer.request(ccr("pcef;nobody;1", UPDATE, 1, user="postpaid"))
+        # A session nobody started, named by a request without a subscriber: 5002.
+        unknown = await peer.request(ccr("pcef;nobody;1", UPDATE, 1))
         assert result_code(unknown) == codec.DIAMETER_UNKNOWN_SESSION_ID
         peer.close()
 

@@ -321,10 +321,11 @@ async def test_figures_stay_known_past_the_instance_ttl(instances) -> None:
 
 @dataclass
 class MemoryStore:
-    """AccountSource and UsageSink in memory (like tests/unit/test_radius_front.py's)."""
+    """AccountSource and UsageSink in memory, for admissions only (these tests record no
+    usage; tests/unit/memory_store.py has the full one)."""
 
     accounts: dict[int, AccountSnapshot]
-    recorded: dict[str, int] = field(default_factory=dict)
+    recorded: list[UsageReport] = field(default_factory=list)
 
     async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
         return next((a for a in self.accounts.values() if a.name == value), None)
@@ -332,22 +333,23 @@ class MemoryStore:
     async def load_account(self, account_id: int) -> AccountSnapshot | None:
         return self.accounts.get(account_id)
 
-    async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
-        self.recorded[report.idempotency_key] = total_amount
-        return UsageOutcome(charged=total_amount, duplicate=False, snapshot=None)
+    async def record(self, report: UsageReport) -> UsageOutcome:
+        self.recorded.append(report)
+        return UsageOutcome(charged=0, duplicate=False, snapshot=None)
 
     async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
         return []
 
     async def record_unmatched(
-        self,
-        report: UsageReport,
-        identity_kind: str,
-        identity: str,
-        *,
-        reason: str = "unknown_identity",
+        self, report: UsageReport, identity_kind: str, identity: str, reason: str
     ) -> bool:
         return True
+
+    async def session_generations(self, source: str, origin: str, key: str) -> list[object]:
+        return []
+
+    async def open_generations(self, owner: str) -> list[object]:
+        return []
 
 
 class FixedWall:
@@ -395,7 +397,7 @@ async def test_a_reservation_on_one_instance_lowers_what_the_other_sees(instance
     await eventually(lambda: a.book.reserved(ACCOUNT) == parse_amount("1.00"))
     third = charging_a.admit_cached(*user, reservation_key="auth-3")
     assert third is not None and not third.admitted
-    assert third.reason is RefusalReason.INSUFFICIENT_CREDIT
+    assert third.reason is RefusalReason.CREDIT_HELD  # the balance is there, held by both
     # B's session ends before it started (a reject from further down): its hold is released.
     b.book.end("auth-2")
     await eventually(lambda: a.book.reserved(ACCOUNT) == parse_amount("0.60"))

@@ -10,12 +10,15 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from ocs.charging.pipeline import UsageReport
 from ocs.core import LimitBasis, SessionRequest, decide, parse_amount
 from ocs.core.identity import IdentityKind
-from ocs.core.model import GrantLimits
+from ocs.core.ledger import Counting, Report, ReportKind
+from ocs.core.model import GrantLimits, Tariff, Usage
 from ocs.store import accounts as store
 from ocs.store.demo import DEMO_ACCOUNTS, load_demo
 from ocs.store.migrate import MigrationError, available_migrations, migrate
+from ocs.store.source import PostgresAccounts
 
 pytestmark = pytest.mark.integration
 
@@ -271,6 +274,8 @@ async def test_demo_accounts_decide_as_the_table_says(conn: asyncpg.Connection) 
 async def test_concurrent_usage_on_one_account_neither_deadlocks_nor_double_charges(
     dsn: str,
 ) -> None:
+    """Eight writers (each its own pool, as eight daemons would be) report ten cumulative
+    figures each for their own session of one account, at once."""
     setup = await asyncpg.connect(dsn)
     try:
         account = await store.create_account(
@@ -278,26 +283,37 @@ async def test_concurrent_usage_on_one_account_neither_deadlocks_nor_double_char
         )
     finally:
         await setup.close()
-    conns = [await asyncpg.connect(dsn) for _ in range(8)]
+    pools = [await asyncpg.create_pool(dsn, min_size=1, max_size=2) for _ in range(8)]
+    writers = [PostgresAccounts(pool, writers=1, owner=f"w{n}") for n, pool in enumerate(pools)]
+    tariff = Tariff(price_per_minute=parse_amount("0.06"))  # 10 s cost 0.01
 
-    async def report(conn: asyncpg.Connection, n: int) -> None:
+    async def report(db: PostgresAccounts, n: int) -> None:
         for round_ in range(10):
-            await conn.execute(
-                "SELECT * FROM ocs_record_session_usage('diameter', 'pcef', $1, $2, $3, "
-                "$4, 0, 0, $5, $6, now())",
-                f"s{n}",
-                account,
-                f"s{n}/{round_}",
-                (round_ + 1) * 10,
-                Decimal("0.01") * (round_ + 1),
-                round_ == 9,
+            seconds = (round_ + 1) * 10
+            await db.record(
+                UsageReport(
+                    source="diameter",
+                    origin="pcef",
+                    session_key=f"s{n}",
+                    entry=Report(
+                        kind=ReportKind.FINAL if round_ == 9 else ReportKind.USAGE,
+                        account_id=account,
+                        uid=f"s{n}/{round_}",
+                        report_key=f"n={round_}",
+                        received_at=datetime.now(UTC),
+                        time_zone=UTC,
+                        tariff=tariff,
+                        usage=Usage(seconds=seconds),
+                        counting=Counting.CUMULATIVE,
+                    ),
+                )
             )
 
     try:
-        await asyncio.gather(*(report(c, n) for n, c in enumerate(conns)))
-        balance = await conns[0].fetchval("SELECT balance FROM accounts WHERE id = $1", account)
+        await asyncio.gather(*(report(db, n) for n, db in enumerate(writers)))
+        balance = await pools[0].fetchval("SELECT balance FROM accounts WHERE id = $1", account)
     finally:
-        for c in conns:
-            await c.close()
+        for pool in pools:
+            await pool.close()
     # Eight sessions, each charged its cumulative 0.10 exactly once.
     assert balance == Decimal("-0.80")

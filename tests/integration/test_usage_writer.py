@@ -8,6 +8,7 @@ flag, the account's figures after it. A report PostgreSQL refuses fails alone.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -15,7 +16,8 @@ import asyncpg
 import pytest
 
 from ocs.charging.pipeline import SourceUnavailable, UsageReport
-from ocs.core.model import Usage
+from ocs.core.ledger import Counting, Report, ReportKind
+from ocs.core.model import Tariff, Usage
 from ocs.metrics import Metrics
 from ocs.store.demo import load_demo
 from ocs.store.source import PostgresAccounts
@@ -46,18 +48,35 @@ async def balance_micros(pool: asyncpg.Pool, account: int) -> int:
     )
 
 
+TARIFF = Tariff(price_per_minute=6_000)  # 100 micro-units a second: 10 s cost 1,000
+_uids = itertools.count()
+
+
 def report(
-    account: int, session: str, seconds: int, *, final: bool = True, key: str | None = None
+    account: int,
+    session: str,
+    seconds: int,
+    *,
+    final: bool = True,
+    key: str | None = None,
 ) -> UsageReport:
+    """A RADIUS-style report: cumulative seconds; ``key`` names the message (a repeat of a
+    message carries its key again, in a new uid)."""
     return UsageReport(
-        source="diameter",
+        source="radius",
         origin="peer.test",
         session_key=session,
-        account_id=account,
-        idempotency_key=key or f"{session}/{seconds}/{final}",
-        usage=Usage(seconds=seconds),
-        final=final,
-        occurred_at=NOW,
+        entry=Report(
+            kind=ReportKind.FINAL if final else ReportKind.USAGE,
+            account_id=account,
+            uid=f"u{next(_uids)}",
+            report_key=key or f"{'stop' if final else 'interim'}|{seconds}|0",
+            received_at=NOW,
+            time_zone=UTC,
+            tariff=TARIFF,
+            usage=Usage(seconds=seconds),
+            counting=Counting.CUMULATIVE,
+        ),
     )
 
 
@@ -70,13 +89,13 @@ async def test_concurrent_reports_share_transactions_and_each_gets_its_own_outco
     db = PostgresAccounts(pool, writers=2, batch_max=64, metrics=metrics)
     # 300 sessions over three accounts, 1,000 micro-units each; plus, for one session, an
     # interim report then its final one, and a repeat of that final one, all queued together.
-    reports = [(report(accounts[i % 3], f"s{i}", 10), 1_000) for i in range(300)]
+    reports = [report(accounts[i % 3], f"s{i}", 10) for i in range(300)]
     reports += [
-        (report(accounts[0], "long", 30, final=False), 3_000),
-        (report(accounts[0], "long", 50), 5_000),
-        (report(accounts[0], "long", 50), 5_000),  # same idempotency key: a repeat
+        report(accounts[0], "long", 30, final=False),
+        report(accounts[0], "long", 50),
+        report(accounts[0], "long", 50),  # the same message again: a repeat
     ]
-    outcomes = await asyncio.gather(*(db.record(r, total) for r, total in reports))
+    outcomes = await asyncio.gather(*(db.record(r) for r in reports))
 
     assert db.batches >= 1
     assert db.batched_reports > db.batches  # grouped: more reports than transactions
@@ -95,7 +114,7 @@ async def test_concurrent_reports_share_transactions_and_each_gets_its_own_outco
     for a in accounts:
         assert await balance_micros(pool, a) == expected[a]
     # Every outcome carries its account's figures as of its transaction, never older.
-    for (r, _total), outcome in zip(reports, outcomes, strict=True):
+    for r, outcome in zip(reports, outcomes, strict=True):
         assert outcome.snapshot is not None and outcome.snapshot.account_id == r.account_id
         assert outcome.version is not None
     assert await pool.fetchval("SELECT count(*) FROM usage_records") == 302
@@ -105,23 +124,45 @@ async def test_a_report_postgresql_refuses_fails_alone(pool: asyncpg.Pool) -> No
     prepaid, postpaid = await account_id(pool, "prepaid-ok"), await account_id(pool, "postpaid")
     metrics = Metrics()
     db = PostgresAccounts(pool, writers=1, batch_max=64, metrics=metrics)
-    await db.record(report(prepaid, "taken", 5, final=False), 500)
-    # The same session claimed by another account is refused by the database; the reports
+    await db.record(report(prepaid, "taken", 5, final=False))
+    # A report for an account that does not exist is refused by the database; the reports
     # queued in the same batch are written all the same.
     results = await asyncio.gather(
-        db.record(report(postpaid, "a", 10), 1_000),
-        db.record(report(postpaid, "taken", 10, key="hijack"), 1_000),
-        db.record(report(prepaid, "b", 10), 1_000),
+        db.record(report(postpaid, "a", 10)),
+        db.record(report(987_654, "ghost", 10)),
+        db.record(report(prepaid, "b", 10)),
         return_exceptions=True,
     )
     assert db.batches_refused == 1  # they were queued together, and retried one by one
     assert metrics.registry.get_sample_value("ocs_usage_batches_refused_total") == 1
-    assert isinstance(results[1], asyncpg.CheckViolationError)
+    assert isinstance(results[1], asyncpg.ForeignKeyViolationError)
     assert [r.charged for r in (results[0], results[2])] == [1_000, 1_000]  # type: ignore[union-attr]
     keys = {
-        r["idempotency_key"] for r in await pool.fetch("SELECT idempotency_key FROM usage_records")
+        (r["session_id"], r["report_key"])
+        for r in await pool.fetch("SELECT session_id, report_key FROM usage_records")
     }
-    assert keys == {"taken/5/False", "a/10/True", "b/10/True"}
+    assert keys == {("taken", "interim|5|0"), ("a", "stop|10|0"), ("b", "stop|10|0")}
+
+
+async def test_the_same_key_for_another_account_starts_that_accounts_session(
+    pool: asyncpg.Pool,
+) -> None:
+    """A NAS reuses an Acct-Session-Id for another subscriber: that subscriber's session is
+    charged in full, the first one keeps its charge; nothing is refused or left unanswered."""
+    prepaid, postpaid = await account_id(pool, "prepaid-ok"), await account_id(pool, "postpaid")
+    db = PostgresAccounts(pool, writers=1)
+    first = await db.record(report(prepaid, "reused", 30))
+    second = await db.record(report(postpaid, "reused", 20))
+    assert (first.charged, second.charged) == (3_000, 2_000)
+    assert second.generation is not None and second.generation.generation == 2
+    rows = await pool.fetch(
+        "SELECT account_id, generation, (charged * 1000000)::bigint AS charged FROM sessions "
+        "WHERE session_key = 'reused' ORDER BY generation"
+    )
+    assert [(r["account_id"], r["generation"], r["charged"]) for r in rows] == [
+        (prepaid, 1, 3_000),
+        (postpaid, 2, 2_000),
+    ]
 
 
 async def test_database_gone_makes_every_queued_report_unavailable(dsn: str) -> None:
@@ -129,7 +170,7 @@ async def test_database_gone_makes_every_queued_report_unavailable(dsn: str) -> 
     db = PostgresAccounts(pool)
     await pool.close()
     results = await asyncio.gather(
-        *(db.record(report(1, f"s{i}", 10), 1_000) for i in range(5)), return_exceptions=True
+        *(db.record(report(1, f"s{i}", 10)) for i in range(5)), return_exceptions=True
     )
     assert all(isinstance(r, SourceUnavailable) for r in results), results
 
@@ -140,14 +181,14 @@ async def test_a_caller_that_gives_up_does_not_lose_or_double_the_record(
     prepaid = await account_id(pool, "prepaid-ok")
     before = await balance_micros(pool, prepaid)
     db = PostgresAccounts(pool, writers=1)
-    waiting = asyncio.create_task(db.record(report(prepaid, "gone", 10), 1_000))
+    waiting = asyncio.create_task(db.record(report(prepaid, "gone", 10)))
     await asyncio.sleep(0)  # queued
     waiting.cancel()
     await db.drain()
     assert waiting.cancelled()
     assert await balance_micros(pool, prepaid) == before - 1_000
     # The client retries (it never got an answer): charged once all the same.
-    again = await db.record(report(prepaid, "gone", 10), 1_000)
+    again = await db.record(report(prepaid, "gone", 10))
     assert (again.charged, again.duplicate) == (0, True)
     assert await balance_micros(pool, prepaid) == before - 1_000
 
@@ -166,5 +207,5 @@ async def test_reports_one_after_another_never_wait_for_a_writer_that_is_finishi
     db = PostgresAccounts(pool, writers=1)
     async with asyncio.timeout(10):  # not wait_for: the call must run in this very task
         for n in range(20):
-            outcome = await db.record(report(prepaid, f"seq{n}", 10), 1_000)
+            outcome = await db.record(report(prepaid, f"seq{n}", 10))
             assert outcome.charged == 1_000

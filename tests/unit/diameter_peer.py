@@ -122,8 +122,10 @@ def ccr(
     hop_by_hop: int | None = None,
     end_to_end: int | None = None,
     retransmit: bool = False,
+    called: str | None = None,
 ) -> bytes:
-    """A Credit-Control-Request (RFC 4006 §3.1)."""
+    """A Credit-Control-Request (RFC 4006 §3.1); ``called``: a Called-Party-Address in
+    Service-Information / IMS-Information (TS 32.299), the number rating by destination uses."""
     hbh = hop_by_hop if hop_by_hop is not None else next_id()
     avps = [
         avp_utf8(codec.AVP_SESSION_ID, session_id),
@@ -155,6 +157,11 @@ def ccr(
     if used is not None:
         avps.append(used)
     avps.extend(multiple)
+    if called is not None:
+        v = codec.VENDOR_3GPP
+        address = codec.encode_avp(832, called.encode(), vendor_id=v)
+        ims = codec.encode_avp(876, address, vendor_id=v)
+        avps.append(codec.encode_avp(873, ims, vendor_id=v))
     return encode_message(
         command_code=codec.CMD_CREDIT_CONTROL,
         application_id=4,

@@ -342,12 +342,27 @@ def test_free_tariff_grants_the_maximum_but_still_needs_credit() -> None:
         assert (broke.admitted, broke.reason) == (False, RefusalReason.INSUFFICIENT_CREDIT)
 
 
-def test_running_sessions_are_never_refused_by_the_credit_check() -> None:
+def test_running_sessions_continue_within_a_bounded_overdraft() -> None:
+    """Calls in progress continue once the credit is gone (ConnexCS), but only within the
+    configured overdraft per session, not for another maximum grant each time."""
     broke = account(balance="-5")
     decision = continue_session(broke, SessionRequest(), NOW, LIMITS)
     assert decision.admitted
-    assert decision.granted_units == LIMITS.max_time_s
-    # ... unless the operator turned strict mode on.
+    assert decision.granted_units == LIMITS.overdraft_s == 300
+    # What the session was already granted in overdraft counts against it.
+    rest = continue_session(broke, SessionRequest(), NOW, LIMITS, overdraft_used=240)
+    assert rest.granted_units == 60
+    spent = continue_session(broke, SessionRequest(), NOW, LIMITS, overdraft_used=300)
+    assert (spent.admitted, spent.reason) == (False, RefusalReason.INSUFFICIENT_CREDIT)
+    # An amount bounds it too: 0.03 at 0.06 per minute buys 30 s beyond the credit.
+    by_amount = GrantLimits(overdraft_amount=parse_amount("0.03"))
+    assert (
+        continue_session(account(balance="0"), SessionRequest(), NOW, by_amount).granted_units == 30
+    )
+    # No overdraft at all: the running session gets nothing more.
+    none = continue_session(broke, SessionRequest(), NOW, GrantLimits(overdraft_s=0))
+    assert not none.admitted
+    # ... nor in strict mode.
     strict = continue_session(broke, SessionRequest(), NOW, LIMITS, strict=True)
     assert (strict.admitted, strict.reason) == (False, RefusalReason.INSUFFICIENT_CREDIT)
     # With credit, the next grant is what it buys.

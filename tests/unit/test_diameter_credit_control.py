@@ -597,3 +597,109 @@ def test_mutated_ccrs_only_raise_malformed_message(
             if len(candidate) >= codec.HEADER_LENGTH:
                 answer = ENCODER.build_error(candidate, error)
                 codec.parse_message(answer)  # what we send is always well formed
+
+
+# --- Called-Party-Address (rating by destination, issue 13) ----------------------------------
+
+
+def _service_information(*ims_members: bytes, extra: tuple[bytes, ...] = ()) -> bytes:
+    v = codec.VENDOR_3GPP
+    ims = codec.encode_avp(876, b"".join(ims_members), vendor_id=v)
+    return codec.encode_avp(873, b"".join((*extra, ims)), vendor_id=v)
+
+
+def _called(address: str) -> bytes:
+    return codec.encode_avp(832, address.encode(), vendor_id=codec.VENDOR_3GPP)
+
+
+# Service-Information { IMS-Information { Role-Of-Node, Calling-Party-Address,
+# Called-Party-Address "tel:+41446681800" } }, as an IMS S-CSCF sends it (TS 32.299 §7.2.77).
+GOLDEN_SERVICE_INFORMATION = bytes.fromhex(
+    "00000369 c0000068 000028af"  # Service-Information (873), V M, 104 octets, vendor 10415
+    "0000036c c000005c 000028af"  # IMS-Information (876), 92 octets
+    "0000033d c0000010 000028af 00000000"  # Role-Of-Node (829) ORIGINATING_ROLE
+    "0000033f c0000021 000028af 7369703a616c696365406578616d706c652e6e6574 000000"  # Calling-
+    # Party-Address (831) "sip:alice@example.net", 33 octets and 3 of padding
+    "00000340 c000001c 000028af 74656c3a2b3431343436363831383030"  # Called-Party-Address
+    # (832) "tel:+41446681800"
+)
+
+
+def test_golden_service_information_decodes_the_called_party() -> None:
+    role = codec.encode_avp(829, (0).to_bytes(4, "big"), vendor_id=codec.VENDOR_3GPP)
+    calling = codec.encode_avp(831, b"sip:alice@example.net", vendor_id=codec.VENDOR_3GPP)
+    built = _service_information(role, calling, _called("tel:+41446681800"))
+    assert built == GOLDEN_SERVICE_INFORMATION
+    request = parse_ccr(_ccr(GOLDEN_SERVICE_INFORMATION))
+    assert request.called_party_address == "tel:+41446681800"
+    assert request.destination == "tel:+41446681800"
+
+
+def test_called_party_from_the_librarys_ims_information() -> None:
+    """python-diameter's encoding of the same path reads back."""
+    from diameter.message.avp.grouped import ImsInformation
+
+    ccr = LibCcr()
+    ccr.header.application_id = 4
+    ccr.session_id = "scscf.example.net;1;1"
+    ccr.origin_host = b"scscf.example.net"
+    ccr.origin_realm = b"example.net"
+    ccr.destination_realm = b"ocs.example.net"
+    ccr.auth_application_id = 4
+    ccr.cc_request_type = 1
+    ccr.cc_request_number = 0
+    ccr.service_information = ServiceInformation(
+        ims_information=ImsInformation(
+            node_functionality=0, called_party_address="sip:+12125551234@example.net;user=phone"
+        )
+    )
+    request = parse_ccr(ccr.as_bytes())
+    assert request.called_party_address == "sip:+12125551234@example.net;user=phone"
+
+
+def test_no_service_information_means_no_called_party() -> None:
+    request = parse_ccr(_ccr())
+    assert request.called_party_address is None and request.destination is None
+    ps_only = parse_ccr(gy_ccr_initial())  # PS-Information only: a data session
+    assert ps_only.called_party_address is None
+    no_called = parse_ccr(_ccr(_service_information()))
+    assert no_called.called_party_address is None
+
+
+def test_configured_destination_avp_when_there_is_no_called_party() -> None:
+    called_station = codec.encode_avp(30, b"+41791234567", mandatory=False)
+    data = _ccr(called_station)
+    assert parse_ccr(data).destination is None  # not configured: not read
+    request = parse_ccr(data, destination_avp=(30, 0))
+    assert request.destination_avp_value == "+41791234567"
+    assert request.destination == "+41791234567"
+    both = parse_ccr(
+        _ccr(called_station, _service_information(_called("tel:+44"))), destination_avp=(30, 0)
+    )
+    assert both.destination == "tel:+44"  # Called-Party-Address wins
+    vendor = codec.encode_avp(1234, b"0791234567", vendor_id=9, mandatory=False)
+    assert parse_ccr(_ccr(vendor), destination_avp=(1234, 9)).destination == "0791234567"
+
+
+def test_bad_called_party_address_is_refused_with_the_hierarchy() -> None:
+    bad = _service_information(codec.encode_avp(832, b"\xff\xfe", vendor_id=codec.VENDOR_3GPP))
+    error = _refused(_ccr(bad))
+    assert error.result_code == codec.DIAMETER_INVALID_AVP_VALUE
+    assert "not valid UTF-8" in str(error)
+    # Failed-AVP: Service-Information { IMS-Information { the bad Called-Party-Address } }
+    assert error.failed_avp is not None
+    assert error.failed_avp.startswith(bytes.fromhex("00000369c0"))
+    assert bytes.fromhex("00000340c000000e000028affffe") in error.failed_avp
+    twice = _service_information(_called("tel:+1"), _called("tel:+2"))
+    assert _refused(_ccr(twice)).result_code == codec.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES
+    two_groups = _ccr(
+        _service_information(_called("tel:+1")), _service_information(_called("tel:+2"))
+    )
+    assert _refused(two_groups).result_code == codec.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES
+    truncated = bytearray(_service_information(_called("tel:+41")))
+    truncated[5:8] = (len(truncated) + 8).to_bytes(3, "big")  # claims more than is there
+    assert _refused(_ccr(bytes(truncated))).result_code in (
+        codec.DIAMETER_INVALID_AVP_LENGTH,
+        5014,
+        3009,
+    )

@@ -71,6 +71,8 @@ class Setup:
 
 
 def build(**server_options: object) -> tuple[DiameterServer, MemoryStore, CreditControl]:
+    limits = server_options.pop("limits", GrantLimits(max_time_s=3600, max_volume_bytes=10_000_000))
+    policy = server_options.pop("policy", CachePolicy())
     accounts = {
         1: snapshot(1, "prepaid-ok", "1.00"),
         2: snapshot(2, "prepaid-empty", "0.00"),
@@ -94,21 +96,21 @@ def build(**server_options: object) -> tuple[DiameterServer, MemoryStore, Credit
         sessions=SessionBook(),
         source=store,
         sink=store,
-        limits=GrantLimits(max_time_s=3600, max_volume_bytes=10_000_000),
-        policy=CachePolicy(),
+        limits=limits,  # type: ignore[arg-type]
+        policy=policy,  # type: ignore[arg-type]
     )
     handler = CreditControl(
         charging=charging,
         origin_host="ocs.localdomain",
         origin_realm="localdomain",
-        validity_time_s=600,
+        validity_time_s=server_options.pop("validity_time_s", 600),  # type: ignore[arg-type]
         tcc_s=server_options.pop("tcc_s", 600.0),  # type: ignore[arg-type]
     )
     rules = [
         SimpleNamespace(origin_host="*.localdomain", realm=None, address="127.0.0.0/8"),
         SimpleNamespace(origin_host="exact.example.net", realm="example.net", address=None),
     ]
-    options: dict[str, object] = {"tick_s": 0.05, "tcc_check_s": 0.1}
+    options: dict[str, object] = {"tick_s": 0.05}
     options.update(server_options)
     server = DiameterServer(
         handler=handler,
@@ -126,12 +128,16 @@ def build(**server_options: object) -> tuple[DiameterServer, MemoryStore, Credit
 async def started(**options: object) -> AsyncIterator[Setup]:
     server, store, handler = build(**options)
     bound = await server.start(["127.0.0.1:0"])
+    behind = asyncio.create_task(handler.charging.run_write_behind())  # as the daemon runs it
     try:
         yield Setup(server, store, handler, bound[0][1])
     finally:
         if store.gate is not None:
             store.gate.set()
         await server.stop(0.5)
+        behind.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await behind
 
 
 @pytest.fixture
@@ -334,6 +340,9 @@ async def test_mscc_is_answered_per_rating_group(setup: Setup) -> None:
             "result_code": 2001,
         },
     ]
+    # Every rating group's grant is held, not only the first one's: 60 s (0.06) + 1000 bytes
+    # (0.00001, rounded up to the micro-unit).
+    assert setup.handler.charging.sessions.reserved(1) == parse_amount("0.06") + 10
     refused = await peer.request(
         ccr("m;2", INITIAL, 0, user="prepaid-empty", multiple=[mscc(100), mscc(200)])
     )
@@ -357,10 +366,53 @@ async def test_initial_update_termination_charge_the_rated_usage_once(setup: Set
     again = ccr("s;f", TERMINATION, 2, user="postpaid", used=units(446, time_s=30))
     assert result_code(await peer.request(again)) == 2001
     assert setup.store.balance(4) == before - parse_amount("0.09")
-    assert sorted(setup.store.recorded) == ["diameter|s;f|1", "diameter|s;f|2"]
-    # A session nobody started: 5002.
-    unknown = await peer.request(ccr("s;none", UPDATE, 1, user="postpaid"))
+    assert setup.store.charged(("diameter", "pcef.localdomain", "s;f")) == parse_amount("0.09")
+    # A session nobody started, from a request that names no subscriber: 5002.
+    unknown = await peer.request(ccr("s;none", UPDATE, 1))
     assert result_code(unknown) == codec.DIAMETER_UNKNOWN_SESSION_ID
+    # One that names its subscriber (its CCR-I was lost): its usage is charged, never refused.
+    lost = ccr("s;lost", UPDATE, 1, user="postpaid", used=units(446, time_s=60))
+    assert result_code(await peer.request(lost)) == 2001
+    assert setup.store.charged(("diameter", "pcef.localdomain", "s;lost")) == parse_amount("0.06")
+
+
+async def test_a_session_resumed_after_a_restart_grants_in_the_unit_asked_for() -> None:
+    """A CCR-U for a session this process did not start (it restarted: same store, new
+    pipeline) asking for volume, with no Used-Service-Unit, gets a volume grant (the old
+    handler read the unit as `a or b if c else None`, i.e. time)."""
+    async with started() as first:
+        peer = await first.peer()
+        assert result_code(await peer.request(ccr("r;1", INITIAL, 0, user="postpaid"))) == 2001
+        peer.close()
+        await asyncio.sleep(0.7)  # the start is written behind
+        store = first.store
+    server, _, handler = build()
+    handler.charging.sink = store
+    handler.charging.source = store
+    bound = await server.start(["127.0.0.1:0"])
+    try:
+        again = Setup(server, store, handler, bound[0][1])
+        peer = await again.peer()
+        update = ccr("r;1", UPDATE, 1, user="postpaid", requested=units(437, octets=5000))
+        answer = await peer.request(update)
+        assert result_code(answer) == 2001 and granted(answer) == {CC_TOTAL_OCTETS: 5000}
+        peer.close()
+    finally:
+        await server.stop(0.5)
+
+
+async def test_a_second_initial_for_a_running_session_replaces_it(setup: Setup) -> None:
+    """The client reuses a Session-Id for a new session: one session, one hold (the new one's),
+    not two, and not none."""
+    peer = await setup.peer()
+    charging = setup.handler.charging
+    assert result_code(await peer.request(ccr("two;1", INITIAL, 0, user="prepaid-ok"))) == 2001
+    held = charging.sessions.reserved(1)
+    assert held == parse_amount("1.00")  # 1000 s at 0.06/min: all of it
+    again = await peer.request(ccr("two;1", INITIAL, 0, user="prepaid-ok"))
+    assert result_code(again) == 2001 and granted(again) == {CC_TIME: 1000}
+    assert charging.sessions.reserved(1) == held
+    assert charging.sessions.active_sessions(1) == 1 and len(charging.live) == 1
 
 
 async def test_retransmission_gets_the_cached_answer(setup: Setup) -> None:
@@ -382,7 +434,7 @@ async def test_retransmission_gets_the_cached_answer(setup: Setup) -> None:
     assert second.header.hop_by_hop == 4242
     assert second.raw[20:] == first.raw[20:]
     assert setup.sample("ocs_duplicate_requests_total", protocol="diameter") == 1
-    assert len(setup.store.recorded) == 1
+    assert setup.store.charged(("diameter", "pcef.localdomain", "d;1")) == parse_amount("0.06")
 
 
 async def test_event_requests(setup: Setup) -> None:
@@ -416,17 +468,47 @@ async def test_event_requests(setup: Setup) -> None:
     assert result_code(missing) == codec.DIAMETER_MISSING_AVP
 
 
-async def test_tcc_closes_a_session_left_without_termination() -> None:
+async def test_tcc_never_ends_a_session_whose_grant_still_runs() -> None:
+    """Tcc (0.3 s here) is shorter than the grant (3600 s) and Validity-Time (600 s): the
+    session stays open and its later usage is charged to it, not refused with 5002."""
     async with started(tcc_s=0.3) as setup:
         peer = await setup.peer()
+        charging = setup.handler.charging
         assert result_code(await peer.request(ccr("t;1", INITIAL, 0, user="postpaid"))) == 2001
+        await asyncio.sleep(0.5)
+        now = asyncio.get_running_loop().time()
+        charging.sessions.expire(now)
+        assert charging.expire_sessions() == 0
         update = ccr("t;1", UPDATE, 1, user="postpaid", used=units(446, time_s=60))
         assert result_code(await peer.request(update)) == 2001
-        assert setup.handler.sessions
-        await asyncio.sleep(0.8)
-        assert not setup.handler.sessions
-        assert "diameter|t;1|tcc" in setup.store.recorded
-        assert not setup.server.handler.charging.sessions.session_count
+        final = ccr("t;1", TERMINATION, 2, user="postpaid", used=units(446, time_s=30))
+        assert result_code(await peer.request(final)) == 2001
+        assert setup.store.charged(("diameter", "pcef.localdomain", "t;1")) == parse_amount("0.09")
+
+
+async def test_a_session_whose_grant_ended_is_closed_and_late_usage_still_charged() -> None:
+    """No news after the grant (1 s) and Validity-Time ran out, plus the margin: the session is
+    closed and its hold released. The client's late report is still charged to it."""
+    async with started(
+        tcc_s=0.1,
+        validity_time_s=0,
+        limits=GrantLimits(max_time_s=1),
+        policy=CachePolicy(session_ttl_margin_s=0.2, write_behind_s=0.01),
+    ) as setup:
+        peer = await setup.peer()
+        charging = setup.handler.charging
+        assert result_code(await peer.request(ccr("x;1", INITIAL, 0, user="postpaid"))) == 2001
+        assert charging.sessions.reserved(4) > 0
+        await asyncio.sleep(1.4)
+        charging.sessions.expire(asyncio.get_running_loop().time())
+        assert charging.expire_sessions() == 1
+        assert charging.sessions.reserved(4) == 0 and not charging.live
+        await asyncio.sleep(0.1)  # the close is written behind
+        late = ccr("x;1", UPDATE, 1, user="postpaid", used=units(446, time_s=1))
+        answer = await peer.request(late)
+        assert result_code(answer) == 2001
+        assert answer.find(codec.AVP_FINAL_UNIT_INDICATION) is not None  # over: no more quota
+        assert setup.store.charged(("diameter", "pcef.localdomain", "x;1")) == parse_amount("0.001")
 
 
 # --- overload and hostile peers --------------------------------------------------------------
@@ -534,27 +616,10 @@ async def test_mutated_messages_never_escape(setup: Setup) -> None:
         if n % 25 == 0:
             check = await bystander.request(ccr(f"by;{n}", INITIAL, 0, user="postpaid"))
             assert result_code(check) == 2001
+            # ended at once: its hold must not add up to the fuzzed sessions' own
+            done = await bystander.request(ccr(f"by;{n}", TERMINATION, 1, user="postpaid"))
+            assert result_code(done) == 2001
     peer.close()
     assert setup.dropped("internal_error") == 0
     check = await bystander.request(ccr("by;end", INITIAL, 0, user="postpaid"))
     assert result_code(check) == 2001
-
-
-async def test_closed_sessions_are_remembered_for_a_bounded_time(
-    setup: Setup, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Terminated sessions are kept (for a repeated CCR-T) for _CLOSED_KEPT_S only, so steady
-    traffic does not grow memory (the soak)."""
-    import ocs.diameter.handler as handler_module
-
-    monkeypatch.setattr(handler_module, "_CLOSED_KEPT_S", 0.2)
-    peer = await setup.peer()
-    for session in ("k;1", "k;2"):
-        assert result_code(await peer.request(ccr(session, INITIAL, 0, user="postpaid"))) == 2001
-        used = units(446, time_s=10)
-        end = ccr(session, TERMINATION, 1, user="postpaid", used=used)
-        assert result_code(await peer.request(end)) == 2001
-        if session == "k;1":
-            assert "k;1" in setup.handler._closed
-            await asyncio.sleep(0.3)
-    assert list(setup.handler._closed) == ["k;2"]  # k;1 was forgotten when k;2 closed

@@ -316,13 +316,34 @@ async def test_accounting_with_a_bad_authenticator_is_dropped() -> None:
     assert drops(front)["bad_authenticator"] == 1
 
 
+async def test_a_cancelled_accounting_task_leaves_no_in_progress_marker() -> None:
+    """A request whose task is cancelled (shutdown, or a stuck database) was never answered:
+    its retransmission must be handled afresh, not dropped as a duplicate in progress."""
+    front, store, _ = make_front()
+    acct = FakeListener("acct")
+    store.gate = asyncio.Event()  # the database does not answer yet
+    packet = accounting(2, "prepaid-ok", "c1", seconds=30, identifier=9)
+    front.handle(acct, packet, NAS, 0.0)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    [task] = list(front._pending)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    store.gate.set()
+    front.handle(acct, packet, NAS, 0.0)  # type: ignore[arg-type]  # the NAS retransmits
+    await settle(front)
+    assert [r.code for r in replies(acct)] == [codec.ACCOUNTING_RESPONSE]
+    assert drops(front).get("duplicate_in_progress", 0) == 0
+
+
 async def test_usage_of_an_unknown_identity_is_kept_not_lost() -> None:
     front, store, _ = make_front()
     acct = FakeListener("acct")
     front.handle(acct, accounting(2, "ghost", "s9", seconds=60), NAS, 0.0)  # type: ignore[arg-type]
     await settle(front)
     assert len(acct.transport.sent) == 1
-    assert [r.usage.seconds for r in store.unmatched] == [60]
+    assert [(r.entry.usage.seconds, why) for r, why in store.unmatched] == [
+        (60, "unknown_identity")
+    ]
 
 
 def _valid_datagrams() -> list[bytes]:
@@ -406,8 +427,9 @@ async def test_a_name_that_cannot_be_an_identity_is_unknown_without_a_lookup(
     await settle(front)
     assert [r.code for r in replies(acct)] == [codec.ACCOUNTING_RESPONSE]
     assert store.lookups == 0  # never looked up
-    (report,) = store.unmatched
-    assert report.usage.seconds == 30
+    ((report, reason),) = store.unmatched
+    assert report.entry.usage.seconds == 30
+    assert reason == f"identity_{cause}"
     (kept,) = store.unmatched_reasons
     assert kept[2] == f"identity_{cause}"
     kept[1].encode("utf-8")  # escaped: valid UTF-8

@@ -46,7 +46,8 @@ class _AccountState:
     # Keys of pending reservations, oldest first. A dict used as an ordered set, not a deque:
     # the collector untracks a dict of strings (a deque it walks item by item on every full
     # pass; 225,000 pending keys made those passes 16-24 ms here), and removal is O(1).
-    pending: dict[str, None] = field(default_factory=dict)
+    # The value is the grant's length in seconds (what the claiming session's hold lasts).
+    pending: dict[str, float] = field(default_factory=dict)
 
 
 _RESERVATION, _SESSION = 0, 1
@@ -79,6 +80,8 @@ class SessionBook:
         self._remote_by_instance: dict[str, dict[int, tuple[int, int]]] = {}
         # Accounts whose local figures changed since the last ``take_dirty``; None: not shared.
         self._dirty: set[int] | None = None
+        # Running sessions that expired since the last ``take_expired`` (their owner closes them).
+        self._expired_sessions: list[str] = []
 
     def _state(self, account_id: int) -> _AccountState:
         state = self._accounts.get(account_id)
@@ -116,36 +119,73 @@ class SessionBook:
 
     # --- changes ------------------------------------------------------------------------------
 
-    def admit(self, key: str, account_id: int, amount: int, now: float, ttl_s: float) -> None:
+    def admit(
+        self,
+        key: str,
+        account_id: int,
+        amount: int,
+        now: float,
+        ttl_s: float,
+        *,
+        grant_s: float = 0.0,
+    ) -> None:
         """A new session was admitted: count its setup, hold its credit as a pending reservation
-        until its start claims it (or ``ttl_s`` passes)."""
+        until its start claims it (or ``ttl_s`` passes). ``grant_s``: how long the grant runs
+        once started (the claiming session's hold lasts that long)."""
         state = self._state(account_id)
         state.setups.append(now)
         self._release_reservation(key)
         self._reserve(key, account_id, amount, now + ttl_s)
-        state.pending[key] = None
+        state.pending[key] = grant_s
 
-    def start(self, session_key: str, account_id: int, now: float, ttl_s: float) -> None:
+    def start(
+        self,
+        session_key: str,
+        account_id: int,
+        now: float,
+        ttl_s: float,
+        *,
+        claim: Iterable[str] | None = None,
+        amount: int | None = None,
+    ) -> tuple[int, float, str | None]:
         """The session runs (accounting Start, CCR-Initial): it counts against ``max_sessions``
-        until it ends or ``ttl_s`` passes without news, and it takes over the oldest pending
-        reservation of its account, if any."""
+        until it ends or ``ttl_s`` passes without news. Its hold is, by what is given: the
+        pending reservations named in ``claim`` (a CCR-Initial's services), ``amount`` (rebuilt
+        after a restart), or else the oldest pending reservation of its account (a RADIUS
+        Start: the admission it follows). Returns the amount held for it, the longest grant
+        (seconds) among the admissions it claimed, and the first of them (None: none)."""
         if session_key in self._sessions:
             self.touch(session_key, now, ttl_s)
-            return
+            held = self._reservations.get(session_key)
+            return (held[_AMOUNT] if held is not None else 0), 0.0, None
         state = self._state(account_id)
-        while state.pending:
-            pending = next(iter(state.pending))
-            del state.pending[pending]
-            held = self._reservations.pop(pending, None)
-            if held is not None:
-                self._reservations[session_key] = (account_id, held[_AMOUNT], now + ttl_s)
-                heapq.heappush(self._deadlines, (now + ttl_s, _RESERVATION, session_key))
-                break
+        total = 0
+        grant_s = 0.0
+        first: str | None = None
+        if amount is not None:
+            total = amount
+        else:
+            if claim is not None:
+                keys = list(claim)
+            else:
+                oldest = next(iter(state.pending), None)
+                keys = [oldest] if oldest is not None else []
+            for pending in keys:
+                grant_s = max(grant_s, state.pending.pop(pending, 0.0))
+                held = self._reservations.pop(pending, None)
+                if held is not None:
+                    state.reserved -= held[_AMOUNT]
+                    total += held[_AMOUNT]
+                    if first is None:
+                        first = pending
+        if total:
+            self._reserve(session_key, account_id, total, now + ttl_s)
         self._sessions[session_key] = (account_id, now + ttl_s)
         heapq.heappush(self._deadlines, (now + ttl_s, _SESSION, session_key))
         state.sessions += 1
         if self._dirty is not None:
             self._dirty.add(account_id)
+        return total, grant_s, first
 
     def touch(self, session_key: str, now: float, ttl_s: float) -> None:
         """News from a running session (interim update): push its expiry out."""
@@ -201,6 +241,7 @@ class SessionBook:
                 running = self._sessions.get(key)
                 if running is not None and running[1] <= now:
                     self.end(key)
+                    self._expired_sessions.append(key)
                     expired += 1
         # Idle accounts (nothing held, no recent setup) are dropped now and then, not on every
         # call, and in chunks: the pass is over every account with state.
@@ -236,6 +277,27 @@ class SessionBook:
         """Entries in the deadline heap, stale ones included (bounded by ``_compact``)."""
         return len(self._deadlines)
 
+    def take_expired(self) -> list[str]:
+        """The running sessions ``expire`` ended since the last call (their time ran out with
+        no news): whoever runs them records the close."""
+        expired, self._expired_sessions = self._expired_sessions, []
+        return expired
+
+    def running_account(self, session_key: str) -> int | None:
+        """The account of a running session, or None."""
+        running = self._sessions.get(session_key)
+        return running[0] if running is not None else None
+
+    def held_for(self, key: str) -> int:
+        """Credit (micro-units) held under ``key`` in this process (0: none)."""
+        held = self._reservations.get(key)
+        return held[_AMOUNT] if held is not None else 0
+
+    def local_sessions(self, account_id: int) -> int:
+        """The account's running sessions in this process only."""
+        state = self._accounts.get(account_id)
+        return state.sessions if state is not None else 0
+
     def expiry_due(self, now: float) -> bool:
         """Work is left that ``expire(now, max_work)`` stopped short of."""
         deadlines = self._deadlines
@@ -255,6 +317,11 @@ class SessionBook:
             return set()
         self._dirty = set()
         return dirty
+
+    def unsynced(self, account_id: int) -> bool:
+        """Whether this instance's figures for the account changed since the sync task last
+        took them (the other instances do not know them yet)."""
+        return self._dirty is not None and account_id in self._dirty
 
     def mark_dirty(self, account_ids: Iterable[int]) -> None:
         """Have these accounts published again (a failed publish, a reconnection)."""

@@ -10,7 +10,7 @@ Rules of this file:
   concurrency, setup rate.
 """
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, timedelta, tzinfo
 
 from ocs.core.model import (
     AccountSnapshot,
@@ -21,14 +21,19 @@ from ocs.core.model import (
     RefusalReason,
     ServiceUnit,
     SessionRequest,
+    Tariff,
 )
 from ocs.core.rating import affordable_units
 
 
 def billing_period_start(now: datetime, snapshot: AccountSnapshot) -> date:
     """The first day of ``now``'s month in the account's time zone."""
-    local = now.astimezone(snapshot.time_zone)
-    return local.date().replace(day=1)
+    return billing_period_start_in(now, snapshot.time_zone)
+
+
+def billing_period_start_in(now: datetime, zone: tzinfo) -> date:
+    """The first day of ``now``'s month in ``zone``."""
+    return now.astimezone(zone).date().replace(day=1)
 
 
 def next_billing_period_start(now: datetime, snapshot: AccountSnapshot) -> datetime:
@@ -103,13 +108,22 @@ def _refuse(
 
 
 def decide(
-    snapshot: AccountSnapshot, request: SessionRequest, now: datetime, limits: GrantLimits
+    snapshot: AccountSnapshot,
+    request: SessionRequest,
+    now: datetime,
+    limits: GrantLimits,
+    *,
+    tariff: Tariff | None = None,
 ) -> CreditDecision:
     """Admit or refuse a **new** session, and size its grant.
 
     Admitted iff the account is active, ``available > 0``, the credit buys at least the
     minimum grant (and one billing step), and the concurrency and setup-rate caps allow it.
+    ``tariff``: what prices this session (the rate for its destination), when not the
+    account's own tariff.
     """
+    if tariff is None:
+        tariff = snapshot.tariff
     limit = effective_credit_limit(snapshot, now)
     available = available_credit(snapshot, now, request.reserved)
     changes = figure_changes_at(snapshot, now)
@@ -125,8 +139,8 @@ def decide(
     if request.requested_units:
         cap = min(cap, max(request.requested_units, minimum))
     # A new session pays the connection fee up front.
-    budget = available - snapshot.tariff.connection_fee
-    granted = affordable_units(snapshot.tariff, request.unit, budget, cap)
+    budget = available - tariff.connection_fee
+    granted = affordable_units(tariff, request.unit, budget, cap)
     if granted < minimum:
         return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
 
@@ -154,6 +168,22 @@ def decide(
     )
 
 
+def overdraft_units(tariff: Tariff, unit: ServiceUnit, available: int, limits: GrantLimits) -> int:
+    """What a running session may be granted, in all, once its credit buys nothing: the
+    configured overdraft for the unit, no more than ``overdraft_amount`` beyond the
+    available credit buys when that is set."""
+    if unit is ServiceUnit.TIME:
+        allowance = limits.overdraft_s
+    elif unit is ServiceUnit.VOLUME:
+        allowance = limits.overdraft_volume_bytes
+    else:
+        allowance = limits.overdraft_events
+    if limits.overdraft_amount is not None and allowance:
+        budget = max(available, 0) + limits.overdraft_amount
+        allowance = affordable_units(tariff, unit, budget, allowance)
+    return allowance
+
+
 def continue_session(
     snapshot: AccountSnapshot,
     request: SessionRequest,
@@ -161,25 +191,34 @@ def continue_session(
     limits: GrantLimits,
     *,
     strict: bool = False,
+    overdraft_used: int = 0,
+    tariff: Tariff | None = None,
 ) -> CreditDecision:
     """The next grant for a session that is already running.
 
-    Not strict (the default): never refused by the credit check; the grant is what the credit
-    buys, and the configured maximum when the credit buys nothing (calls in progress continue).
-    Strict: the grant is what the credit buys, and 0 with ``INSUFFICIENT_CREDIT`` when that is
-    nothing, so the adapter can end the session (Final-Unit-Indication, Disconnect-Request).
+    Not strict (the default): never refused while credit buys something; once it buys
+    nothing, the session may go on within the overdraft (``overdraft_units``, less the
+    ``overdraft_used`` units it was already granted that way), and is refused with
+    ``INSUFFICIENT_CREDIT`` when that is spent, so the adapter ends it (Final-Unit-Indication).
+    Strict: no overdraft; refused as soon as the credit buys nothing. ``tariff``: the rate
+    the session runs at, when not the account's own tariff.
     """
+    if tariff is None:
+        tariff = snapshot.tariff
     limit = effective_credit_limit(snapshot, now)
     available = available_credit(snapshot, now, request.reserved)
     changes = figure_changes_at(snapshot, now)
     cap, _ = _cap_for(request.unit, limits)
     if request.requested_units:
         cap = min(cap, request.requested_units)
-    granted = affordable_units(snapshot.tariff, request.unit, available, cap)
+    granted = affordable_units(tariff, request.unit, available, cap)
     if granted == 0:
         if strict:
             return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
-        granted = cap
+        allowance = overdraft_units(tariff, request.unit, available, limits) - overdraft_used
+        granted = max(min(cap, allowance), 0)
+        if granted == 0:
+            return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
     return CreditDecision(
         admitted=True,
         reason=None,

@@ -35,23 +35,29 @@ class RefusalReason(StrEnum):
 
     UNKNOWN_ACCOUNT = "unknown_account"
     INSUFFICIENT_CREDIT = "insufficient_credit"
+    # The balance would do, but running sessions hold the credit (their grants' price).
+    CREDIT_HELD = "credit_held"
     BLOCKED = "blocked"
     CLOSED = "closed"
     TOO_MANY_SESSIONS = "too_many_sessions"
     SETUP_RATE_EXCEEDED = "setup_rate_exceeded"
     # Not a rule of the account: the figures are too old to trust and policy says refuse.
     CREDIT_DATA_UNAVAILABLE = "credit_data_unavailable"
+    # The account's rate plan prices no prefix of the called number (issue 13).
+    NO_RATE = "no_rate"
 
 
 # What a subscriber or an operator reads (RADIUS Reply-Message, the CLI).
 REFUSAL_TEXT: dict[RefusalReason, str] = {
     RefusalReason.UNKNOWN_ACCOUNT: "unknown account",
     RefusalReason.INSUFFICIENT_CREDIT: "insufficient credit",
+    RefusalReason.CREDIT_HELD: "insufficient credit: held by running sessions",
     RefusalReason.BLOCKED: "account blocked",
     RefusalReason.CLOSED: "account closed",
     RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
     RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
     RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
+    RefusalReason.NO_RATE: "no rate for the destination",
 }
 
 
@@ -145,6 +151,9 @@ class AccountTerms:
     max_sessions: int | None = None
     max_setups_per_s: int | None = None
     tariff: Tariff = field(default=FREE_TARIFF)
+    # The account's rate plan (its own, else its class's): calls are priced by destination
+    # from it. None: every call is priced at ``tariff``.
+    rate_plan_id: int | None = None
 
     def __post_init__(self) -> None:
         # One cheap test for the common case; the detailed checks only run to name the fault.
@@ -162,6 +171,7 @@ class AccountTerms:
             )
             and type(self.status) is AccountStatus
             and type(self.limit_basis) is LimitBasis
+            and (self.rate_plan_id is None or type(self.rate_plan_id) is int)
         ):
             return
         _require_int("credit_limit", self.credit_limit)
@@ -175,6 +185,8 @@ class AccountTerms:
             raise TypeError(f"status must be an AccountStatus, got {self.status!r}")
         if not isinstance(self.limit_basis, LimitBasis):
             raise TypeError(f"limit_basis must be a LimitBasis, got {self.limit_basis!r}")
+        if self.rate_plan_id is not None:
+            _require_int("rate_plan_id", self.rate_plan_id, minimum=1)
 
 
 _TERM_FIELDS = (
@@ -189,6 +201,7 @@ _TERM_FIELDS = (
     "max_sessions",
     "max_setups_per_s",
     "tariff",
+    "rate_plan_id",
 )
 
 
@@ -230,6 +243,7 @@ class AccountSnapshot:
         max_sessions: int | None = None,
         max_setups_per_s: int | None = None,
         tariff: Tariff = FREE_TARIFF,
+        rate_plan_id: int | None = None,
     ) -> None:
         _require_int("account_id", account_id)
         _require_int("balance", balance)
@@ -245,6 +259,7 @@ class AccountSnapshot:
             max_sessions=max_sessions,
             max_setups_per_s=max_setups_per_s,
             tariff=tariff,
+            rate_plan_id=rate_plan_id,
         )
         put = object.__setattr__
         put(self, "account_id", account_id)
@@ -356,6 +371,10 @@ class AccountSnapshot:
     def tariff(self) -> Tariff:
         return self.terms.tariff
 
+    @property
+    def rate_plan_id(self) -> int | None:
+        return self.terms.rate_plan_id
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrantLimits:
@@ -363,6 +382,12 @@ class GrantLimits:
 
     A grant never exceeds the maximum; a new session whose credit buys less than the
     minimum (and never less than one billing step) is refused for insufficient credit.
+
+    The overdraft bounds what a *running* session may still be granted once its account's
+    credit buys nothing (calls in progress continue, but not for ever): in all, per session,
+    at most ``overdraft_s`` seconds, ``overdraft_volume_bytes`` bytes or ``overdraft_events``
+    events, and when ``overdraft_amount`` (micro-units) is set, no more than that amount
+    below the available credit buys.
     """
 
     max_time_s: int = 3600
@@ -370,6 +395,10 @@ class GrantLimits:
     max_volume_bytes: int = 100_000_000
     min_volume_bytes: int = 0
     max_events: int = 1000
+    overdraft_s: int = 300
+    overdraft_volume_bytes: int = 10_000_000
+    overdraft_events: int = 0
+    overdraft_amount: int | None = None
 
     def __post_init__(self) -> None:
         _require_int("max_time_s", self.max_time_s, minimum=1)
@@ -377,6 +406,11 @@ class GrantLimits:
         _require_int("max_volume_bytes", self.max_volume_bytes, minimum=1)
         _require_int("min_volume_bytes", self.min_volume_bytes, minimum=0)
         _require_int("max_events", self.max_events, minimum=1)
+        _require_int("overdraft_s", self.overdraft_s, minimum=0)
+        _require_int("overdraft_volume_bytes", self.overdraft_volume_bytes, minimum=0)
+        _require_int("overdraft_events", self.overdraft_events, minimum=0)
+        if self.overdraft_amount is not None:
+            _require_int("overdraft_amount", self.overdraft_amount, minimum=0)
         if self.min_time_s > self.max_time_s:
             raise ValueError("min_time_s must not exceed max_time_s")
         if self.min_volume_bytes > self.max_volume_bytes:
@@ -414,6 +448,8 @@ class CreditDecision:
     ``available`` and ``effective_limit`` are micro-units at ``now``. ``changes_at`` is the
     next instant at which the same data gives a different figure (a temporary increase
     ending, a new billing period), so callers can schedule instead of polling.
+    ``held_by`` is how many running sessions hold the account's credit (set with
+    ``CREDIT_HELD``: the refusal says so).
     """
 
     admitted: bool
@@ -423,6 +459,18 @@ class CreditDecision:
     available: int
     effective_limit: int
     changes_at: datetime | None = None
+    held_by: int = 0
+
+
+def refusal_text(decision: CreditDecision) -> str:
+    """What a subscriber or an operator reads for a refused decision."""
+    reason = decision.reason
+    if reason is None:
+        return ""
+    if reason is RefusalReason.CREDIT_HELD and decision.held_by:
+        sessions = "session" if decision.held_by == 1 else "sessions"
+        return f"insufficient credit: held by {decision.held_by} running {sessions}"
+    return REFUSAL_TEXT[reason]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -278,6 +278,17 @@ class CreditControlRequest:
     event_timestamp: datetime | None = None
     origin_state_id: int | None = None
     proxy_infos: tuple[bytes, ...] = ()
+    # The called party: Service-Information/IMS-Information/Called-Party-Address (TS 32.299),
+    # and the value of the AVP configured as the destination for clients that send none.
+    called_party_address: str | None = None
+    destination_avp_value: str | None = None
+
+    @property
+    def destination(self) -> str | None:
+        """What the call is rated by: the Called-Party-Address, else the configured AVP."""
+        if self.called_party_address is not None:
+            return self.called_party_address
+        return self.destination_avp_value
 
     @property
     def header(self) -> Header:
@@ -352,6 +363,12 @@ CCR_ALLOWED_MANDATORY_AVPS: Final = _allowed(
     (23, VENDOR_3GPP),  # 3GPP-MS-TimeZone
 )
 """Top-level CCR AVPs accepted with the M bit although ``parse_ccr`` does not read them."""
+
+# 3GPP TS 32.299 §7.2: Service-Information > IMS-Information > Called-Party-Address, the
+# destination a call is rated by (issue 13).
+AVP_SERVICE_INFORMATION: Final = 873
+AVP_IMS_INFORMATION: Final = 876
+AVP_CALLED_PARTY_ADDRESS: Final = 832
 
 _unpack_u32 = struct.Struct(">I").unpack_from
 _unpack_avp_header = struct.Struct(">II").unpack_from
@@ -616,6 +633,37 @@ def _subscription_id(data: bytes, span: AvpSpan, max_depth: int) -> tuple[int, s
     return id_type, id_data  # an unknown type is the decision's business, not ours
 
 
+def _called_party_address(data: bytes, span: AvpSpan, max_depth: int) -> str | None:
+    """Called-Party-Address from a Service-Information AVP (its IMS-Information), if any.
+
+    Only this path is descended into; every other member is skipped by its length. A second
+    IMS-Information or Called-Party-Address is 5009, as the TS 32.299 ABNF allows one each.
+    """
+    found: str | None = None
+    try:
+        ims: AvpSpan | None = None
+        for member in _members(data, span, 1, max_depth):
+            if member[0] == AVP_IMS_INFORMATION and member[2] == VENDOR_3GPP:
+                if ims is not None:
+                    raise _too_many(data, member)
+                ims = member
+        if ims is None:
+            return None
+        try:
+            for member in _members(data, ims, 2, max_depth):
+                if member[0] == AVP_CALLED_PARTY_ADDRESS and member[2] == VENDOR_3GPP:
+                    if found is not None:
+                        raise _too_many(data, member)
+                    found = _utf8(data, member)
+        except MalformedMessage as error:
+            wrap_failed_avp(error, ims[0], ims[1], ims[2])
+            raise
+    except MalformedMessage as error:
+        wrap_failed_avp(error, span[0], span[1], span[2])
+        raise
+    return found
+
+
 # Top-level AVPs (vendor 0) that parse_ccr reads. Kinds below _FIRST_REPEATED may occur once
 # (RFC 4006 §3.1 ABNF); the others any number of times.
 (
@@ -695,8 +743,12 @@ def parse_ccr(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     allowed_mandatory: frozenset[tuple[int, int]] = CCR_ALLOWED_MANDATORY_AVPS,
+    destination_avp: tuple[int, int] | None = None,
 ) -> CreditControlRequest:
     """Parse one framed Credit-Control-Request (module rules); one pass over its AVPs.
+
+    ``destination_avp`` (code, vendor id) names a top-level UTF8String AVP to read as the
+    called number when the request carries no Called-Party-Address (clients outside IMS).
 
     Raises ``MalformedMessage`` (``MissingAvp`` for 5005) with the result code and Failed-AVP
     for the answer. Structure errors are found first, then repeated AVPs, then missing ones,
@@ -709,6 +761,8 @@ def parse_ccr(
     # spans by kind; values are decoded afterwards, each by straight-line code.
     once: list[AvpSpan | None] = [None] * _FIRST_REPEATED
     repeated: list[tuple[int, AvpSpan]] = []
+    service_information: AvpSpan | None = None
+    destination_span: AvpSpan | None = None
     unpack_header = _unpack_avp_header
     kinds = _TOP_LEVEL_KINDS
     end = len(data)
@@ -738,6 +792,22 @@ def parse_ccr(
                     result_code=DIAMETER_AVP_UNSUPPORTED,
                     failed_avp=_raw(data, pos, pos + length),
                 )
+            if vendor_id == VENDOR_3GPP and code == AVP_SERVICE_INFORMATION:
+                span = (code, flags, vendor_id, pos, pos + 12, pos + length)
+                if service_information is not None:
+                    raise _too_many(data, span)
+                service_information = span
+            if destination_avp is not None and (code, vendor_id) == destination_avp:
+                header_size = 12 if vendor_id else 8
+                if destination_span is None:  # the first one counts
+                    destination_span = (
+                        code,
+                        flags,
+                        vendor_id,
+                        pos,
+                        pos + header_size,
+                        pos + length,
+                    )
         else:
             span = (code, flags, 0, pos, pos + 8, pos + length)
             if kind >= _FIRST_REPEATED:
@@ -801,6 +871,13 @@ def parse_ccr(
         else:  # _PROXY_INFO
             proxy_infos.append(_raw(data, span[3], span[5]))
 
+    called_party_address = (
+        _called_party_address(data, service_information, max_depth)
+        if service_information is not None
+        else None
+    )
+    destination_avp_value = _utf8(data, destination_span) if destination_span else None
+
     assert request_type is not None  # 1 <= value <= 4 above
     return CreditControlRequest(
         session_id=session_id,
@@ -823,6 +900,8 @@ def parse_ccr(
         origin_state_id=origin_state_id,
         proxy_infos=tuple(proxy_infos),
         raw_header=data[:HEADER_LENGTH],
+        called_party_address=called_party_address,
+        destination_avp_value=destination_avp_value,
     )
 
 

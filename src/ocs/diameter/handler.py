@@ -1,63 +1,61 @@
 """Credit control (RFC 4006, 3GPP Gy/Ro): a parsed CCR through the charging pipeline to CCA bytes.
 
 Rules of this file:
-- The transport (``server``) calls ``answer_now`` first: it never awaits and answers what needs
-  no database (a CCR-Initial decided from the cache, a CCR-Update or CCR-Termination that reports
-  no new usage). When it returns None the transport awaits ``answer`` in a task of its own.
-- Only translation lives here: identities from Subscription-Id / User-Name, units from
-  Requested-Service-Unit, decisions to Result-Codes. Credit rules are the core's, usage
-  recording is the pipeline's; nothing here knows SQL or balances.
-- Usage is acknowledged only after ``Charging.record_usage`` returns. Used-Service-Unit carries
-  the usage since the previous report (RFC 4006 §8.19); the store rates a session's cumulative
-  totals, so the cumulative figures are kept per session, per CC-Request-Number: a repeated
-  request reports the same totals again and the idempotency key (Session-Id, CC-Request-Number)
-  makes the store charge it once.
+- Only translation lives here: identities from Subscription-Id / User-Name, services and units
+  from Multiple-Services-Credit-Control and Requested-Service-Unit, usage from
+  Used-Service-Unit, decisions to Result-Codes. Grants, prices, holds, session totals and
+  timers are the pipeline's (``ocs.charging.pipeline.Charging``); which generation a report
+  belongs to and whether it is a repeat is the store's ledger's. Nothing here knows SQL or
+  balances.
+- The session's states and what each request does in each are ``ocs.diameter.cc_state``'s
+  table (RFC 4006 §7, with its deliberate departures).
+- The transport (``server``) calls ``answer_now`` first: it never awaits and answers what
+  needs no database (a CCR-Initial decided from the cache, a CCR-Update or CCR-Termination of a
+  session running here that reports no usage). When it returns None the transport awaits
+  ``answer`` in a task of its own.
+- Usage is acknowledged only after the pipeline made it durable. Used-Service-Unit carries the
+  usage since the previous report (RFC 4006 §8.19); a report is known again by its
+  (Session-Id, CC-Request-Number) within its generation and by its End-to-End-Identifier at
+  any age, so a retransmission is never charged twice, whenever it comes.
 - When the database or the spool cannot take usage the answer is 3004 DIAMETER_TOO_BUSY, never
   a success: the client retries (with the T flag) or fails over.
 - Identities are checked before any lookup (``ocs.core.identity``): a CCR whose every
   identity cannot be one (a NUL, control characters, too long) is answered 5030
   DIAMETER_USER_UNKNOWN and counted by cause; a value the database still refuses as data
   (``SourceRefused``) is answered 5012, never taken for the database being down.
-- Every credit-control session expires: one with no request for ``tcc_s`` is closed here (its
-  usage so far recorded as final), so a lost CCR-Termination cannot hold credit forever.
-- REFUND_ACCOUNT credits the price of the requested units back to the account (a ledger
-  credit with no operator, idempotent per Session-Id and CC-Request-Number).
-- A CCR-Update or CCR-Termination for a session this process does not know (it restarted, or
-  another instance started it) is carried on from the session's usage recorded in the database;
-  only a session the database does not have open gets 5002.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Final
 
 from ocs.charging.pipeline import (
     Charging,
+    LiveSession,
+    SessionId,
     SourceRefused,
     SourceUnavailable,
     SpoolFull,
-    UsageReport,
-    grant_cost,
+    UnknownSession,
 )
-from ocs.core.credit import available_credit, continue_session
 from ocs.core.identity import IdentityError, IdentityKind, IdentityProblem, normalize_identity
+from ocs.core.ledger import Counting, ReportKind
 from ocs.core.model import (
+    AccountSnapshot,
     AccountStatus,
     CreditDecision,
     RefusalReason,
     ServiceUnit,
-    SessionRequest,
     Usage,
 )
-from ocs.core.rating import usage_charge
+from ocs.diameter.cc_state import CcAction, CcEvent, CcState, transition
 from ocs.diameter.codec import (
     AVP_REQUESTED_ACTION,
     DIAMETER_CREDIT_LIMIT_REACHED,
     DIAMETER_END_USER_SERVICE_DENIED,
+    DIAMETER_RATING_FAILED,
     DIAMETER_SUCCESS,
     DIAMETER_TOO_BUSY,
     DIAMETER_UNABLE_TO_COMPLY,
@@ -97,11 +95,13 @@ SUBSCRIPTION_ID_KINDS: Final[dict[int, IdentityKind]] = {
 REFUSAL_RESULT_CODES: Final[dict[RefusalReason, int]] = {
     RefusalReason.UNKNOWN_ACCOUNT: DIAMETER_USER_UNKNOWN,
     RefusalReason.INSUFFICIENT_CREDIT: DIAMETER_CREDIT_LIMIT_REACHED,
+    RefusalReason.CREDIT_HELD: DIAMETER_CREDIT_LIMIT_REACHED,
     RefusalReason.BLOCKED: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.CLOSED: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.TOO_MANY_SESSIONS: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.SETUP_RATE_EXCEEDED: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.CREDIT_DATA_UNAVAILABLE: DIAMETER_UNABLE_TO_COMPLY,
+    RefusalReason.NO_RATE: DIAMETER_RATING_FAILED,
 }
 
 COMMAND_LABELS: Final[dict[RequestType, str]] = {
@@ -111,14 +111,17 @@ COMMAND_LABELS: Final[dict[RequestType, str]] = {
     RequestType.EVENT: "CCR-E",
 }
 
-_REPORTED_KEPT: Final = 8  # cumulative totals kept per session for repeated request numbers
-_CLOSED_KEPT: Final = 100_000  # recently terminated sessions, for a repeated CCR-T
-# ... for this long (seconds): a client repeats a CCR-T within its Tx timer (RFC 4006 §13,
-# seconds), so keeping them longer only grows memory under steady traffic (the soak).
-_CLOSED_KEPT_S: Final = 120.0
+_EVENTS: Final[dict[RequestType, CcEvent]] = {
+    RequestType.INITIAL: CcEvent.CCR_INITIAL,
+    RequestType.UPDATE: CcEvent.CCR_UPDATE,
+    RequestType.TERMINATION: CcEvent.CCR_TERMINATION,
+    RequestType.EVENT: CcEvent.CCR_EVENT,
+}
 
 # Counts one answered CCR: (command label, Result-Code, the MSCC Result-Codes).
 ResultCounter = Callable[[str, int, tuple[int, ...]], None]
+
+Service = tuple[Mscc | None, ServiceUnit]
 
 
 def _no_count(command: str, result_code: int, mscc_codes: tuple[int, ...]) -> None:
@@ -127,39 +130,6 @@ def _no_count(command: str, result_code: int, mscc_codes: tuple[int, ...]) -> No
 
 def _no_invalid_count(problem: IdentityProblem) -> None:
     return None
-
-
-@dataclass(slots=True, kw_only=True)
-class CcSession:
-    """One credit-control session between CCR-Initial and CCR-Termination (or Tcc)."""
-
-    session_id: str
-    origin: str  # the client's Origin-Host
-    account_id: int
-    kind: IdentityKind
-    identity: str
-    book_key: str
-    unit: ServiceUnit
-    expires_at: float  # monotonic: Tcc
-    seconds: int = 0
-    octets: int = 0
-    events: int = 0
-    recorded: bool = False  # something was written to the store for this session
-    reported: dict[int, Usage] = field(default_factory=dict)  # request number → totals
-
-    def totals_for(self, request_number: int, increment: Usage) -> Usage:
-        """The cumulative usage after request ``request_number`` (the same for a repeat)."""
-        known = self.reported.get(request_number)
-        if known is not None:
-            return known
-        self.seconds += increment.seconds
-        self.octets += increment.octets
-        self.events += increment.events
-        totals = Usage(seconds=self.seconds, octets=self.octets, events=self.events)
-        self.reported[request_number] = totals
-        if len(self.reported) > _REPORTED_KEPT:
-            del self.reported[min(self.reported)]
-        return totals
 
 
 def subscriber_identities(
@@ -239,8 +209,12 @@ def used_increment(request: CreditControlRequest) -> Usage:
     return Usage(seconds=seconds, octets=octets, events=events)
 
 
+def _close_reason(termination_cause: int | None) -> str:
+    return f"termination_cause_{termination_cause}" if termination_cause else "ccr_t"
+
+
 class CreditControl:
-    """CCR → CCA for one daemon. Holds the running credit-control sessions."""
+    """CCR → CCA for one daemon: a translator between the wire and the session API."""
 
     def __init__(
         self,
@@ -250,7 +224,6 @@ class CreditControl:
         origin_realm: str,
         validity_time_s: int = 1800,
         tcc_s: float = 600.0,
-        strict: bool = False,
         currency_code: int = ISO_4217_NO_CURRENCY,
         count: ResultCounter = _no_count,
         count_invalid: Callable[[IdentityProblem], None] = _no_invalid_count,
@@ -260,67 +233,60 @@ class CreditControl:
         self.encoder = CcaEncoder(origin_host=origin_host, origin_realm=origin_realm)
         self.validity_time_s = validity_time_s or None
         self.tcc_s = tcc_s
-        self.strict = strict
         self.currency_code = currency_code
         self.count = count
         self.encoder_origin = (origin_host, origin_realm)
-        self.sessions: dict[str, CcSession] = {}
-        # (last CC-Request-Number, Result-Code, closed at monotonic), oldest first
-        self._closed: OrderedDict[str, tuple[int, int, float]] = OrderedDict()
+        # A session lives at least as long as its Validity-Time and Tcc (plus the margin).
+        self._least_life_s = max(float(self.validity_time_s or 0), tcc_s)
 
     # --- entry points ---------------------------------------------------------------------
 
     def answer_now(self, request: CreditControlRequest) -> bytes | None:
         """The CCA when no database work is needed, else None (then await ``answer``)."""
         kind = request.request_type
-        if kind is RequestType.INITIAL:
-            return self._initial_cached(request)
-        if kind is RequestType.UPDATE or kind is RequestType.TERMINATION:
-            session = self.sessions.get(request.session_id)
-            if session is None:
-                if self._repeated_termination(request):
-                    return self._no_session(request)
-                return None  # perhaps open in the database (we restarted): ask it
-            increment = used_increment(request)
-            if not increment.is_empty or request.request_number in session.reported:
-                return None  # usage to record (or a repeat of a request that had some)
-            if kind is RequestType.UPDATE:
-                session.totals_for(request.request_number, increment)
-                return self._update_answer(request, session)
-            if not session.recorded and session.seconds == session.octets == session.events == 0:
-                return self._terminate_unrecorded(request, session)
+        if kind is RequestType.EVENT:
+            if request.requested_action is None:
+                return self._missing_action(request)
             return None
-        if request.requested_action is None:  # CCR-Event
-            error = MissingAvp(AVP_REQUESTED_ACTION, where="a CCR-Event")
-            self.count("CCR-E", error.result_code, ())
-            return build_error_answer(
-                request.raw_header,
-                origin_host=self.encoder_origin[0],
-                origin_realm=self.encoder_origin[1],
-                result_code=error.result_code,
-                failed_avp=error.failed_avp,
-                error_message=str(error),
-                session_id=request.session_id,
-                proxy_infos=request.proxy_infos,
-            )
+        ref = self._ref(request)
+        session = self.charging.live.get(ref.book_key)
+        action = transition(self._state(session), _EVENTS[kind]).action
+        if action is CcAction.SUPERSEDE_AND_ADMIT:
+            assert session is not None
+            self.charging.supersede(session)
+            return self._initial(request, ref)
+        if action is CcAction.ADMIT:
+            return self._initial(request, ref)
+        if session is None or not used_increment(request).is_empty:
+            return None  # the store must place it, or there is usage to make durable
+        if action is CcAction.CONTINUE:
+            return self._grant_answer(request, session)
+        if action is CcAction.TERMINATE:
+            self.charging.end_unreported(session, request_number=request.request_number)
+            return self._answer(request, DIAMETER_SUCCESS)
         return None
 
     async def answer(self, request: CreditControlRequest) -> bytes:
         """The CCA, awaiting the pipeline (cache misses, usage recording, events)."""
         try:
             kind = request.request_type
-            if kind is RequestType.INITIAL:
-                return await self._initial(request)
             if kind is RequestType.EVENT:
                 return await self._event(request)
-            session = self.sessions.get(request.session_id)
-            if session is None and not self._repeated_termination(request):
-                session = await self._adopt(request)
-            if session is None:
-                return self._no_session(request)
-            if kind is RequestType.UPDATE:
-                return await self._update(request, session)
-            return await self._terminate(request, session)
+            ref = self._ref(request)
+            session = self.charging.live.get(ref.book_key)
+            action = transition(self._state(session), _EVENTS[kind]).action
+            if action in (CcAction.ADMIT, CcAction.SUPERSEDE_AND_ADMIT):
+                if session is not None:
+                    self.charging.supersede(session)
+                answer = self._initial(request, ref)
+                if answer is not None:
+                    return answer
+                return await self._initial_slow(request, ref)
+            if action in (CcAction.CONTINUE, CcAction.LATE_USAGE):
+                return await self._usage(request, final=False)
+            return await self._usage(request, final=True)
+        except UnknownSession:
+            return self._answer(request, DIAMETER_UNKNOWN_SESSION_ID)
         except (SourceUnavailable, SpoolFull) as exc:
             log.warning(
                 "diameter: %s not answered with success (%s): %s",
@@ -340,6 +306,21 @@ class CreditControl:
 
     # --- CCR-Initial ----------------------------------------------------------------------
 
+    @staticmethod
+    def _state(session: LiveSession | None) -> CcState:
+        return CcState.OPEN if session is not None else CcState.IDLE
+
+    @staticmethod
+    def _ref(request: CreditControlRequest) -> SessionId:
+        return SessionId(SOURCE, request.origin_host, request.session_id)
+
+    @staticmethod
+    def _wire_key(request: CreditControlRequest) -> str:
+        return (
+            f"{SOURCE}|{request.origin_host}|{request.session_id}|"
+            f"{request.end_to_end}|{request.request_number}"
+        )
+
     def _identity(self, request: CreditControlRequest) -> tuple[IdentityKind, str] | None:
         refused: list[IdentityProblem] = []
         found = subscriber_identities(request, refused)
@@ -353,70 +334,123 @@ class CreditControl:
                 return kind, value
         return found[0]
 
-    def _services(self, request: CreditControlRequest) -> list[tuple[Mscc | None, ServiceUnit]]:
+    def _services(self, request: CreditControlRequest) -> list[Service]:
         if request.multiple_services:
             default = unit_of(request.requested_unit)
             return [(m, unit_of(m.requested, default)) for m in request.multiple_services]
         return [(None, unit_of(request.requested_unit))]
 
-    def _initial_cached(self, request: CreditControlRequest) -> bytes | None:
+    def _initial(self, request: CreditControlRequest, ref: SessionId) -> bytes | None:
+        """A CCR-Initial decided from the cache, or None when the database must be asked."""
         identity = self._identity(request)
         if identity is None:
             return self._answer(request, DIAMETER_USER_UNKNOWN)
+        charging = self.charging
+        if not request.multiple_services:  # one service: the common case, kept lean
+            unit = unit_of(request.requested_unit)
+            key = ref.book_key
+            decision = charging.admit_cached(
+                identity[0],
+                identity[1],
+                unit=unit,
+                requested=requested_amount(request.requested_unit, unit),
+                reservation_key=key,
+                destination=request.destination,
+            )
+            if decision is None:
+                return None
+            return self._initial_answer(
+                request,
+                ref,
+                identity=identity,
+                services=[(None, unit)],
+                decisions=[decision],
+                keys=[key],
+            )
         services = self._services(request)
-        mscc, unit = services[0]
-        units = mscc.requested if mscc is not None else request.requested_unit
-        key = self._book_key(request)
-        running = self.sessions.get(request.session_id)
-        if running is not None:
-            # A second CCR-I for a running session (not a retransmission): start afresh.
-            self._forget(running)
-        first = self.charging.admit_cached(
-            identity[0],
-            identity[1],
-            unit=unit,
-            requested=requested_amount(units, unit),
-            reservation_key=key,
+        keys = [f"{ref.book_key}#{n}" for n in range(len(services))]
+        decisions: list[CreditDecision] = []
+        for (mscc, unit), key in zip(services, keys, strict=True):
+            units = mscc.requested if mscc is not None else request.requested_unit
+            found = charging.admit_cached(
+                identity[0],
+                identity[1],
+                unit=unit,
+                requested=requested_amount(units, unit),
+                reservation_key=key,
+                destination=request.destination,
+            )
+            if found is None:
+                for held in keys[: len(decisions)]:  # the entry went stale meanwhile
+                    charging.sessions.end(held)
+                return None
+            decisions.append(found)
+        return self._initial_answer(
+            request, ref, identity=identity, services=services, decisions=decisions, keys=keys
         )
-        if first is None:
-            return None
-        return self._initial_answer(request, identity, services, first, key)
 
-    async def _initial(self, request: CreditControlRequest) -> bytes:
+    async def _initial_slow(self, request: CreditControlRequest, ref: SessionId) -> bytes:
         identity = self._identity(request)
         if identity is None:
             return self._answer(request, DIAMETER_USER_UNKNOWN)
         services = self._services(request)
+        single = not request.multiple_services
         mscc, unit = services[0]
         units = mscc.requested if mscc is not None else request.requested_unit
-        key = self._book_key(request)
-        running = self.sessions.get(request.session_id)
-        if running is not None:
-            # A second CCR-I for a running session (not a retransmission): start afresh.
-            self._forget(running)
+        key = ref.book_key if single else f"{ref.book_key}#0"
         first = await self.charging.admit(
             identity[0],
             identity[1],
             unit=unit,
             requested=requested_amount(units, unit),
             reservation_key=key,
+            destination=request.destination,
         )
-        return self._initial_answer(request, identity, services, first, key)
+        decisions = [first]
+        keys = [key]
+        for n, (other, other_unit) in enumerate(services[1:], start=1):
+            assert other is not None
+            key = f"{ref.book_key}#{n}"
+            decision = self.charging.admit_cached(
+                identity[0],
+                identity[1],
+                unit=other_unit,
+                requested=requested_amount(other.requested, other_unit),
+                reservation_key=key,
+                destination=request.destination,
+            )
+            decisions.append(decision if decision is not None else first)
+            keys.append(key)
+        return self._initial_answer(
+            request, ref, identity=identity, services=services, decisions=decisions, keys=keys
+        )
 
     def _initial_answer(
         self,
         request: CreditControlRequest,
+        ref: SessionId,
+        *,
         identity: tuple[IdentityKind, str],
-        services: list[tuple[Mscc | None, ServiceUnit]],
-        first: CreditDecision,
-        key: str,
+        services: list[Service],
+        decisions: list[CreditDecision],
+        keys: list[str],
     ) -> bytes:
         validity = self.validity_time_s
+        admitted = [d.admitted for d in decisions]
+        if any(admitted):
+            self._start(
+                request,
+                ref,
+                identity=identity,
+                services=services,
+                decisions=decisions,
+                keys=keys,
+            )
         mscc, unit = services[0]
+        first = decisions[0]
         if mscc is None:
             code = self._decision_code(first)
             if first.admitted:
-                self._start(request, identity, unit, key)
                 answer = self.encoder.build(
                     request,
                     result_code=code,
@@ -424,28 +458,17 @@ class CreditControl:
                     validity_time_s=validity,
                 )
             else:
-                answer = self._refusal(request, code)
+                answer = self.encoder.build(request, result_code=code)
             self.count(COMMAND_LABELS[request.request_type], code, ())
             return answer
         if not first.admitted and first.reason is RefusalReason.UNKNOWN_ACCOUNT:
             return self._answer(request, DIAMETER_USER_UNKNOWN)
-        decisions = [first]
-        for other, other_unit in services[1:]:
-            assert other is not None
-            decision = self.charging.admit_cached(
-                identity[0],
-                identity[1],
-                unit=other_unit,
-                requested=requested_amount(other.requested, other_unit),
-            )
-            decisions.append(decision if decision is not None else first)
         answers = []
         for (service, service_unit), decision in zip(services, decisions, strict=True):
             assert service is not None
-            code = self._decision_code(decision)
             answers.append(
                 MsccAnswer(
-                    result_code=code,
+                    result_code=self._decision_code(decision),
                     rating_group=service.rating_group,
                     service_identifier=service.service_identifier,
                     granted=(
@@ -456,10 +479,7 @@ class CreditControl:
                     validity_time_s=validity if decision.admitted else None,
                 )
             )
-        admitted = any(d.admitted for d in decisions)
-        code = DIAMETER_SUCCESS if admitted else answers[0].result_code
-        if admitted:
-            self._start(request, identity, unit, key)
+        code = DIAMETER_SUCCESS if any(admitted) else answers[0].result_code
         answer = self.encoder.build(request, result_code=code, mscc_answers=answers)
         self.count(
             COMMAND_LABELS[request.request_type], code, tuple(a.result_code for a in answers)
@@ -469,26 +489,39 @@ class CreditControl:
     def _start(
         self,
         request: CreditControlRequest,
+        ref: SessionId,
+        *,
         identity: tuple[IdentityKind, str],
-        unit: ServiceUnit,
-        key: str,
+        services: list[Service],
+        decisions: list[CreditDecision],
+        keys: list[str],
     ) -> None:
         charging = self.charging
         account_id = charging.cache.account_for(*identity)
-        if account_id is None:
+        snapshot = charging.cache.get(account_id) if account_id is not None else None
+        if snapshot is None:
             return  # admitted by the stale policy without knowing the account: not tracked
-        charging.session_started(
-            SOURCE, request.origin_host, request.session_id, account_id, self.tcc_s
-        )
-        self.sessions[request.session_id] = CcSession(
-            session_id=request.session_id,
-            origin=request.origin_host,
-            account_id=account_id,
-            kind=identity[0],
-            identity=identity[1],
-            book_key=key,
-            unit=unit,
-            expires_at=charging.clock.mono() + self.tcc_s,
+        longest = 0.0
+        first_unit: ServiceUnit | None = None
+        claim = []
+        for (_, unit), decision, key in zip(services, decisions, keys, strict=True):
+            if decision.admitted:
+                claim.append(key)
+                if first_unit is None:
+                    first_unit = unit
+                if unit is ServiceUnit.TIME and decision.granted_units > longest:
+                    longest = float(decision.granted_units)
+        assert first_unit is not None
+        charging.start(
+            ref,
+            snapshot,
+            unit=first_unit,
+            grant_s=max(longest, self._least_life_s),
+            identity=identity,
+            claim=claim,
+            report_key=f"n={request.request_number}",
+            wire_key=self._wire_key(request),
+            client_at=request.event_timestamp,
         )
 
     @staticmethod
@@ -498,33 +531,61 @@ class CreditControl:
         assert decision.reason is not None
         return REFUSAL_RESULT_CODES[decision.reason]
 
-    # --- CCR-Update -----------------------------------------------------------------------
+    # --- CCR-Update and CCR-Termination ---------------------------------------------------
 
-    async def _update(self, request: CreditControlRequest, session: CcSession) -> bytes:
-        totals = session.totals_for(request.request_number, used_increment(request))
-        await self._record(request, session, totals, final=False)
-        return self._update_answer(request, session)
-
-    def _update_answer(self, request: CreditControlRequest, session: CcSession) -> bytes:
+    async def _usage(self, request: CreditControlRequest, *, final: bool) -> bytes:
         charging = self.charging
-        now = charging.clock.mono()
-        session.expires_at = now + self.tcc_s
-        charging.sessions.touch(
-            session.book_key, now, self.tcc_s + charging.policy.session_ttl_margin_s
+        ref = self._ref(request)
+        snapshot: AccountSnapshot | None = None
+        running = charging.session(ref)
+        if running is None:
+            identity = self._identity(request)
+            if identity is not None:
+                snapshot = await charging.account(*identity)
+        reported = await charging.report(
+            ref,
+            kind=ReportKind.FINAL if final else ReportKind.USAGE,
+            usage=used_increment(request),
+            counting=Counting.INCREMENT,
+            report_key=f"n={request.request_number}",
+            snapshot=snapshot,
+            wire_key=self._wire_key(request),
+            client_at=request.event_timestamp,
+            request_number=request.request_number,
+            close_reason=_close_reason(request.termination_cause) if final else None,
         )
+        if final:
+            return self._answer(request, DIAMETER_SUCCESS)
+        session = reported.session
+        if session is None:
+            # Usage of a session that is over here (closed when its grant ran out): recorded
+            # and charged; no further quota, the client ends it.
+            return self._over_answer(request)
+        return self._grant_answer(request, session)
+
+    def _grant_answer(self, request: CreditControlRequest, session: LiveSession) -> bytes:
         validity = self.validity_time_s
+        asks: list[tuple[Mscc | None, ServiceUnit, int | None]] = []
         if request.multiple_services:
             default = unit_of(request.requested_unit, session.unit)
+            for service in request.multiple_services:
+                unit = unit_of(service.requested, default)
+                asks.append((service, unit, requested_amount(service.requested, unit)))
+        else:
+            unit = unit_of(request.requested_unit, session.unit)
+            asks.append((None, unit, requested_amount(request.requested_unit, unit)))
+        grants = self.charging.next_grants(
+            session,
+            [(unit, requested) for _, unit, requested in asks],
+            validity_s=self._least_life_s,
+        )
+        if request.multiple_services:
             answers = []
-            for mscc in request.multiple_services:
-                unit = unit_of(mscc.requested, default)
-                decision, final = self._next_grant(
-                    session, unit, requested_amount(mscc.requested, unit)
-                )
-                code = self._decision_code(decision)
+            for (mscc, unit, _), (decision, last) in zip(asks, grants, strict=True):
+                assert mscc is not None
                 answers.append(
                     MsccAnswer(
-                        result_code=code,
+                        result_code=self._decision_code(decision),
                         rating_group=mscc.rating_group,
                         service_identifier=mscc.service_identifier,
                         granted=(
@@ -533,15 +594,13 @@ class CreditControl:
                             else None
                         ),
                         validity_time_s=validity if decision.admitted else None,
-                        final_unit_action=FinalUnitAction.TERMINATE if final else None,
+                        final_unit_action=FinalUnitAction.TERMINATE if last else None,
                     )
                 )
-            self.count("CCR-U", DIAMETER_SUCCESS, tuple(a.result_code for a in answers))
+            codes = tuple(a.result_code for a in answers)
+            self.count("CCR-U", DIAMETER_SUCCESS, codes)
             return self.encoder.build(request, result_code=DIAMETER_SUCCESS, mscc_answers=answers)
-        unit = unit_of(request.requested_unit, session.unit)
-        decision, final = self._next_grant(
-            session, unit, requested_amount(request.requested_unit, unit)
-        )
+        (_, unit, _), (decision, last) = asks[0], grants[0]
         code = self._decision_code(decision)
         self.count("CCR-U", code, ())
         if not decision.admitted:
@@ -551,315 +610,122 @@ class CreditControl:
             result_code=code,
             granted=granted_units(unit, decision.granted_units),
             validity_time_s=validity,
-            final_unit_action=FinalUnitAction.TERMINATE if final else None,
+            final_unit_action=FinalUnitAction.TERMINATE if last else None,
         )
 
-    def _next_grant(
-        self, session: CcSession, unit: ServiceUnit, requested: int | None
-    ) -> tuple[CreditDecision, bool]:
-        """The next quota of a running session (never refused unless strict) and whether it is
-        the final one (strict mode, the credit buys less than asked)."""
-        charging = self.charging
-        limits = charging.limits
-        cap = {
-            ServiceUnit.TIME: limits.max_time_s,
-            ServiceUnit.VOLUME: limits.max_volume_bytes,
-            ServiceUnit.EVENT: limits.max_events,
-        }[unit]
-        if requested:
-            cap = min(cap, requested)
-        cached = charging.cache.get(session.account_id)
-        if cached is None:
-            decision = CreditDecision(
-                admitted=True,
-                reason=None,
-                unit=unit,
-                granted_units=cap,
-                available=0,
-                effective_limit=0,
-            )
-            return decision, False
-        snapshot = cached
-        now = charging.clock.mono()
-        ttl = self.tcc_s + charging.policy.session_ttl_margin_s
-        book = charging.sessions
-        book.reserve(session.book_key, session.account_id, 0, now, ttl)  # not our own hold
-        decision = continue_session(
-            snapshot,
-            SessionRequest(
-                unit=unit, requested_units=requested, reserved=book.reserved(session.account_id)
-            ),
-            charging.clock.wall(),
-            limits,
-            strict=self.strict,
+    def _over_answer(self, request: CreditControlRequest) -> bytes:
+        self.count("CCR-U", DIAMETER_SUCCESS, ())
+        if request.multiple_services:
+            answers = [
+                MsccAnswer(
+                    result_code=DIAMETER_SUCCESS,
+                    rating_group=m.rating_group,
+                    service_identifier=m.service_identifier,
+                    granted=granted_units(unit_of(m.requested), 0),
+                    final_unit_action=FinalUnitAction.TERMINATE,
+                )
+                for m in request.multiple_services
+            ]
+            return self.encoder.build(request, result_code=DIAMETER_SUCCESS, mscc_answers=answers)
+        return self.encoder.build(
+            request,
+            result_code=DIAMETER_SUCCESS,
+            granted=granted_units(unit_of(request.requested_unit), 0),
+            final_unit_action=FinalUnitAction.TERMINATE,
         )
-        if decision.admitted:
-            cost = grant_cost(snapshot.tariff, unit, decision.granted_units, new_session=False)
-            book.reserve(session.book_key, session.account_id, cost, now, ttl)
-        final = self.strict and decision.admitted and decision.granted_units < cap
-        return decision, final
-
-    # --- CCR-Termination ------------------------------------------------------------------
-
-    async def _terminate(self, request: CreditControlRequest, session: CcSession) -> bytes:
-        totals = session.totals_for(request.request_number, used_increment(request))
-        if totals.is_empty and not session.recorded:
-            return self._terminate_unrecorded(request, session)
-        await self._record(
-            request, session, totals, final=True, reason=_close_reason(request.termination_cause)
-        )
-        return self._terminated(request, session)
-
-    def _terminate_unrecorded(self, request: CreditControlRequest, session: CcSession) -> bytes:
-        # Nothing was used and nothing was written: there is nothing to make durable.
-        self.charging.sessions.end(session.book_key)
-        return self._terminated(request, session)
-
-    def _terminated(self, request: CreditControlRequest, session: CcSession) -> bytes:
-        self.sessions.pop(session.session_id, None)
-        closed = self._closed
-        now = self.charging.clock.mono()
-        closed[session.session_id] = (request.request_number, DIAMETER_SUCCESS, now)
-        if len(closed) > _CLOSED_KEPT:
-            closed.popitem(last=False)
-        while closed and next(iter(closed.values()))[2] < now - _CLOSED_KEPT_S:
-            closed.popitem(last=False)
-        self.count("CCR-T", DIAMETER_SUCCESS, ())
-        return self.encoder.build(request, result_code=DIAMETER_SUCCESS)
-
-    def _repeated_termination(self, request: CreditControlRequest) -> bool:
-        closed = self._closed.get(request.session_id)
-        return (
-            closed is not None
-            and request.request_type is RequestType.TERMINATION
-            and closed[0] == request.request_number
-        )
-
-    async def _adopt(self, request: CreditControlRequest) -> CcSession | None:
-        """A CCR-U/T for a session this process does not know: if the database has it open
-        (this daemon restarted, or another instance started it), carry on from its recorded
-        usage instead of answering 5002, so nothing reported later is lost."""
-        found = await self.charging.open_session(SOURCE, request.origin_host, request.session_id)
-        if found is None:
-            return None
-        identity = self._identity(request)
-        unit = unit_of(
-            request.requested_unit or request.used_units[0] if request.used_units else None
-        )
-        key = self._book_key(request)
-        self.charging.session_started(
-            SOURCE, request.origin_host, request.session_id, found.account_id, self.tcc_s
-        )
-        session = CcSession(
-            session_id=request.session_id,
-            origin=request.origin_host,
-            account_id=found.account_id,
-            kind=identity[0] if identity is not None else IdentityKind.USER_NAME,
-            identity=identity[1] if identity is not None else "",
-            book_key=key,
-            unit=unit,
-            expires_at=self.charging.clock.mono() + self.tcc_s,
-            seconds=found.usage.seconds,
-            octets=found.usage.octets,
-            events=found.usage.events,
-            recorded=True,
-        )
-        self.sessions[request.session_id] = session
-        log.info("diameter: session resumed from the database origin=%s", request.origin_host)
-        return session
-
-    def _no_session(self, request: CreditControlRequest) -> bytes:
-        closed = self._closed.get(request.session_id)
-        if (
-            closed is not None
-            and request.request_type is RequestType.TERMINATION
-            and closed[0] == request.request_number
-        ):
-            # The same CCR-T again (a new message, not a T-flagged retransmission): it was
-            # recorded the first time; answer as then, charge nothing.
-            self.count("CCR-T", closed[1], ())
-            return self.encoder.build(request, result_code=closed[1])
-        return self._answer(request, DIAMETER_UNKNOWN_SESSION_ID)
-
-    # --- usage ----------------------------------------------------------------------------
-
-    async def _record(
-        self,
-        request: CreditControlRequest | None,
-        session: CcSession,
-        totals: Usage,
-        *,
-        final: bool,
-        reason: str | None = None,
-        key_suffix: str | None = None,
-    ) -> None:
-        charging = self.charging
-        snapshot = charging.cache.get(session.account_id)
-        if snapshot is None:
-            snapshot = (
-                await charging.account(session.kind, session.identity)
-                if session.identity
-                else await charging.source.load_account(session.account_id)
-            )
-        if snapshot is None:
-            raise SourceUnavailable(f"account of session {session.session_id!r} not found")
-        if key_suffix is not None:
-            suffix = key_suffix
-        else:
-            assert request is not None
-            suffix = str(request.request_number)
-        occurred = (
-            request.event_timestamp
-            if request is not None and request.event_timestamp is not None
-            else charging.clock.wall()
-        )
-        report = UsageReport(
-            source=SOURCE,
-            origin=session.origin,
-            session_key=session.session_id,
-            account_id=session.account_id,
-            idempotency_key=f"{SOURCE}|{session.session_id}|{suffix}",
-            usage=totals,
-            final=final,
-            occurred_at=occurred,
-            close_reason=reason if final else None,
-        )
-        await charging.record_usage(report, snapshot.tariff)
-        session.recorded = True
 
     # --- CCR-Event ------------------------------------------------------------------------
+
+    def _missing_action(self, request: CreditControlRequest) -> bytes:
+        error = MissingAvp(AVP_REQUESTED_ACTION, where="a CCR-Event")
+        self.count("CCR-E", error.result_code, ())
+        return build_error_answer(
+            request.raw_header,
+            origin_host=self.encoder_origin[0],
+            origin_realm=self.encoder_origin[1],
+            result_code=error.result_code,
+            failed_avp=error.failed_avp,
+            error_message=str(error),
+            session_id=request.session_id,
+            proxy_infos=request.proxy_infos,
+        )
 
     async def _event(self, request: CreditControlRequest) -> bytes:
         action = request.requested_action
         if action is None:
-            answer = self.answer_now(request)
-            assert answer is not None
-            return answer
+            return self._missing_action(request)
         identity = self._identity(request)
-        snapshot = await self.charging.account(*identity) if identity is not None else None
+        charging = self.charging
+        snapshot = await charging.account(*identity) if identity is not None else None
         if snapshot is None or identity is None:
             return self._answer(request, DIAMETER_USER_UNKNOWN)
         services = self._services(request)
-        mscc, unit = services[0]
-        units = mscc.requested if mscc is not None else request.requested_unit
+        first_mscc, unit = services[0]
+        units = first_mscc.requested if first_mscc is not None else request.requested_unit
         amount = requested_amount(units, unit) or 1
-        usage = _usage(unit, amount)
+        tariff = charging.tariff_for(snapshot, request.destination)
+        if tariff is None:
+            return self._answer(request, REFUSAL_RESULT_CODES[RefusalReason.NO_RATE])
         if action is RequestedAction.REFUND_ACCOUNT:
-            # The price of the units is credited back, once per Session-Id and request number.
-            refund = usage_charge(snapshot.tariff, usage)
-            await self.charging.credit(
-                snapshot.account_id,
-                refund,
+            refund = await charging.refund(
+                snapshot,
+                tariff,
+                unit,
+                amount,
                 f"{SOURCE}-refund|{request.session_id}|{request.request_number}",
-                "diameter REFUND_ACCOUNT",
             )
             self.count("CCR-E", DIAMETER_SUCCESS, ())
             return self.encoder.build(
                 request,
                 result_code=DIAMETER_SUCCESS,
-                cost_information=CostInformation(
-                    value_digits=refund, exponent=-6, currency_code=self.currency_code
-                ),
+                cost_information=self._cost(refund),
             )
         if action is RequestedAction.PRICE_ENQUIRY:
-            cost = usage_charge(snapshot.tariff, usage)
             self.count("CCR-E", DIAMETER_SUCCESS, ())
             return self.encoder.build(
                 request,
                 result_code=DIAMETER_SUCCESS,
-                cost_information=CostInformation(
-                    value_digits=cost, exponent=-6, currency_code=self.currency_code
-                ),
+                cost_information=self._cost(charging.price(tariff, unit, amount)),
             )
         if snapshot.status is not AccountStatus.ACTIVE:
             return self._answer(request, DIAMETER_END_USER_SERVICE_DENIED)
         if action is RequestedAction.CHECK_BALANCE:
-            now = self.charging.clock.wall()
-            reserved = self.charging.sessions.reserved(snapshot.account_id)
-            enough = available_credit(snapshot, now, reserved) > 0
             self.count("CCR-E", DIAMETER_SUCCESS, ())
             return self.encoder.build(
                 request,
                 result_code=DIAMETER_SUCCESS,
                 check_balance_result=(
-                    CheckBalanceResult.ENOUGH_CREDIT if enough else CheckBalanceResult.NO_CREDIT
+                    CheckBalanceResult.ENOUGH_CREDIT
+                    if charging.has_credit(snapshot)
+                    else CheckBalanceResult.NO_CREDIT
                 ),
             )
-        # DIRECT_DEBITING: the event is admitted like a new session, then charged at once.
-        decision = await self.charging.admit(*identity, unit=unit, requested=amount)
-        if not decision.admitted:
-            return self._answer(request, self._decision_code(decision))
-        if decision.granted_units < amount:
-            return self._answer(request, DIAMETER_CREDIT_LIMIT_REACHED)
-        report = UsageReport(
-            source=SOURCE,
-            origin=request.origin_host,
-            session_key=request.session_id,
-            account_id=snapshot.account_id,
-            idempotency_key=f"{SOURCE}|{request.session_id}|{request.request_number}",
-            usage=usage,
-            final=True,
-            occurred_at=request.event_timestamp or self.charging.clock.wall(),
-            close_reason="event",
+        # DIRECT_DEBITING: admitted like a new session, then charged at once.
+        decision, outcome = await charging.direct_debit(
+            self._ref(request),
+            identity,
+            unit=unit,
+            amount=amount,
+            report_key=f"n={request.request_number}",
+            wire_key=self._wire_key(request),
+            client_at=request.event_timestamp,
+            destination=request.destination,
         )
-        outcome = await self.charging.record_usage(report, snapshot.tariff)
+        if not decision.admitted or outcome is None:
+            return self._answer(request, self._decision_code(decision))
         self.count("CCR-E", DIAMETER_SUCCESS, ())
         return self.encoder.build(
             request,
             result_code=DIAMETER_SUCCESS,
             granted=granted_units(unit, amount),
-            cost_information=CostInformation(
-                value_digits=outcome.charged, exponent=-6, currency_code=self.currency_code
-            ),
+            cost_information=self._cost(outcome.charged),
         )
 
-    # --- Tcc ------------------------------------------------------------------------------
-
-    def expired(self, now: float) -> list[CcSession]:
-        """Sessions with no request for ``tcc_s``, removed from the running set."""
-        gone = [s for s in self.sessions.values() if s.expires_at <= now]
-        for session in gone:
-            del self.sessions[session.session_id]
-        return gone
-
-    async def close_expired(self, session: CcSession) -> None:
-        """Close a session that Tcc ended: its usage so far becomes final."""
-        totals = Usage(seconds=session.seconds, octets=session.octets, events=session.events)
-        if session.recorded or not totals.is_empty:
-            try:
-                await self._record(
-                    None, session, totals, final=True, reason="tcc_expired", key_suffix="tcc"
-                )
-            except (SourceUnavailable, SpoolFull) as exc:
-                # Everything reported was recorded by its own CCR; only the close is lost.
-                log.warning("diameter: Tcc close of a session not recorded: %s", exc)
-        self.charging.sessions.end(session.book_key)
-        log.info("diameter: session closed by Tcc origin=%s", session.origin)
+    def _cost(self, micros: int) -> CostInformation:
+        return CostInformation(value_digits=micros, exponent=-6, currency_code=self.currency_code)
 
     # --- helpers --------------------------------------------------------------------------
-
-    def _book_key(self, request: CreditControlRequest) -> str:
-        return Charging.book_key(SOURCE, request.origin_host, request.session_id)
-
-    def _forget(self, session: CcSession) -> None:
-        self.sessions.pop(session.session_id, None)
-        self.charging.sessions.end(session.book_key)
-
-    def _refusal(self, request: CreditControlRequest, code: int) -> bytes:
-        return self.encoder.build(request, result_code=code)
 
     def _answer(self, request: CreditControlRequest, code: int) -> bytes:
         self.count(COMMAND_LABELS[request.request_type], code, ())
         return self.encoder.build(request, result_code=code)
-
-
-def _usage(unit: ServiceUnit, amount: int) -> Usage:
-    if unit is ServiceUnit.TIME:
-        return Usage(seconds=amount)
-    if unit is ServiceUnit.VOLUME:
-        return Usage(octets=amount)
-    return Usage(events=amount)
-
-
-def _close_reason(termination_cause: int | None) -> str:
-    return f"termination_cause_{termination_cause}" if termination_cause else "ccr_t"

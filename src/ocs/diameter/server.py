@@ -203,7 +203,6 @@ class DiameterServer:
         duplicate_window_s: float = 60.0,
         dpa_timeout_s: float = 5.0,
         tick_s: float = 0.25,
-        tcc_check_s: float = 1.0,
         rng: random.Random | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -222,7 +221,6 @@ class DiameterServer:
         self.duplicate_window_s = duplicate_window_s
         self.dpa_timeout_s = dpa_timeout_s
         self.tick_s = tick_s
-        self.tcc_check_s = tcc_check_s
         self.rng = rng if rng is not None else random.Random()
         self.origin_state_id = int(time.time()) & 0xFFFFFFFF
         self.firmware_revision = firmware_revision()
@@ -439,7 +437,6 @@ class DiameterServer:
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        next_tcc = loop.time() + self.tcc_check_s
         while True:
             await asyncio.sleep(self.tick_s)
             now = loop.time()
@@ -453,10 +450,6 @@ class DiameterServer:
             for state, gauge in self._peer_gauges.items():
                 gauge.set(counts.get(state.value, 0))
             self._expire_answers(now)
-            if now >= next_tcc and not self._stopping:
-                next_tcc = now + self.tcc_check_s
-                for session in self.handler.expired(now):
-                    self.spawn(self.handler.close_expired(session))
 
 
 class PeerConnection(asyncio.Protocol):

@@ -123,6 +123,8 @@ async def apply_reload(daemon: Any) -> bool:
             on_stale=cfg.cache.on_stale,
             load_timeout_s=cfg.cache.load_timeout_s,
             pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+            session_ttl_margin_s=cfg.grant.session_margin_s,
+            write_behind_s=cfg.usage.write_behind_s,
         )
     if radius is not None and clients is not None:
         radius.clients = clients  # the sockets stay; the next datagram sees the new table

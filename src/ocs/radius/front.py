@@ -30,17 +30,18 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 from ocs.charging.pipeline import (
     Charging,
+    SessionId,
     SourceRefused,
     SourceUnavailable,
     SpoolFull,
-    UsageReport,
+    unit_of_tariff,
 )
 from ocs.core.identity import (
     IdentityError,
@@ -50,7 +51,8 @@ from ocs.core.identity import (
     identity_from_bytes,
     printable,
 )
-from ocs.core.model import REFUSAL_TEXT, CreditDecision, Usage
+from ocs.core.ledger import Counting, ReportKind
+from ocs.core.model import CreditDecision, ServiceUnit, Usage, refusal_text
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import codec
@@ -355,21 +357,30 @@ class RadiusFront:
             self._reply_access(ex, None)
             return
         kind, value = identity
-        decision = self.charging.admit_cached(kind, value, reservation_key=_reservation_key(ex))
+        # The unit is the account's: time, or volume where its tariff prices only volume.
+        decision = self.charging.admit_cached(
+            kind,
+            value,
+            unit=None,
+            reservation_key=_reservation_key(ex),
+            destination=packet.get_str(codec.CALLED_STATION_ID),
+        )
         if decision is not None:
             self._reply_access(ex, decision)
             return
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        self._spawn(self._access_slow(ex, kind, value))
+        self._spawn(self._access_slow(ex, kind, value), ex.key)
 
     async def _access_slow(self, ex: _Exchange, kind: IdentityKind, value: str) -> None:
-        try:
-            decision = await self.charging.admit(kind, value, reservation_key=_reservation_key(ex))
-        except Exception:
-            self._replies.pop(ex.key, None)
-            raise
+        decision = await self.charging.admit(
+            kind,
+            value,
+            unit=None,
+            reservation_key=_reservation_key(ex),
+            destination=ex.packet.get_str(codec.CALLED_STATION_ID),
+        )
         self._reply_access(ex, decision)
 
     def _identity(self, client: RadiusClient, packet: Packet) -> tuple[IdentityKind, str] | None:
@@ -399,12 +410,19 @@ class RadiusFront:
         attributes = codec.copy_proxy_state(packet)
         if decision is not None and decision.admitted:
             code = codec.ACCESS_ACCEPT
-            attributes.insert(0, codec.attr_int(codec.SESSION_TIMEOUT, decision.granted_units))
+            # A volume grant holds the price of the bytes the credit buys; the session's time
+            # is then the configured longest.
+            seconds = (
+                decision.granted_units
+                if decision.unit is ServiceUnit.TIME
+                else self.charging.limits.max_time_s
+            )
+            attributes.insert(0, codec.attr_int(codec.SESSION_TIMEOUT, seconds))
             self._accept.inc()
         else:
             code = codec.ACCESS_REJECT
             reason = decision.reason if decision is not None else None
-            text = REFUSAL_TEXT[reason] if reason is not None else "unknown account"
+            text = refusal_text(decision) if decision is not None else "unknown account"
             attributes.insert(0, codec.attr_str(codec.REPLY_MESSAGE, text))
             label = reason.value if reason is not None else "unknown_account"
             counter = self._rejects.get(label)
@@ -459,7 +477,7 @@ class RadiusFront:
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        self._spawn(self._accounting(ex))
+        self._spawn(self._accounting(ex), ex.key)
 
     async def _accounting(self, ex: _Exchange) -> None:
         client, packet, addr, key = ex.client, ex.packet, ex.addr, ex.key
@@ -502,9 +520,6 @@ class RadiusFront:
             self._drop["database_unavailable"].inc()
             log.warning("radius: accounting not recorded (database unavailable): %s", exc)
             return
-        except Exception:
-            self._replies.pop(key, None)
-            raise
         attributes = codec.copy_proxy_state(packet)
         reply = codec.encode_reply(
             codec.ACCOUNTING_RESPONSE,
@@ -525,70 +540,84 @@ class RadiusFront:
         self._lat_acct.observe(time.perf_counter() - ex.arrived)
 
     async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
+        """Start, Interim-Update or Stop: a report for the session ledger (the pipeline and the
+        store decide its generation and whether it is a repeat, at any age). An identity,
+        Acct-Session-Id or NAS-Identifier that is no text SQL takes is kept unmatched with
+        the reason, escaped."""
         raw_session = packet.get(codec.ACCT_SESSION_ID)
-        session_id = raw_session.decode("utf-8", "replace") if raw_session else None
-        if not session_id:
-            log.warning("radius: accounting from %s without Acct-Session-Id; ignored", origin)
-            self.metrics.usage_records.labels("radius", "no_session_id").inc()
-            return
+        session_id = raw_session.decode("utf-8", "replace") if raw_session else ""
         usage = _usage_of(packet)
         status_name = _STATUS_NAMES[status]
-        idempotency = f"radius|{origin}|{session_id}|{status_name}|{usage.seconds}|{usage.octets}"
-        now = datetime.now(UTC)
+        client_at = _event_time(packet)
         identity, problem = self._checked_identity(client, packet)
-        if problem is not None:
-            reason = f"identity_{problem.value}"
-        else:
-            reason = "unknown_identity" if identity is not None else "no_identity"
         bad_text = _bad_text(raw_session, origin)
         if bad_text is not None:  # the session cannot be keyed in SQL: kept, escaped
-            identity, reason = None, bad_text
+            identity = None
             session_id, origin = printable(raw_session or b""), printable(origin)
-            idempotency = (
-                f"radius|{origin}|{session_id}|{status_name}|{usage.seconds}|{usage.octets}"
-            )
-        snapshot = None
-        if identity is not None:
-            snapshot = await self.charging.account(*identity)
-        if snapshot is None:
-            raw_identity = client.identity.read_bytes(packet)
+        report_key = f"{status_name}|{usage.seconds}|{usage.octets}"
+        ref = SessionId("radius", origin, session_id)
+        # With the client's Event-Timestamp (the same in every retransmission of the message)
+        # the report is known again whatever generation of the key it finds.
+        wire_key = (
+            f"radius|{origin}|{session_id}|{report_key}|{int(client_at.timestamp())}"
+            if client_at is not None
+            else None
+        )
+        kind = {STATUS_START: ReportKind.OPEN, STATUS_STOP: ReportKind.FINAL}.get(
+            status, ReportKind.USAGE
+        )
+        snapshot = await self.charging.account(*identity) if identity is not None else None
+        if snapshot is None or not session_id:
+            if bad_text is not None:
+                reason = bad_text
+            elif not session_id:
+                reason = "no_session_id"
+            elif problem is not None:
+                reason = f"identity_{problem.value}"
+            else:
+                reason = "unknown_identity" if identity is not None else "no_identity"
+            raw = printable(client.identity.read_bytes(packet) or b"")
             await self.charging.record_unmatched(
-                UsageReport(
-                    source="radius",
-                    origin=origin,
-                    session_key=session_id,
-                    account_id=0,
-                    idempotency_key=idempotency,
+                self.charging.unmatched_report(
+                    SessionId("radius", origin, session_id or "-"),
+                    kind=kind,
                     usage=usage,
-                    final=status == STATUS_STOP,
-                    occurred_at=now,
+                    report_key=f"{report_key}|{wire_key or ''}|{raw}",
+                    client_at=client_at,
                 ),
                 identity_kind=(identity[0].value if identity else client.identity_kind.value),
-                identity=(identity[1] if identity else printable(raw_identity or b"")),
+                identity=(identity[1] if identity else raw),
                 reason=reason,
             )
             self.metrics.usage_records.labels("radius", "unmatched").inc()
             return
-        report = UsageReport(
-            source="radius",
-            origin=origin,
-            session_key=session_id,
-            account_id=snapshot.account_id,
-            idempotency_key=idempotency,
-            usage=usage,
-            final=status == STATUS_STOP,
-            occurred_at=now,
-            close_reason="stop" if status == STATUS_STOP else None,
-        )
-        if status == STATUS_START:
-            self.charging.session_started(
-                "radius",
-                origin,
-                session_id,
-                snapshot.account_id,
-                float(self.charging.limits.max_time_s),
+        if kind is ReportKind.OPEN:
+            session, report = self.charging.start(
+                ref,
+                snapshot,
+                unit=unit_of_tariff(snapshot.tariff),
+                grant_s=None,
+                identity=identity,
+                report_key=report_key,
+                wire_key=wire_key,
+                client_at=client_at,
+                durable=True,
             )
-        outcome = await self.charging.record_usage(report, snapshot.tariff)
+            outcome = await self.charging.record_start(session, report)
+        else:
+            outcome = (
+                await self.charging.report(
+                    ref,
+                    kind=kind,
+                    usage=usage,
+                    counting=Counting.CUMULATIVE,
+                    report_key=report_key,
+                    snapshot=snapshot,
+                    wire_key=wire_key,
+                    client_at=client_at,
+                    close_reason="stop" if kind is ReportKind.FINAL else None,
+                )
+            ).outcome
         result = "duplicate" if outcome.duplicate else "charged"
         self.metrics.usage_records.labels("radius", result).inc()
         if outcome.charged:
@@ -603,13 +632,18 @@ class RadiusFront:
             return False
         return True
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+    def _spawn(self, coro: Coroutine[Any, Any, None], key: ReplyKey) -> None:
+        task = asyncio.ensure_future(coro)
         self._pending.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda done: self._task_done(done, key))
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Future[None], key: ReplyKey) -> None:
         self._pending.discard(task)
+        held = self._replies.get(key)
+        if held is not None and held[1] is None:
+            # Not answered (failed, cancelled, or deliberately unacknowledged): the
+            # retransmission must be handled afresh, not dropped as "in progress".
+            del self._replies[key]
         if not task.cancelled() and task.exception() is not None:
             self._drop["internal_error"].inc()
             log.error("radius: request failed", exc_info=task.exception())
@@ -685,6 +719,17 @@ def _bad_text(raw_session: bytes | None, origin: str) -> str | None:
         except IdentityError as exc:
             return f"{what}_{exc.problem.value}"
     return None
+
+
+def _event_time(packet: Packet) -> datetime | None:
+    """The client's Event-Timestamp (RFC 2869 §5.3), if it sent a plausible one."""
+    try:
+        stamp = packet.get_int(codec.EVENT_TIMESTAMP)
+    except MalformedPacket:
+        return None
+    if not stamp:
+        return None
+    return datetime.fromtimestamp(stamp, UTC)
 
 
 def _counter(packet: Packet, low: int, high: int) -> int:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from ocs.core.currency import CurrencyError, parse_currency
 from ocs.core.identity import IdentityKind, normalize_identity
 from ocs.core.model import (
     AccountSnapshot,
@@ -94,7 +95,7 @@ SNAPSHOT_COLUMNS = (
     "limit_basis, unbilled_micros, unbilled_period, time_zone, max_sessions, max_setups_per_s, "
     "price_per_minute_micros, billing_increment_s, minimum_s, price_per_mb_micros, "
     "connection_fee_micros, price_per_event_micros, temp_amount_micros, temp_percent_bp, "
-    "temp_valid_until"
+    "temp_valid_until, rate_plan_id"
 )
 
 # The same, plus the row's change stamp as the last column (the cache's version).
@@ -144,6 +145,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         temp_amount,
         temp_bp,
         temp_until,
+        rate_plan_id,
     ) = row[:SNAPSHOT_WIDTH]
     increase = None
     if temp_until is not None:
@@ -163,6 +165,7 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         max_sessions=max_sessions,
         max_setups_per_s=max_setups,
         tariff=_tariff(per_minute or 0, increment, minimum, per_mb or 0, fee or 0, per_event or 0),
+        rate_plan_id=rate_plan_id,
     )
 
 
@@ -226,8 +229,11 @@ WHERE revoked_at IS NULL AND valid_until > now()"""
 _BULK_ACCOUNTS = """
 SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::bigint,
        (min_balance * 1000000)::bigint, limit_basis, (unbilled * 1000000)::bigint,
-       unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id
+       unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id,
+       rate_plan_id, account_class_id
 FROM accounts"""
+# Each class's rate plan, for accounts without their own (as the view's COALESCE does).
+_BULK_CLASS_PLANS = "SELECT id, rate_plan_id FROM account_classes WHERE rate_plan_id IS NOT NULL"
 _BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
 
 
@@ -252,6 +258,9 @@ async def load_all(
             r[0]: TemporaryIncrease(valid_until=r[3], amount=r[1], percent_bp=r[2])
             for r in await conn.fetch(_BULK_INCREASES)
         }
+        class_plans: dict[int | None, int] = {
+            r[0]: r[1] for r in await conn.fetch(_BULK_CLASS_PLANS)
+        }
         statuses, bases = _STATUSES, _BASES
         balance_basis = LimitBasis.BALANCE
         zones: dict[str, tzinfo] = {}
@@ -273,6 +282,8 @@ async def load_all(
                 max_sessions,
                 max_setups,
                 tariff_id,
+                own_plan,
+                class_id,
             ) in rows:
                 tz = zones.get(time_zone)
                 if tz is None:
@@ -286,6 +297,7 @@ async def load_all(
                     else (row_unbilled, row_unbilled_period)
                 )
                 increase = increases.get(account)
+                rate_plan = own_plan if own_plan is not None else class_plans.get(class_id)
                 terms_key = (
                     status,
                     credit_limit,
@@ -298,6 +310,7 @@ async def load_all(
                     max_sessions,
                     max_setups,
                     tariff_id,
+                    rate_plan,
                 )
                 terms = shared_terms.get(terms_key)
                 if terms is None:
@@ -313,6 +326,7 @@ async def load_all(
                         max_sessions=max_sessions,
                         max_setups_per_s=max_setups,
                         tariff=tariffs[tariff_id],
+                        rate_plan_id=rate_plan,
                     )
                 entries[account] = build(account, name, balance, terms)
             if len(entries) % 100_000 < len(rows):
@@ -391,6 +405,27 @@ class AccountSettings:
     tariff: str | None = None
     account_class: str | None = None
     transfers: TransfersSetting | None = None
+    rate_plan: str | None = None  # "" removes the account's own plan (its class's then applies)
+    currency: str | None = None  # ISO 4217
+
+
+def _currency(code: str | None) -> str | None:
+    if code is None:
+        return None
+    try:
+        return parse_currency(code)
+    except CurrencyError as exc:
+        raise StoreError(str(exc)) from None
+
+
+async def rate_plan_id(db: Executor, name: str) -> int:
+    found: int | None = await db.fetchval("SELECT id FROM rate_plans WHERE name = $1", name)
+    if found is None:
+        raise NotFound(
+            f"no rate plan named {name!r} (create it with 'ocs rate-plan create {name} "
+            "--currency CODE')"
+        )
+    return found
 
 
 def _check_time_zone(name: str) -> None:
@@ -418,12 +453,14 @@ async def create_account(
         klass = (
             await account_class_id(conn, settings.account_class) if settings.account_class else None
         )
+        plan = await rate_plan_id(conn, settings.rate_plan) if settings.rate_plan else None
         try:
             new_id: int = await conn.fetchval(
                 """INSERT INTO accounts (name, status, min_balance, limit_basis, time_zone,
                                          max_sessions, max_setups_per_s, tariff_id,
-                                         account_class_id, transfers)
-                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id""",
+                                         account_class_id, transfers, rate_plan_id, currency)
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                           COALESCE($12, 'USD')) RETURNING id""",
                 name,
                 (settings.status or AccountStatus.ACTIVE).value,
                 to_decimal(settings.min_balance or 0),
@@ -434,9 +471,14 @@ async def create_account(
                 tariff,
                 klass,
                 settings.transfers or "class",
+                plan,
+                _currency(settings.currency),
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(f"an account named {name!r} exists already") from None
+        except asyncpg.PostgresError:
+            with database_rules():  # a plan in another currency: OC004, said as the rule says
+                raise
         if settings.credit_limit:
             await set_credit_limit(
                 conn, new_id, settings.credit_limit, changed_by=changed_by, operator=operator
@@ -489,11 +531,20 @@ async def update_account(
             )
         if settings.transfers is not None:
             put("transfers", settings.transfers)
+        if settings.rate_plan is not None:
+            put(
+                "rate_plan_id",
+                await rate_plan_id(conn, settings.rate_plan) if settings.rate_plan else None,
+            )
+        if settings.currency is not None:
+            put("currency", _currency(settings.currency))
         if assignments:
             values.append(acct)
-            await conn.execute(
-                f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}", *values
-            )
+            with database_rules():
+                await conn.execute(
+                    f"UPDATE accounts SET {', '.join(assignments)} WHERE id = ${len(values)}",
+                    *values,
+                )
         if settings.credit_limit is not None:
             await set_credit_limit(
                 conn, acct, settings.credit_limit, changed_by=changed_by, operator=operator

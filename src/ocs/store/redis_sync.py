@@ -145,6 +145,26 @@ end
 return {redis.call('ZRANGE', KEYS[1], 0, -1), others, last, #entries}
 """
 
+# An admission of an account with little credit left, confirmed against the other instances at
+# once (ocs.charging.pipeline: atomic_below_grants). KEYS[1]: this instance's key for the
+# account, KEYS[2..]: the other live instances' keys for it (all in the account's {acct:ID}
+# slot). ARGV[1]: this instance's figures with the new reservation ("reserved sessions"),
+# ARGV[2]: TTL (ms), ARGV[3]: what this instance believed the others held (micro-units).
+# If they hold more, nothing is written; either way their figures are returned.
+CONFIRM_SCRIPT = """
+local others, figures = 0, {}
+for i = 2, #KEYS do
+  local value = redis.call('GET', KEYS[i]) or ''
+  others = others + (tonumber(string.match(value, '^(%d+)')) or 0)
+  figures[#figures + 1] = value
+end
+if others > tonumber(ARGV[3]) then
+  return {0, figures}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, figures}
+"""
+
 # Redis errors (connection refused, reset, timed out, READONLY, OOM, ...), socket errors and our
 # own asyncio timeout: all mean "Redis is not usable now".
 UNAVAILABLE = (RedisError, OSError, TimeoutError)
@@ -213,6 +233,8 @@ class RedisSync:
         self.rounds = 0
         self.errors = 0
         self._sha: str | None = None
+        self._confirm_sha: str | None = None
+        self.confirm_calls = 0
         self._after: str | None = None  # last stream id read; None: read from the start
         self._last_ok: float | None = None
         # Accounts with non-zero figures of this instance in Redis; those written since the
@@ -223,6 +245,9 @@ class RedisSync:
         self._period_started: float | None = None
         self._task: asyncio.Task[None] | None = None
         book.track_changes()
+        # What the book held before this started (holds rebuilt from the database at
+        # start-up) goes out in the first round.
+        book.mark_dirty(book.local_accounts())
         if metrics is not None:
             metrics.redis_up.set(0)
 
@@ -463,6 +488,40 @@ class RedisSync:
         self._published.clear()
         self._written.clear()
         self._due.clear()
+
+    # --- admissions confirmed at once ---------------------------------------------------------
+
+    def usable(self) -> bool:
+        """Whether Redis answered the last round (confirmations go out only then)."""
+        return bool(self.up)
+
+    async def confirm(self, account_id: int, expected_remote: int) -> bool:
+        """``AtomicReserver.confirm``: one ``EVALSHA`` on the account's slot. Raises what
+        Redis raises (the pipeline then decides from local figures)."""
+        reserved, sessions = self.book.local_figures(account_id)
+        others = sorted(self.live)
+        keys = [self.keys.account(account_id, self.instance)] + [
+            self.keys.account(account_id, other) for other in others
+        ]
+        ttl_ms = int(self.instance_ttl_s * 1000)
+        args = (f"{reserved} {sessions}", ttl_ms, expected_remote)
+        self.confirm_calls += 1
+        async with asyncio.timeout(self.timeout_s):
+            if self._confirm_sha is None:
+                self._confirm_sha = _text(await self.client.script_load(CONFIRM_SCRIPT))
+            try:
+                ok, figures = await self.client.evalsha(self._confirm_sha, len(keys), *keys, *args)
+            except NoScriptError:
+                self._confirm_sha = _text(await self.client.script_load(CONFIRM_SCRIPT))
+                ok, figures = await self.client.evalsha(self._confirm_sha, len(keys), *keys, *args)
+        for other, raw in zip(others, figures, strict=True):
+            parts = _text(raw).split()
+            held, running = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
+            self.book.set_remote(other, account_id, held, running)
+        if ok:
+            self._published.add(account_id)
+            self._written.add(account_id)
+        return bool(ok)
 
     # --- up and down --------------------------------------------------------------------------
 

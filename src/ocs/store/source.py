@@ -1,4 +1,4 @@
-"""PostgreSQL behind the charging pipeline: account lookups and durable usage recording.
+"""PostgreSQL behind the charging pipeline: account lookups and the session ledger's writes.
 
 Implements ``ocs.charging.pipeline.AccountSource`` and ``UsageSink``. Database failures become
 ``SourceUnavailable`` so the pipeline can apply its stale-data policy; the spool (a sink wrapped
@@ -7,41 +7,55 @@ around this one) keeps usage when the database is away. A value PostgreSQL refus
 ``SourceRefused``: the input's fault, never taken for the database being down, counted in
 ``ocs_database_refused_total``.
 
-Usage is written by group commit. Every committed usage record changes an account, and the
+Reports are written by group commit. Every committed usage record changes an account, and the
 account-change trigger NOTIFYs; PostgreSQL serialises the commits of notifying transactions
 (one global lock held through the WAL flush), so one record per transaction caps the daemon
 near one record per commit latency (≈ 1,000/s here) however many connections it uses. Reports
 are therefore queued and written by at most ``writers`` tasks, each committing whatever has
-queued (up to ``batch_max``) in one transaction: its accounts locked in id order, the records
-applied in arrival order by the same ``ocs_record_session_usage`` a single report uses, the
-snapshots read back in one query. Every caller is answered only after that commit. A batch
-that PostgreSQL refuses for one bad report (a session that belongs to another account, say) is
-retried one report per transaction, so only that report fails.
+queued (up to ``batch_max``) in one transaction:
+
+1. the batch's accounts are locked in id order;
+2. every generation of the batch's session keys is read and locked (``sessions``, in id order),
+   with what was recorded that could make a report a repeat (its uid; its wire key for the
+   key; its report key for the key's generations);
+3. the pure ledger (``ocs.core.ledger.apply_report``) decides each report in arrival order on
+   that state, so reports of one session in one batch see each other;
+4. new generations are inserted, changed ones updated and usage records inserted, one
+   set-based statement each; the accounts' snapshots are read back.
+
+Every caller is answered only after that commit. A batch that PostgreSQL refuses (two daemons
+opening a generation of one key at once, say) is retried one report per transaction, so only a
+report that is bad on its own fails. Waits have bounds: a connection within ``acquire_timeout_s``
+and the whole batch within ``batch_timeout_s``; past them the reports are unavailable (spooled).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import Any, NamedTuple, cast
 
 import asyncpg
 
 from ocs.charging.pipeline import (
-    OpenSession,
+    OpenGeneration,
     SourceRefused,
     SourceUnavailable,
     UsageOutcome,
     UsageReport,
 )
 from ocs.core.identity import IdentityKind
+from ocs.core.ledger import Generation, Hold, Recorded, ReportKind, Step, apply_report
 from ocs.core.model import AccountSnapshot, Usage
 from ocs.core.money import to_decimal
 from ocs.metrics import Metrics
 from ocs.store.accounts import (
     SNAPSHOT_COLUMNS,
     VERSIONED_SNAPSHOT_COLUMNS,
+    _tariff,
     snapshot_from_row,
+    zone,
 )
 
 log = logging.getLogger(__name__)
@@ -66,58 +80,124 @@ DATABASE_ERRORS = (
 # limits (an index row too large), and text Python cannot encode (a lone surrogate).
 DATA_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, UnicodeError)
 
-
-_RECORD_ONE = (
-    "SELECT (charged_now * 1000000)::bigint AS charged, was_duplicate AS duplicate FROM "
-    "ocs_record_session_usage($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+_GENERATION_COLUMNS = (
+    "s.id, s.source, s.origin, s.session_key, s.generation, s.account_id, s.start_ref, "
+    "s.started_at, s.seconds, s.octets, s.events, (s.charged * 1000000)::bigint AS charged, "
+    "s.start_key, s.start_wire_key, s.closed_at, s.close_reason, s.closed_by_final, "
+    "s.final_number, s.hold_micros, s.hold_until, s.price_per_minute_micros, "
+    "s.billing_increment_s, s.minimum_s, s.price_per_mb_micros, s.connection_fee_micros, "
+    "s.price_per_event_micros"
 )
 _LOCK_ACCOUNTS = "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
-_RECORD_MANY = """
-    SELECT u.n, (r.charged_now * 1000000)::bigint AS charged, r.was_duplicate AS duplicate
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[],
-                $7::bigint[], $8::bigint[], $9::numeric[], $10::boolean[], $11::timestamptz[],
-                $12::text[])
-         WITH ORDINALITY AS u(source, origin, session_key, account_id, idempotency_key, seconds,
-                              octets, events, total, final, occurred_at, close_reason, n)
-    CROSS JOIN LATERAL ocs_record_session_usage(
-        u.source, u.origin, u.session_key, u.account_id, u.idempotency_key, u.seconds,
-        u.octets, u.events, u.total, u.final, u.occurred_at, u.close_reason) AS r
-    ORDER BY u.n"""
+_LOCK_GENERATIONS = f"""
+    SELECT {_GENERATION_COLUMNS}
+    FROM sessions s
+    JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(source, origin, session_key)
+      ON (s.source, s.origin, s.session_key) = (k.source, k.origin, k.session_key)
+    ORDER BY s.id
+    FOR UPDATE OF s"""
+_RECORDED = """
+    SELECT u.idempotency_key, u.source, u.origin, u.session_id, u.session_ref, u.report_key,
+           u.wire_key
+    FROM usage_records u
+    WHERE u.idempotency_key = ANY($1::text[])
+       OR (u.session_ref = ANY($2::bigint[]) AND u.report_key = ANY($3::text[]))
+       OR u.wire_key = ANY($4::text[])"""
+_INSERT_GENERATIONS = """
+    INSERT INTO sessions (source, origin, session_key, generation, account_id, start_ref,
+                          started_at, updated_at, seconds, octets, events, charged, start_key,
+                          start_wire_key, closed_at, close_reason, closed_by_final,
+                          final_number, hold_micros, hold_until, owner,
+                          price_per_minute_micros, billing_increment_s, minimum_s,
+                          price_per_mb_micros, connection_fee_micros, price_per_event_micros)
+    SELECT g.source, g.origin, g.session_key, g.generation, g.account_id, g.start_ref,
+           g.started_at, g.started_at, g.seconds, g.octets, g.events, g.charged / 1000000.0,
+           g.start_key, g.start_wire_key, g.closed_at, g.close_reason, g.closed_by_final,
+           g.final_number, g.hold_micros, g.hold_until, $27,
+           g.ppm, g.inc, g.min, g.ppmb, g.fee, g.ppe
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[],
+                $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+                $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::boolean[],
+                $17::bigint[], $18::bigint[], $19::timestamptz[], $20::bigint[], $21::int[],
+                $22::int[], $23::bigint[], $24::bigint[], $25::bigint[], $26::int[])
+         AS g(source, origin, session_key, generation, account_id, start_ref, started_at,
+              seconds, octets, events, charged, start_key, start_wire_key, closed_at,
+              close_reason, closed_by_final, final_number, hold_micros, hold_until, ppm, inc,
+              min, ppmb, fee, ppe, n)
+    ORDER BY g.n
+    RETURNING id, source, origin, session_key, generation"""
+_UPDATE_GENERATIONS = """
+    UPDATE sessions s SET
+        seconds = g.seconds, octets = g.octets, events = g.events,
+        charged = g.charged / 1000000.0, closed_at = g.closed_at, close_reason = g.close_reason,
+        closed_by_final = g.closed_by_final, final_number = g.final_number,
+        hold_micros = g.hold_micros, hold_until = g.hold_until, owner = $11,
+        updated_at = now()
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                $6::timestamptz[], $7::text[], $8::boolean[], $9::bigint[], $10::bigint[],
+                $12::timestamptz[])
+         AS g(id, seconds, octets, events, charged, closed_at, close_reason, closed_by_final,
+              final_number, hold_micros, hold_until)
+    WHERE s.id = g.id"""
+_INSERT_USAGE = """
+    INSERT INTO usage_records (account_id, idempotency_key, source, session_id, seconds,
+                               octets, events, amount, occurred_at, session_ref, origin,
+                               report_key, wire_key)
+    SELECT u.account_id, u.uid, u.source, u.session_key, u.seconds, u.octets, u.events,
+           u.amount / 1000000.0, u.occurred_at, u.session_ref, u.origin, u.report_key, u.wire_key
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+                $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::text[],
+                $12::text[], $13::text[])
+         AS u(account_id, uid, source, session_key, seconds, octets, events, amount,
+              occurred_at, session_ref, origin, report_key, wire_key)"""
 _SNAPSHOTS = (
     f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
     "WHERE account_id = ANY($1::bigint[])"
 )
+_ZONES = "SELECT id, time_zone FROM accounts WHERE id = ANY($1::bigint[])"
 
 
 class _Queued(NamedTuple):
     report: UsageReport
-    total_amount: int
     answer: asyncio.Future[UsageOutcome]
 
 
-def _args(report: UsageReport, total_amount: int) -> tuple[Any, ...]:
-    return (
-        report.source,
-        report.origin,
-        report.session_key,
-        report.account_id,
-        report.idempotency_key,
-        report.usage.seconds,
-        report.usage.octets,
-        report.usage.events,
-        to_decimal(total_amount),
-        report.final,
-        report.occurred_at,
-        report.close_reason,
+KeyTuple = tuple[str, str, str]
+
+
+def _key(report: UsageReport) -> KeyTuple:
+    return (report.source, report.origin, report.session_key)
+
+
+def generation_from_row(row: Any) -> Generation:
+    hold = (
+        Hold(amount=row["hold_micros"], until=row["hold_until"])
+        if row["hold_micros"] and row["hold_until"] is not None
+        else None
     )
-
-
-def _outcome(row: Any, snap: Any) -> UsageOutcome:
-    return UsageOutcome(
+    return Generation(
+        ref=row["id"],
+        generation=row["generation"],
+        account_id=row["account_id"],
+        start_ref=row["start_ref"],
+        started_at=row["started_at"],
+        tariff=_tariff(
+            row["price_per_minute_micros"],
+            row["billing_increment_s"],
+            row["minimum_s"],
+            row["price_per_mb_micros"],
+            row["connection_fee_micros"],
+            row["price_per_event_micros"],
+        ),
+        usage=Usage(seconds=row["seconds"], octets=row["octets"], events=row["events"]),
         charged=row["charged"],
-        duplicate=row["duplicate"],
-        snapshot=snapshot_from_row(tuple(snap)) if snap else None,
-        version=snap["changed_at"] if snap else None,
+        start_key=row["start_key"],
+        start_wire_key=row["start_wire_key"],
+        closed_at=row["closed_at"],
+        close_reason=row["close_reason"],
+        closed_by_final=row["closed_by_final"],
+        final_number=row["final_number"],
+        hold=hold,
     )
 
 
@@ -130,6 +210,20 @@ def _settle(answer: asyncio.Future[UsageOutcome], outcome: UsageOutcome | BaseEx
         answer.set_result(outcome)
 
 
+def _unavailable(exc: BaseException) -> SourceUnavailable:
+    return SourceUnavailable(str(exc) or type(exc).__name__)
+
+
+class _Plan:
+    """What one batch writes, built by running the ledger over what it read."""
+
+    def __init__(self) -> None:
+        self.new: list[tuple[KeyTuple, Generation]] = []  # ref = -(index + 1) until inserted
+        self.changed: dict[int, Generation] = {}
+        self.lines: list[tuple[UsageReport, int, Step]] = []  # (report, generation ref, step)
+        self.steps: list[Step] = []
+
+
 class PostgresAccounts:
     """``AccountSource`` and ``UsageSink`` on an asyncpg pool."""
 
@@ -140,6 +234,9 @@ class PostgresAccounts:
         writers: int = 2,
         batch_max: int = 256,
         metrics: Metrics | None = None,
+        owner: str = "ocsd",
+        acquire_timeout_s: float = 5.0,
+        batch_timeout_s: float = 30.0,
     ) -> None:
         if writers < 1 or batch_max < 1:
             raise ValueError("writers and batch_max must be at least 1")
@@ -147,6 +244,9 @@ class PostgresAccounts:
         self.metrics = metrics
         self.writers = writers
         self.batch_max = batch_max
+        self.owner = owner
+        self.acquire_timeout_s = acquire_timeout_s
+        self.batch_timeout_s = batch_timeout_s
         self.batches = 0  # transactions that committed more than one report
         self.batched_reports = 0
         self.batches_refused = 0  # batches retried one report at a time
@@ -168,7 +268,7 @@ class PostgresAccounts:
                 value,
             )
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+            raise _unavailable(exc) from exc
         except DATA_ERRORS as exc:
             raise self._refused("find_account", exc) from None
         return snapshot_from_row(tuple(row)) if row else None
@@ -180,26 +280,40 @@ class PostgresAccounts:
                 account_id,
             )
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+            raise _unavailable(exc) from exc
         return snapshot_from_row(tuple(row)) if row else None
 
-    async def record(self, report: UsageReport, total_amount: int) -> UsageOutcome:
-        """Commit the report; returns the account's figures after it. Raises
-        ``SourceUnavailable`` when the database cannot take it (the spool then does).
+    # --- the ledger's writes ---------------------------------------------------------------
+
+    async def record(self, report: UsageReport) -> UsageOutcome:
+        """Commit the report; returns what the ledger did and the account's figures after it.
+        Raises ``SourceUnavailable`` when the database cannot take it (the spool then does).
 
         Queued for group commit (see the module docstring); returns once it is committed."""
         answer: asyncio.Future[UsageOutcome] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(report, total_amount, answer))
+        self._queue.append(_Queued(report, answer))
         if len(self._writing) < self.writers:
             task = asyncio.create_task(self._write_queued(), name="usage-writer")
             self._writing.add(task)
             task.add_done_callback(self._writing.discard)  # also if cancelled before it ran
         return await answer
 
-    async def drain(self) -> None:
-        """Wait until every queued report is written (at shutdown, before the pool closes)."""
+    async def drain(self, timeout_s: float | None = None) -> bool:
+        """Wait until every queued report is written (at shutdown, before the pool closes);
+        False when ``timeout_s`` passed first: the writers are cancelled (their callers are
+        answered unavailable, and spool) and a writer stuck in a call to a database that does
+        not answer is left to the caller's termination of the pool."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
         while self._writing:
-            await asyncio.gather(*self._writing, return_exceptions=True)
+            left = None if deadline is None else max(deadline - loop.time(), 0.0)
+            _done, pending = await asyncio.wait(set(self._writing), timeout=left)
+            if pending and deadline is not None and loop.time() >= deadline:
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=0.5)
+                return False
+        return True
 
     async def _write_queued(self) -> None:
         try:
@@ -207,10 +321,7 @@ class PostgresAccounts:
                 batch = self._queue[: self.batch_max]
                 del self._queue[: self.batch_max]
                 try:
-                    if len(batch) == 1:
-                        await self._write_one(batch[0])
-                    else:
-                        await self._write_batch(batch)
+                    await self._write(batch)
                 except Exception as exc:  # never leave a caller waiting
                     log.exception("usage writer failed")
                     for queued in batch:
@@ -224,37 +335,21 @@ class PostgresAccounts:
             # runs before such a callback and would count this writer as still coming.
             self._writing.discard(cast("asyncio.Task[None]", asyncio.current_task()))
 
-    async def _write_one(self, queued: _Queued) -> None:
-        report = queued.report
+    async def _write(self, batch: list[_Queued]) -> None:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                row = await conn.fetchrow(_RECORD_ONE, *_args(report, queued.total_amount))
-                snap = await conn.fetchrow(_SNAPSHOTS, [report.account_id])
+            outcomes = await asyncio.wait_for(self._commit(batch), self.batch_timeout_s)
         except DATABASE_ERRORS as exc:
-            _settle(queued.answer, SourceUnavailable(str(exc) or type(exc).__name__))
-        except DATA_ERRORS as exc:
-            _settle(queued.answer, self._refused("record_usage", exc))
-        except asyncpg.PostgresError as exc:
-            _settle(queued.answer, exc)
-        else:
-            _settle(queued.answer, _outcome(row, snap))
-            if self.metrics is not None:
-                self.metrics.usage_commit_batch.observe(1)
-
-    async def _write_batch(self, batch: list[_Queued]) -> None:
-        columns = list(zip(*(_args(q.report, q.total_amount) for q in batch), strict=True))
-        accounts = sorted({q.report.account_id for q in batch})
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute(_LOCK_ACCOUNTS, accounts)
-                rows = await conn.fetch(_RECORD_MANY, *(list(c) for c in columns))
-                snaps = await conn.fetch(_SNAPSHOTS, accounts)
-        except DATABASE_ERRORS as exc:
-            unavailable = SourceUnavailable(str(exc) or type(exc).__name__)
+            unavailable = _unavailable(exc)
             for queued in batch:
                 _settle(queued.answer, unavailable)
             return
         except (asyncpg.PostgresError, UnicodeError) as exc:
+            if len(batch) == 1:
+                refused: BaseException = (
+                    self._refused("record_usage", exc) if isinstance(exc, DATA_ERRORS) else exc
+                )
+                _settle(batch[0].answer, refused)
+                return
             self.batches_refused += 1
             if self.metrics is not None:
                 self.metrics.usage_batches_refused.inc()
@@ -262,15 +357,246 @@ class PostgresAccounts:
                 "usage batch of %d refused (%s); writing its reports one by one", len(batch), exc
             )
             for queued in batch:
-                await self._write_one(queued)
+                await self._write([queued])
             return
-        self.batches += 1
-        self.batched_reports += len(batch)
+        if len(batch) > 1:
+            self.batches += 1
+            self.batched_reports += len(batch)
         if self.metrics is not None:
             self.metrics.usage_commit_batch.observe(len(batch))
+        for queued, outcome in zip(batch, outcomes, strict=True):
+            _settle(queued.answer, outcome)
+
+    async def _commit(self, batch: list[_Queued]) -> list[UsageOutcome]:
+        reports = [q.report for q in batch]
+        accounts = sorted({r.account_id for r in reports})
+        keys = list(dict.fromkeys(_key(r) for r in reports))
+        async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn, conn.transaction():
+            await conn.execute(_LOCK_ACCOUNTS, accounts)
+            rows = await conn.fetch(
+                _LOCK_GENERATIONS,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+            )
+            generations: dict[KeyTuple, list[Generation]] = {k: [] for k in keys}
+            for row in rows:
+                generations[(row["source"], row["origin"], row["session_key"])].append(
+                    generation_from_row(row)
+                )
+            for found in generations.values():
+                found.sort(key=lambda g: g.generation)
+            recorded = await self._recorded(conn, reports, generations)
+            plan = self._plan(reports, generations, recorded)
+            await self._apply(conn, plan)
+            snaps = await conn.fetch(_SNAPSHOTS, accounts)
         by_account = {snap["account_id"]: snap for snap in snaps}
-        for queued, row in zip(batch, rows, strict=True):
-            _settle(queued.answer, _outcome(row, by_account.get(queued.report.account_id)))
+        outcomes = []
+        for report, step in zip(reports, plan.steps, strict=True):
+            snap = by_account.get(report.account_id)
+            outcomes.append(
+                UsageOutcome(
+                    charged=step.charged,
+                    duplicate=step.duplicate,
+                    snapshot=snapshot_from_row(tuple(snap)) if snap else None,
+                    version=snap["changed_at"] if snap else None,
+                    generation=step.generation,
+                )
+            )
+        return outcomes
+
+    async def _recorded(
+        self,
+        conn: asyncpg.Connection,
+        reports: list[UsageReport],
+        generations: dict[KeyTuple, list[Generation]],
+    ) -> dict[KeyTuple, Recorded]:
+        refs = [g.ref for found in generations.values() for g in found if g.ref is not None]
+        wire_keys = [r.entry.wire_key for r in reports if r.entry.wire_key is not None]
+        rows = await conn.fetch(
+            _RECORDED,
+            [r.entry.uid for r in reports],
+            refs,
+            list({r.entry.report_key for r in reports}),
+            wire_keys,
+        )
+        uids = frozenset(row["idempotency_key"] for row in rows)
+        found: dict[KeyTuple, tuple[set[str], set[tuple[int, str]]]] = {
+            k: (set(), set()) for k in generations
+        }
+        for row in rows:
+            key = (row["source"], row["origin"], row["session_id"])
+            entry = found.get(key)
+            if entry is None:
+                continue
+            if row["wire_key"] is not None:
+                entry[0].add(row["wire_key"])
+            if row["session_ref"] is not None and row["report_key"] is not None:
+                entry[1].add((row["session_ref"], row["report_key"]))
+        for key, gens in generations.items():
+            found[key][0].update(g.start_wire_key for g in gens if g.start_wire_key)
+        return {
+            key: Recorded(uids=uids, wire_keys=frozenset(w), report_keys=frozenset(r))
+            for key, (w, r) in found.items()
+        }
+
+    def _plan(
+        self,
+        reports: list[UsageReport],
+        generations: dict[KeyTuple, list[Generation]],
+        recorded: dict[KeyTuple, Recorded],
+    ) -> _Plan:
+        plan = _Plan()
+        # A generation made earlier in this batch gets a placeholder ref so that the reports
+        # after it (and their report keys) find it.
+        placeholders: dict[int, Generation] = {}
+        for report in reports:
+            key = _key(report)
+            gens = generations[key]
+            seen = recorded[key]
+            step = apply_report(gens, report.entry, seen)
+            plan.steps.append(step)
+            if step.duplicate:
+                continue
+            entry = report.entry
+            if step.superseded is not None:
+                self._replace(gens, step.superseded, plan, key, placeholders)
+            target = step.generation
+            if target is None:
+                continue
+            if step.created:
+                ref = -(len(plan.new) + 1)
+                target = replace(target, ref=ref)
+                plan.new.append((key, target))
+                placeholders[ref] = target
+                gens.append(target)
+            else:
+                self._replace(gens, target, plan, key, placeholders)
+            assert target.ref is not None
+            if step.line is not None:
+                plan.lines.append((report, target.ref, step))
+            recorded[key] = Recorded(
+                uids=seen.uids | {entry.uid},
+                wire_keys=seen.wire_keys | ({entry.wire_key} if entry.wire_key else set()),
+                report_keys=seen.report_keys | {(target.ref, entry.report_key)},
+            )
+        return plan
+
+    @staticmethod
+    def _replace(
+        gens: list[Generation],
+        changed: Generation,
+        plan: _Plan,
+        key: KeyTuple,
+        placeholders: dict[int, Generation],
+    ) -> None:
+        for i, g in enumerate(gens):
+            if g.ref == changed.ref:
+                gens[i] = changed
+                break
+        assert changed.ref is not None
+        if changed.ref < 0:  # made in this batch: its row is still to be inserted
+            index = -changed.ref - 1
+            plan.new[index] = (key, changed)
+            placeholders[changed.ref] = changed
+        else:
+            plan.changed[changed.ref] = changed
+
+    async def _apply(self, conn: asyncpg.Connection, plan: _Plan) -> None:
+        real: dict[int, int] = {}
+        if plan.new:
+            columns: list[list[Any]] = [[] for _ in range(26)]
+            for n, (key, g) in enumerate(plan.new):
+                hold = g.hold
+                t = g.tariff
+                for column, value in zip(
+                    columns,
+                    (
+                        key[0],
+                        key[1],
+                        key[2],
+                        g.generation,
+                        g.account_id,
+                        g.start_ref,
+                        g.started_at,
+                        g.usage.seconds,
+                        g.usage.octets,
+                        g.usage.events,
+                        g.charged,
+                        g.start_key,
+                        g.start_wire_key,
+                        g.closed_at,
+                        g.close_reason,
+                        g.closed_by_final,
+                        g.final_number,
+                        hold.amount if hold is not None else 0,
+                        hold.until if hold is not None else None,
+                        t.price_per_minute,
+                        t.billing_increment_s,
+                        t.minimum_s,
+                        t.price_per_mb,
+                        t.connection_fee,
+                        t.price_per_event,
+                        n,
+                    ),
+                    strict=True,
+                ):
+                    column.append(value)
+            rows = await conn.fetch(_INSERT_GENERATIONS, *columns, self.owner)
+            made = {
+                (r["source"], r["origin"], r["session_key"], r["generation"]): r["id"] for r in rows
+            }
+            for n, (key, g) in enumerate(plan.new):
+                real[-(n + 1)] = made[(*key, g.generation)]
+        if plan.changed:
+            gens = list(plan.changed.items())
+            await conn.execute(
+                _UPDATE_GENERATIONS,
+                [ref for ref, _ in gens],
+                [g.usage.seconds for _, g in gens],
+                [g.usage.octets for _, g in gens],
+                [g.usage.events for _, g in gens],
+                [g.charged for _, g in gens],
+                [g.closed_at for _, g in gens],
+                [g.close_reason for _, g in gens],
+                [g.closed_by_final for _, g in gens],
+                [g.final_number for _, g in gens],
+                [g.hold.amount if g.hold is not None else 0 for _, g in gens],
+                self.owner,
+                [g.hold.until if g.hold is not None else None for _, g in gens],
+            )
+        if plan.lines:
+            lines: list[tuple[Any, ...]] = []
+            for report, ref, step in plan.lines:
+                line = step.line
+                assert line is not None
+                entry = report.entry
+                lines.append(
+                    (
+                        entry.account_id,
+                        entry.uid,
+                        report.source,
+                        report.session_key,
+                        line.usage.seconds,
+                        line.usage.octets,
+                        line.usage.events,
+                        line.amount,
+                        line.occurred_at,
+                        real.get(ref, ref),
+                        report.origin,
+                        entry.report_key,
+                        entry.wire_key,
+                    )
+                )
+            await conn.execute(_INSERT_USAGE, *(list(c) for c in zip(*lines, strict=True)))
+        # The steps the callers see carry the real row ids.
+        for i, step in enumerate(plan.steps):
+            generation = step.generation
+            if generation is not None and generation.ref is not None and generation.ref < 0:
+                final = plan.new[-generation.ref - 1][1]
+                plan.steps[i] = replace(step, generation=replace(final, ref=real[generation.ref]))
+
+    # --- the rest of the sink ---------------------------------------------------------------
 
     async def close_sessions(self, source: str, origin: str, reason: str) -> list[tuple[int, str]]:
         try:
@@ -281,19 +607,15 @@ class PostgresAccounts:
                 reason,
             )
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+            raise _unavailable(exc) from exc
         except DATA_ERRORS as exc:
             raise self._refused("close_sessions", exc) from None
         return [(r["account_id"], r["session_key"]) for r in rows]
 
     async def record_unmatched(
-        self,
-        report: UsageReport,
-        identity_kind: str,
-        identity: str,
-        *,
-        reason: str = "unknown_identity",
+        self, report: UsageReport, identity_kind: str, identity: str, reason: str
     ) -> bool:
+        entry = report.entry
         try:
             status = await self.pool.execute(
                 """INSERT INTO unmatched_usage
@@ -301,48 +623,73 @@ class PostgresAccounts:
                         seconds, octets, events, final, occurred_at, reason)
                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                    ON CONFLICT (idempotency_key) DO NOTHING""",
-                report.idempotency_key,
+                entry.uid,
                 report.source,
                 report.origin,
                 report.session_key,
                 identity_kind,
                 identity,
-                report.usage.seconds,
-                report.usage.octets,
-                report.usage.events,
-                report.final,
-                report.occurred_at,
+                entry.usage.seconds,
+                entry.usage.octets,
+                entry.usage.events,
+                entry.kind is ReportKind.FINAL,
+                entry.received_at,
                 reason,
             )
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+            raise _unavailable(exc) from exc
         except DATA_ERRORS as exc:
             raise self._refused("record_unmatched", exc) from None
         return bool(status.endswith(" 1"))
 
-    async def open_session(self, source: str, origin: str, session_key: str) -> OpenSession | None:
+    async def session_generations(
+        self, source: str, origin: str, session_key: str
+    ) -> list[Generation]:
         try:
-            row = await self.pool.fetchrow(
-                """SELECT account_id, seconds, octets, events FROM sessions
-                   WHERE source = $1 AND origin = $2 AND session_key = $3 AND closed_at IS NULL""",
+            rows = await self.pool.fetch(
+                f"""SELECT {_GENERATION_COLUMNS} FROM sessions s
+                    WHERE s.source = $1 AND s.origin = $2 AND s.session_key = $3
+                    ORDER BY s.generation""",
                 source,
                 origin,
                 session_key,
             )
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+            raise _unavailable(exc) from exc
         except DATA_ERRORS as exc:
-            raise self._refused("open_session", exc) from None
-        if row is None:
-            return None
-        usage = Usage(seconds=row["seconds"], octets=row["octets"], events=row["events"])
-        return OpenSession(account_id=row["account_id"], usage=usage)
+            raise self._refused("session_generations", exc) from None
+        return [generation_from_row(r) for r in rows]
+
+    async def open_generations(self, owner: str) -> list[OpenGeneration]:
+        try:
+            rows = await self.pool.fetch(
+                f"""SELECT {_GENERATION_COLUMNS}, a.time_zone AS account_zone
+                    FROM sessions s JOIN accounts a ON a.id = s.account_id
+                    WHERE s.closed_at IS NULL AND s.owner = $1
+                    ORDER BY s.id""",
+                owner,
+            )
+        except DATABASE_ERRORS as exc:
+            raise _unavailable(exc) from exc
+        return [
+            OpenGeneration(
+                source=r["source"],
+                origin=r["origin"],
+                session_key=r["session_key"],
+                generation=generation_from_row(r),
+                time_zone=zone(r["account_zone"]),
+            )
+            for r in rows
+        ]
 
     async def credit(
         self, account_id: int, amount: int, idempotency_key: str, note: str
     ) -> AccountSnapshot | None:
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with (
+                self.pool.acquire(timeout=self.acquire_timeout_s) as conn,
+                conn.transaction(),
+            ):
                 await conn.execute(
                     """INSERT INTO ledger_entries (account_id, kind, amount, external_id, note)
                        VALUES ($1, 'credit', $2, $3, $4)
@@ -357,5 +704,5 @@ class PostgresAccounts:
                     account_id,
                 )
         except DATABASE_ERRORS as exc:
-            raise SourceUnavailable(str(exc) or type(exc).__name__) from exc
+            raise _unavailable(exc) from exc
         return snapshot_from_row(tuple(snap)) if snap else None

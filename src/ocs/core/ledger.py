@@ -1,0 +1,367 @@
+"""The session ledger: which generation of a session a report belongs to, whether it is a
+repeat, and what it costs. Pure: the store feeds it the rows it read under lock and writes
+what it returns; the daemon runs the same function on its own copy while the database is away.
+
+Rules of this file:
+- A session is keyed by (source, origin, session key): RADIUS (NAS, Acct-Session-Id),
+  Diameter (Origin-Host, Session-Id). The key is the client's and clients reuse it (a NAS after
+  a reboot or Accounting-On, a PCEF after a restart), so a key has *generations*: each one is
+  one session of one account, with its own usage, charge, rate and hold.
+- A start (RADIUS Start, CCR-Initial) opens a new generation unless it is a repeat of the open
+  one's start. A usage report goes to the generation it belongs to: the one its start made
+  (``start_ref``) when the daemon knows it; else the account's latest generation of the key
+  while that one is open or was closed by something other than its own final report (expiry,
+  Accounting-On/Off, a new start); else it opens a new generation, charged in full (its start
+  was lost, or the key was reused). Late usage is never refused: it is charged to its
+  generation even when that generation is closed.
+- A repeat is decided from what was recorded, at any age: a report whose ``uid`` was recorded
+  (the daemon replaying its own spool), whose ``wire_key`` (Diameter End-to-End-Id and request
+  number; RADIUS figures with the client's Event-Timestamp) was recorded for any generation of
+  the key, or whose ``report_key`` was recorded for its target generation.
+- Usage is charged on the generation's cumulative figures at the rate fixed when the
+  generation opened, so billing increments and minimums apply to the whole session; a report
+  charges the difference to what the generation was charged before, never less than 0.
+- Time is the server's: a report counts at the instant it was received. The client's timestamp
+  may place it earlier, but only inside its own generation and never into a month (of the
+  account's time zone) that had ended when the report arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, tzinfo
+from enum import StrEnum
+
+from ocs.core.credit import billing_period_start_in
+from ocs.core.model import Tariff, Usage
+from ocs.core.rating import usage_charge
+
+NO_USAGE = Usage()  # immutable: safe to share as a default
+
+
+class ReportKind(StrEnum):
+    OPEN = "open"  # the session starts: RADIUS Start, CCR-Initial
+    USAGE = "usage"  # usage so far: RADIUS Interim-Update, CCR-Update
+    FINAL = "final"  # the session ends with its usage: RADIUS Stop, CCR-Termination
+    CLOSE = "close"  # the daemon ends it without usage: grant over, Accounting-On/Off
+    EVENT = "event"  # a one-shot charge (CCR-Event direct debiting): opened and closed at once
+
+
+class Counting(StrEnum):
+    CUMULATIVE = "cumulative"  # figures are the session's totals so far (RADIUS)
+    INCREMENT = "increment"  # figures are the usage since the previous report (Diameter)
+
+
+# Why a generation ended (``close_reason`` values the ledger itself writes).
+SUPERSEDED = "superseded"  # the key started again (a new start, or another account's report)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """Credit held for a running session (micro-units) until ``until`` (the grant's end)."""
+
+    amount: int
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Generation:
+    """One generation of a session key, as recorded. ``ref`` is its row id (None: new)."""
+
+    ref: int | None
+    generation: int
+    account_id: int
+    start_ref: str | None
+    started_at: datetime
+    tariff: Tariff
+    usage: Usage = NO_USAGE
+    charged: int = 0
+    start_key: str | None = None  # the report key of the start that opened it
+    start_wire_key: str | None = None
+    closed_at: datetime | None = None
+    close_reason: str | None = None
+    closed_by_final: bool = False  # its own Stop / CCR-Termination closed it
+    final_number: int | None = None  # Diameter: the CC-Request-Number of that CCR-T
+    hold: Hold | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """One message about a session, as the ledger needs it.
+
+    ``usage`` is cumulative or an increment by ``counting``. ``report_key`` identifies the
+    message within its generation (RADIUS: status and figures; Diameter: the request number);
+    ``wire_key`` identifies it across generations where the client makes that possible.
+    ``tariff`` is the account's rate now: a generation this report opens keeps it.
+    """
+
+    kind: ReportKind
+    account_id: int
+    uid: str
+    report_key: str
+    received_at: datetime
+    time_zone: tzinfo
+    tariff: Tariff
+    usage: Usage = NO_USAGE
+    counting: Counting = Counting.CUMULATIVE
+    wire_key: str | None = None
+    start_ref: str | None = None
+    client_at: datetime | None = None
+    request_number: int | None = None
+    close_reason: str | None = None
+    hold: Hold | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recorded:
+    """What was recorded before for the report's key (the store reads it under lock)."""
+
+    uids: frozenset[str] = frozenset()
+    wire_keys: frozenset[str] = frozenset()
+    # (generation ref, report key) pairs recorded for the key's generations
+    report_keys: frozenset[tuple[int, str]] = frozenset()
+
+
+NOTHING_RECORDED = Recorded()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsageLine:
+    """The row a report leaves in the usage records: what it added, and when it counts."""
+
+    usage: Usage
+    amount: int
+    occurred_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """The ledger's answer for one report.
+
+    ``generation`` is the target generation after the report (None for a repeat, or a close
+    of nothing); ``superseded`` an open generation this report closed; ``line`` the record to
+    write (None for a repeat or a close without usage).
+    """
+
+    duplicate: bool
+    generation: Generation | None = None
+    created: bool = False
+    superseded: Generation | None = None
+    line: UsageLine | None = None
+
+    @property
+    def charged(self) -> int:
+        return self.line.amount if self.line is not None else 0
+
+
+def apply_report(
+    generations: list[Generation], report: Report, recorded: Recorded | None = None
+) -> Step:
+    """Decide what ``report`` does to the key whose generations are ``generations`` (oldest
+    first; the store passes the recent ones). Pure: returns the changed generations, writes
+    nothing."""
+    if recorded is None:
+        recorded = NOTHING_RECORDED
+    if report.uid in recorded.uids or (
+        report.wire_key is not None and report.wire_key in recorded.wire_keys
+    ):
+        return Step(duplicate=True)
+    latest = generations[-1] if generations else None
+    kind = report.kind
+
+    if kind is ReportKind.OPEN:
+        if report.start_ref is not None:
+            made = next((g for g in generations if g.start_ref == report.start_ref), None)
+            if made is not None:
+                # Written again (a later hold, or after usage reached the store first): the
+                # same generation; once it is closed, a late write changes nothing.
+                return _held(made, report) if made.is_open else Step(duplicate=True)
+        if (
+            latest is not None
+            and latest.is_open
+            and latest.account_id == report.account_id
+            and latest.start_key == report.report_key
+            and (report.start_ref is None or latest.start_ref is None)
+        ):
+            return Step(duplicate=True)  # the open generation's own start, again
+        return _open(latest, report)
+
+    if kind is ReportKind.EVENT:
+        if latest is not None and _recorded_for(latest, report, recorded):
+            return Step(duplicate=True)
+        return _open(latest, report, close_at_once=True)
+
+    mine = _latest_of(generations, report.account_id)
+    if mine is not None and report.start_ref is None and _recorded_for(mine, report, recorded):
+        return Step(duplicate=True)  # the same message again (a repeat, whatever its state)
+    target = _target(generations, report)
+    if target is None and kind is ReportKind.CLOSE:
+        return Step(duplicate=True)  # nothing of it was written: nothing to close
+    if kind is ReportKind.CLOSE:
+        if target is None or not target.is_open:
+            return Step(duplicate=True)
+        closed = replace(
+            target,
+            closed_at=report.received_at,
+            close_reason=report.close_reason or "closed",
+            hold=None,
+        )
+        return Step(duplicate=False, generation=closed)
+
+    if target is None:
+        opened = _open(latest, report)
+        assert opened.generation is not None
+        return _charge(opened.generation, report, created=True, superseded=opened.superseded)
+    if _recorded_for(target, report, recorded):
+        return Step(duplicate=True)
+    return _charge(target, report)
+
+
+def _recorded_for(generation: Generation, report: Report, recorded: Recorded) -> bool:
+    return generation.ref is not None and (generation.ref, report.report_key) in (
+        recorded.report_keys
+    )
+
+
+def _target(generations: list[Generation], report: Report) -> Generation | None:
+    """The generation a usage report (or a close) belongs to; None: it opens a new one."""
+    if report.start_ref is not None:
+        # The daemon knows the start this report follows: that generation, or a new one when
+        # the start was not written yet (it is written behind its answer).
+        for generation in reversed(generations):
+            if generation.start_ref == report.start_ref:
+                return generation
+        return None
+    mine = _latest_of(generations, report.account_id)
+    if mine is None:
+        return None
+    if mine.is_open or not mine.closed_by_final:
+        if mine.is_open and mine is not generations[-1]:
+            return None  # cannot happen (one open generation, the latest); stay safe
+        return mine
+    # Closed by its own final report: is this a late report of that session?
+    if report.kind is ReportKind.CLOSE:
+        return mine
+    if report.request_number is not None and mine.final_number is not None:
+        return mine if report.request_number < mine.final_number else None
+    late = (
+        report.counting is Counting.CUMULATIVE
+        and report.client_at is not None
+        and mine.closed_at is not None
+        and report.client_at <= mine.closed_at
+        and _within(report.usage, mine.usage)
+    )
+    return mine if late else None
+
+
+def _latest_of(generations: list[Generation], account_id: int) -> Generation | None:
+    return next((g for g in reversed(generations) if g.account_id == account_id), None)
+
+
+def _within(usage: Usage, total: Usage) -> bool:
+    return (
+        usage.seconds <= total.seconds
+        and usage.octets <= total.octets
+        and usage.events <= total.events
+    )
+
+
+def _open(latest: Generation | None, report: Report, *, close_at_once: bool = False) -> Step:
+    superseded = None
+    if latest is not None and latest.is_open:
+        superseded = replace(
+            latest, closed_at=report.received_at, close_reason=SUPERSEDED, hold=None
+        )
+    generation = Generation(
+        ref=None,
+        generation=(latest.generation + 1) if latest is not None else 1,
+        account_id=report.account_id,
+        start_ref=report.start_ref,
+        started_at=report.received_at,
+        tariff=report.tariff,
+        start_key=report.report_key if report.kind is ReportKind.OPEN else None,
+        start_wire_key=report.wire_key if report.kind is ReportKind.OPEN else None,
+        hold=report.hold,
+    )
+    if report.kind is ReportKind.OPEN:
+        return Step(duplicate=False, generation=generation, created=True, superseded=superseded)
+    if close_at_once:
+        return _charge(generation, report, created=True, superseded=superseded)
+    return Step(duplicate=False, generation=generation, created=True, superseded=superseded)
+
+
+def _held(generation: Generation, report: Report) -> Step:
+    if report.hold == generation.hold:
+        return Step(duplicate=True)
+    return Step(duplicate=False, generation=replace(generation, hold=report.hold))
+
+
+def _charge(
+    generation: Generation,
+    report: Report,
+    *,
+    created: bool = False,
+    superseded: Generation | None = None,
+) -> Step:
+    before = generation.usage
+    if report.counting is Counting.INCREMENT:
+        total = Usage(
+            seconds=before.seconds + report.usage.seconds,
+            octets=before.octets + report.usage.octets,
+            events=before.events + report.usage.events,
+        )
+    else:
+        total = Usage(
+            seconds=max(before.seconds, report.usage.seconds),
+            octets=max(before.octets, report.usage.octets),
+            events=max(before.events, report.usage.events),
+        )
+    amount = max(usage_charge(generation.tariff, total) - generation.charged, 0)
+    final = report.kind in (ReportKind.FINAL, ReportKind.EVENT)
+    after = replace(
+        generation,
+        usage=total,
+        charged=generation.charged + amount,
+        hold=None if final else (report.hold or generation.hold),
+    )
+    if final and after.is_open:
+        after = replace(
+            after,
+            closed_at=report.received_at,
+            close_reason=report.close_reason or "stop",
+            closed_by_final=True,
+            final_number=report.request_number,
+        )
+    line = UsageLine(
+        usage=Usage(
+            seconds=total.seconds - before.seconds,
+            octets=total.octets - before.octets,
+            events=total.events - before.events,
+        ),
+        amount=amount,
+        occurred_at=counts_at(report, generation),
+    )
+    return Step(
+        duplicate=False, generation=after, created=created, superseded=superseded, line=line
+    )
+
+
+def counts_at(report: Report, generation: Generation) -> datetime:
+    """The instant a report's usage counts at: when it was received, or the client's earlier
+    timestamp when that lies inside its generation and in a month that had not ended when the
+    report arrived (in the account's time zone)."""
+    received = report.received_at
+    client = report.client_at
+    if client is None or client >= received:
+        return received
+    if client < generation.started_at:
+        return received
+    if billing_period_start_in(client, report.time_zone) < billing_period_start_in(
+        received, report.time_zone
+    ):
+        return received
+    return client
