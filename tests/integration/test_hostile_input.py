@@ -14,6 +14,7 @@ import re
 import socket
 import sys
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -27,7 +28,8 @@ from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging, SourceRefused, UsageReport
 from ocs.charging.sessions import SessionBook
 from ocs.core.identity import IdentityKind
-from ocs.core.model import GrantLimits, RefusalReason, Usage
+from ocs.core.ledger import Report, ReportKind
+from ocs.core.model import GrantLimits, RefusalReason, Tariff, Usage
 from ocs.diameter import codec as dcodec
 from ocs.metrics import Metrics
 from ocs.radius import codec
@@ -293,22 +295,25 @@ async def test_a_data_error_is_not_an_outage(dsn: str) -> None:
             await source.find_account(IdentityKind.USER_NAME, "a\x00b")
         with pytest.raises(SourceRefused):
             await source.find_account(IdentityKind.USER_NAME, "a\ud800b")
-        from datetime import UTC, datetime
-
         report = UsageReport(
             source="radius",
             origin="nas\x00",
             session_key="s",
-            account_id=0,
-            idempotency_key="k\x00",
-            usage=Usage(seconds=1),
-            final=True,
-            occurred_at=datetime(2026, 11, 22, tzinfo=UTC),
+            entry=Report(
+                kind=ReportKind.FINAL,
+                account_id=0,
+                uid="k\x00",
+                report_key="stop|1|0",
+                received_at=datetime(2026, 11, 22, tzinfo=UTC),
+                time_zone=UTC,
+                tariff=Tariff(),
+                usage=Usage(seconds=1),
+            ),
         )
         with pytest.raises(SourceRefused):
-            await source.record_unmatched(report, "user_name", "x")
+            await source.record_unmatched(report, "user_name", "x", "unknown_identity")
         with pytest.raises(SourceRefused):
-            await source.open_session("radius", "nas\x00", "s")
+            await source.session_generations("radius", "nas\x00", "s")
         assert (
             metrics.registry.get_sample_value(
                 "ocs_database_refused_total", {"operation": "find_account"}
