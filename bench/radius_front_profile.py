@@ -42,7 +42,14 @@ from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountSnapshot, AccountStatus, CreditDecision, RefusalReason
 from ocs.metrics import Metrics
 from ocs.radius import codec
-from ocs.radius.front import AttributeRef, ClientTable, RadiusClient, RadiusFront, _Listener
+from ocs.radius.front import (
+    AttributeRef,
+    ClientTable,
+    MessageAuthenticatorPolicy,
+    RadiusClient,
+    RadiusFront,
+    _Listener,
+)
 
 SECRET = b"testing123"
 
@@ -112,7 +119,7 @@ def build(accounts: int, hold_s: float) -> tuple[RadiusFront, _Listener, Session
         name="bench",
         network=ipaddress.ip_network("127.0.0.1/32"),
         secret=codec.SharedSecret(SECRET),
-        require_message_authenticator=True,
+        require_message_authenticator=MessageAuthenticatorPolicy.REQUIRED,
         limit_proxy_state=True,
         identity=AttributeRef(name="User-Name", code=codec.USER_NAME),
         identity_kind=IdentityKind.USER_NAME,

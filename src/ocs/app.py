@@ -25,12 +25,15 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
+import asyncpg
+
 from ocs import __version__
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, permission_warning, split_host_port
+from ocs.core.identity import IdentityKind
 from ocs.core.model import CreditDecision, RefusalReason
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
@@ -111,11 +114,13 @@ async def warm_cache(db: Database, cache: AccountCache, metrics: Metrics | None)
         async with db.pool.acquire() as conn:
             watermark: datetime = await conn.fetchval("SELECT now()")
             entries, identities = await store.load_all(conn)
+            credentials = await store.load_credentials(conn)
     finally:
         if collecting:
             gc.enable()
     loaded, identity_count = len(entries), sum(len(index) for index in identities.values())
     cache.adopt_all(entries, identities, loaded_at=asyncio.get_running_loop().time())
+    cache.replace_credentials(credentials)
     del entries, identities
     # The cache is long-lived: keep it out of the cyclic collector's full passes, which
     # otherwise walk every snapshot and pause the loop for hundreds of milliseconds.
@@ -288,7 +293,7 @@ class Daemon:
                         ) from exc
                     log.info("metrics listening address=%s port=%d path=/metrics", host, port)
                 if radius_clients is not None:
-                    await self._start_radius(radius_clients)
+                    await self._start_radius(radius_clients, db.pool)
                 if cfg.diameter.enabled:
                     await self._start_diameter()
                 self._tasks.append(asyncio.create_task(self._housekeeping(), name="housekeeping"))
@@ -351,7 +356,7 @@ class Daemon:
                 max_stale_s=cfg.cache.max_stale_s,
                 on_stale=cfg.cache.on_stale,
                 load_timeout_s=cfg.cache.load_timeout_s,
-                pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+                pending_reservation_ttl_s=cfg.grant.ring_limit_s,
                 session_ttl_margin_s=cfg.grant.session_margin_s,
                 write_behind_s=cfg.usage.write_behind_s,
             ),
@@ -359,6 +364,7 @@ class Daemon:
             strict=cfg.diameter.strict,
             rates=self.rate_plans,
         )
+        charging.charge_unended = cfg.grant.unended_sessions == "charge_grant"
         results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):
             results[reason] = self.metrics.decisions.labels(reason)
@@ -370,9 +376,13 @@ class Daemon:
         charging.on_decision = count
         return charging
 
-    async def _start_radius(self, clients: ClientTable) -> None:
+    async def _start_radius(self, clients: ClientTable, pool: asyncpg.Pool) -> None:
         cfg = self.config.radius
         assert self.charging is not None
+
+        async def credential_lookup(kind: IdentityKind, value: str) -> str | None:
+            return await store.credential_of(pool, kind, value)
+
         self.radius = RadiusFront(
             charging=self.charging,
             clients=clients,
@@ -382,6 +392,8 @@ class Daemon:
             max_pending=cfg.max_pending,
             receive_buffer_bytes=cfg.receive_buffer_bytes,
             reuse_port=cfg.reuse_port,
+            credential_lookup=credential_lookup,
+            credential_lookup_timeout_s=self.config.cache.load_timeout_s,
         )
         try:
             bound = await self.radius.start(cfg.auth_listen, cfg.acct_listen)

@@ -118,6 +118,18 @@ def count_arg(text: str) -> int:
     return value
 
 
+def rate_limit_arg(text: str) -> tuple[int, int]:
+    """UP/DOWN in kbit/s, or 'none' (given as (0, 0): remove the limit)."""
+    if text.strip().lower() == "none":
+        return (0, 0)
+    up, sep, down = text.partition("/")
+    if not sep or not up.strip().isdigit() or not down.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected UP/DOWN in kbit/s, e.g. 512/4096")
+    if int(up) < 1 or int(down) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: both rates must be at least 1 kbit/s")
+    return (int(up), int(down))
+
+
 def seconds_arg(text: str) -> int:
     try:
         value = int(text)
@@ -286,6 +298,7 @@ def _settings_from(args: argparse.Namespace) -> store.AccountSettings:
         tariff=args.tariff,
         account_class=args.account_class,
         transfers=args.transfers,
+        rate_limit_kbps=args.rate_limit,
         rate_plan=args.rate_plan,
         currency=args.currency,
     )
@@ -362,6 +375,9 @@ def account_report(
         pairs.append(
             ("unbilled this period", format_amount(unbilled_in_current_period(snapshot, now)))
         )
+    if snapshot.rate_limit is not None:
+        limit = snapshot.rate_limit
+        pairs.append(("rate limit", f"{limit.up_kbps} up / {limit.down_kbps} down kbit/s"))
     caps = []
     if snapshot.max_sessions is not None:
         caps.append(f"{snapshot.max_sessions} sessions")
@@ -461,8 +477,20 @@ async def cmd_account_list(db: Any, args: argparse.Namespace, config: Config) ->
 
 
 async def cmd_identity_add(db: Any, args: argparse.Namespace, config: Config) -> int:
-    normal = await store.add_identity(db.pool, args.account, IdentityKind(args.kind), args.value)
-    print(f"account {args.account}: {args.kind} {normal}")
+    from ocs.radius.auth import CredentialError, CredentialStorage, stored_credential  # noqa: PLC0415
+
+    credential = None
+    if args.password is not None:
+        password = sys.stdin.readline().rstrip("\r\n") if args.password == "-" else args.password
+        try:
+            credential = stored_credential(password, CredentialStorage(args.password_storage))
+        except CredentialError as exc:
+            raise UsageError(f"--password: {exc}") from None
+    normal = await store.add_identity(
+        db.pool, args.account, IdentityKind(args.kind), args.value, credential=credential
+    )
+    stored = f" (password stored as {args.password_storage})" if credential else ""
+    print(f"account {args.account}: {args.kind} {normal}{stored}")
     return EXIT_OK
 
 
@@ -1065,6 +1093,12 @@ def _account_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tariff", metavar="NAME")
     parser.add_argument(
+        "--rate-limit",
+        type=rate_limit_arg,
+        metavar="UP/DOWN",
+        help="bandwidth in kbit/s sent to data NAS (Mikrotik-Rate-Limit, WISPr); 'none' removes",
+    )
+    parser.add_argument(
         "--class", dest="account_class", metavar="NAME", help="account class ('' for none)"
     )
     parser.add_argument(
@@ -1151,6 +1185,18 @@ def admin_parser() -> argparse.ArgumentParser:
     p.add_argument("account")
     p.add_argument("kind", choices=[k.value for k in IdentityKind])
     p.add_argument("value")
+    p.add_argument(
+        "--password",
+        metavar="PW",
+        help="RADIUS requests for this identity must prove it (PAP, CHAP, MS-CHAPv2); "
+        "'-' reads it from stdin",
+    )
+    p.add_argument(
+        "--password-storage",
+        choices=["hash", "nt-hash", "cleartext"],
+        default="hash",
+        help="hash (PBKDF2): PAP only; nt-hash: PAP and MS-CHAPv2; cleartext: also CHAP",
+    )
     p.set_defaults(func=cmd_identity_add)
 
     pay = top.add_parser("payment", help="payments").add_subparsers(

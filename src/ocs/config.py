@@ -214,6 +214,41 @@ class CacheConfig:
     )
 
 
+MESSAGE_AUTHENTICATOR_POLICIES = ("auto", "true", "false")
+# The client profiles of ocs.radius.profiles.PROFILES (a test keeps the two in step).
+RADIUS_PROFILES = (
+    "generic",
+    "kamailio",
+    "opensips",
+    "freeswitch",
+    "cisco",
+    "mikrotik",
+    "accel-ppp",
+    "chillispot",
+)
+
+
+def check_currency(value: Any) -> str | None:
+    text = str(value)
+    if text == "" or (len(text) == 3 and text.isascii() and text.isalpha() and text.isupper()):
+        return None
+    return 'an ISO 4217 code such as "EUR" or "USD", or "" (none)'
+
+
+def check_message_authenticator_policy(value: Any) -> str | None:
+    """true, false or "auto" (a string "true"/"false" too: environment variables are text)."""
+    if isinstance(value, bool) or str(value).lower() in MESSAGE_AUTHENTICATOR_POLICIES:
+        return None
+    return 'true, false or "auto"'
+
+
+def message_authenticator_policy(value: bool | str) -> str:
+    """The policy as one of ``MESSAGE_AUTHENTICATOR_POLICIES``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value.lower()
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RadiusClientConfig:
     address: str = _spec(
@@ -221,9 +256,11 @@ class RadiusClientConfig:
     )
     secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True, secret=True)
     name: str = _spec("", "A name for logs (default: the address).")
-    require_message_authenticator: bool = _spec(
-        True,
-        "Drop an Access-Request without a valid Message-Authenticator (BlastRADIUS).",
+    require_message_authenticator: bool | str | None = _spec(
+        None,
+        'Message-Authenticator on Access-Request: true (required), false, or "auto" (required '
+        "once the client has sent one). Unset: radius.require_message_authenticator.",
+        check=check_message_authenticator_policy,
     )
     limit_proxy_state: bool = _spec(
         True, "Drop an Access-Request that has Proxy-State but no Message-Authenticator."
@@ -241,6 +278,29 @@ class RadiusClientConfig:
         "This client speaks RADIUS over TLS (RadSec, RFC 6614) on radius.tls_listen, with a "
         "certificate from tls.ca_file; its datagrams over UDP are dropped. RFC 6614's secret "
         'is "radsec".',
+    )
+    profile: str = _spec(
+        "generic",
+        "What kind of client this is: which identity attribute it sends, how its accounting "
+        "reads and which reply attributes it acts on (docs/recipes/). With a profile other "
+        "than generic, its identity attribute and kind apply unless set here.",
+        choices=RADIUS_PROFILES,
+    )
+    acct_interim_interval_s: int | None = _spec(
+        None,
+        "Acct-Interim-Interval sent in Access-Accept (0: none). Unset: the profile's (300 for "
+        "mikrotik, accel-ppp and chillispot; none otherwise).",
+        check=_range(0, 86400),
+    )
+    idle_timeout_s: int | None = _spec(
+        None,
+        "Idle-Timeout sent in Access-Accept, for profiles whose clients act on it. Unset: none.",
+        check=_range(1, 86400),
+    )
+    disconnect_port: int | None = _spec(
+        None,
+        "The client's RFC 5176 Disconnect/CoA port. Unset: the profile's (3799; Cisco 1700).",
+        check=_range(1, 65535),
     )
 
 
@@ -261,6 +321,18 @@ class RadiusConfig:
     )
     identity_kind: str = _spec(
         "user_name", "How the identity attribute's value is looked up.", choices=IDENTITY_KINDS
+    )
+    require_message_authenticator: bool | str = _spec(
+        "auto",
+        "Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), for clients that "
+        'do not set their own: true drops a request without one, false accepts it, "auto" '
+        "requires one from a client address once it has sent one (as FreeRADIUS 3.2.5).",
+        check=check_message_authenticator_policy,
+    )
+    currency: str = _spec(
+        "",
+        'ISO 4217 code sent as h323-currency beside h323-credit-amount ("": none).',
+        check=check_currency,
     )
     queue_size: int = _spec(
         4096,
@@ -312,10 +384,24 @@ class GrantConfig:
         0, "A new data session whose credit buys fewer bytes is refused.", check=_range(0, 2**62)
     )
     max_events: int = _spec(1000, "Most events granted at once.", check=_range(1, 2**31))
-    admission_hold_s: float = _spec(
-        30.0,
-        "Credit of an admitted session is held this long for its accounting Start to claim.",
+    ring_timeout_s: float = _spec(
+        180.0,
+        "An admitted session's grant is held this long for its accounting Start (or its "
+        "CCR-Initial's start) to claim: a call may ring this long. A failed attempt (RADIUS "
+        "Acct-Status-Type Failed naming its admission by the Class echoed) releases it at once.",
         check=_range(0, 3600),
+    )
+    admission_hold_s: float | None = _spec(
+        None,
+        "The former name of ring_timeout_s; when set, it is used instead.",
+        check=_range(0, 3600),
+    )
+    unended_sessions: str = _spec(
+        "charge_grant",
+        "A session that ends with no Stop or CCR-Termination (its grant plus session_margin_s "
+        "ran out): charge_grant charges it the time it was granted (DESIGN §6), charge_reported "
+        "only what it reported.",
+        choices=("charge_grant", "charge_reported"),
     )
     session_margin_s: float = _spec(
         120.0,
@@ -345,6 +431,11 @@ class GrantConfig:
         "session.",
         check=_amount_problem,
     )
+
+    @property
+    def ring_limit_s(self) -> float:
+        """How long an admission's hold waits for its session to start."""
+        return self.admission_hold_s if self.admission_hold_s is not None else self.ring_timeout_s
 
     def limits(self) -> GrantLimits:
         return GrantLimits(
@@ -555,6 +646,15 @@ def _describe(tp: Any) -> str:
     )
 
 
+def _is_exactly(tp: Any, value: Any) -> bool:
+    return (
+        (tp is bool and isinstance(value, bool))
+        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
+        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
+        or (tp is str and isinstance(value, str))
+    )
+
+
 def _convert(key: str, tp: Any, value: Any, problems: list[str], *, secret: bool = False) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted, or append a problem."""
     origin = typing.get_origin(tp)
@@ -562,14 +662,17 @@ def _convert(key: str, tp: Any, value: Any, problems: list[str], *, secret: bool
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
+        if len(inner) > 1:
+            # Several types allowed (``bool | str``): the first that takes the value as it is.
+            for candidate in inner:
+                if _is_exactly(candidate, value):
+                    return _convert(key, candidate, value, problems, secret=secret)
+            problems.append(
+                f"{key} = {shown(value, secret=secret)} is not allowed: expected {_describe(tp)}"
+            )
+            return dataclasses.MISSING
         return _convert(key, inner[0], value, problems, secret=secret)
-    ok = (
-        (tp is bool and isinstance(value, bool))
-        or (tp is int and isinstance(value, int) and not isinstance(value, bool))
-        or (tp is float and isinstance(value, int | float) and not isinstance(value, bool))
-        or (tp is str and isinstance(value, str))
-    )
-    if not ok:
+    if not _is_exactly(tp, value):
         problems.append(
             f"{key} = {shown(value, secret=secret)} is not allowed: expected {_describe(tp)}"
         )

@@ -307,6 +307,14 @@ class Metrics:
             ["command", "result_code"],
             registry=r,
         )
+        self.diameter_tolerances = Counter(
+            "ocs_diameter_tolerances_total",
+            "CCRs accepted although a strict reading would refuse them, by tolerance "
+            "(base_avp, auth_application_id_in_vsai, duplicate_origin_host, "
+            "duplicate_origin_realm, sip_uri_normalized): real clients' quirks, counted.",
+            ["tolerance"],
+            registry=r,
+        )
         self.diameter_connections_closed = Counter(
             "ocs_diameter_connections_closed_total",
             "Diameter connections closed by ocsd, by reason.",

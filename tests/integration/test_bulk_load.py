@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
+from ocs.core.identity import IdentityKind
+from ocs.core.model import RateLimit
 from ocs.store import accounts as store
 
 
@@ -43,6 +45,14 @@ async def test_bulk_load_matches_the_view(conn: asyncpg.Connection) -> None:
            SELECT id, 'e164', '4930' || id FROM accounts WHERE name = 'postpaid'"""
     )
 
+    await conn.execute(
+        "UPDATE accounts SET rate_limit_up_kbps = 512, rate_limit_down_kbps = 4096 "
+        "WHERE name IN ('plain', 'postpaid')"
+    )
+    await conn.execute(
+        "UPDATE account_identities SET credential = 'cleartext$pw' WHERE value = 'plain'"
+    )
+
     snapshots = [s async for batch in store.iter_snapshots(conn) for s in batch]
     identities = await store.all_identities(conn)
     entries, index = await store.load_all(conn, batch_size=2)
@@ -57,6 +67,13 @@ async def test_bulk_load_matches_the_view(conn: asyncpg.Connection) -> None:
     assert increases["postpaid"] is not None and increases["postpaid"].amount == 20_000_000
     assert increases["percent"] is not None and increases["percent"].percent_bp == 1250
     assert increases["plain"] is None
+    limits = {s.name: s.rate_limit for s in entries.values()}
+    assert limits["plain"] == RateLimit(up_kbps=512, down_kbps=4096)
+    assert limits["plain"] is limits["postpaid"]  # shared, like tariffs
+    assert limits["percent"] is None
+    assert await store.load_credentials(conn) == {("user_name", "plain"): "cleartext$pw"}
+    assert await store.credential_of(conn, IdentityKind.USER_NAME, "plain") == "cleartext$pw"
+    assert await store.credential_of(conn, IdentityKind.USER_NAME, "percent") is None
     # The identity shares the account's name string and id.
     for snapshot in entries.values():
         assert index["user_name"][snapshot.name] is snapshot.account_id

@@ -12,7 +12,7 @@ import pytest
 
 from ocs.charging.pipeline import UsageReport
 from ocs.core import LimitBasis, SessionRequest, decide, parse_amount
-from ocs.core.identity import IdentityKind
+from ocs.core.identity import IdentityKind, normalize_identity
 from ocs.core.ledger import Counting, Report, ReportKind
 from ocs.core.model import GrantLimits, Tariff, Usage
 from ocs.store import accounts as store
@@ -317,3 +317,37 @@ async def test_concurrent_usage_on_one_account_neither_deadlocks_nor_double_char
             await pool.close()
     # Eight sessions, each charged its cumulative 0.10 exactly once.
     assert balance == Decimal("-0.80")
+
+
+async def test_sip_uri_identities_are_renormalised_by_0051(conn: asyncpg.Connection) -> None:
+    """0051 rewrites stored SIP URIs to the normal form ocs.core.identity gives now; a value
+    whose new form is taken stays as it was. Run again on old-style rows (the migration has
+    already run on this database), it is the same step."""
+    await conn.execute("INSERT INTO accounts (name) VALUES ('a'), ('b')")
+    old = [
+        ("a", "sip:Alice@Example.COM"),
+        ("a", "sip:15550000001@127.0.0.1:5060;transport=udp"),
+        ("a", "<sips:bob@Example.com:5061>"),
+        ("a", "sip:carol@[2001:DB8::1]:5060"),
+        ("a", "tel:+15550000001;phone-context=x"),
+        ("b", "dave@example.com"),  # the new form of the next one: taken
+        ("a", "sip:dave@Example.com"),
+    ]
+    for account, value in old:
+        await conn.execute(
+            "INSERT INTO account_identities (account_id, kind, value) "
+            "SELECT id, 'sip_uri', $2 FROM accounts WHERE name = $1",
+            account,
+            value,
+        )
+    (migration,) = [m for m in available_migrations() if m.version == 51]
+    await conn.execute(migration.sql)
+    rows = await conn.fetch(
+        "SELECT a.name, i.value FROM account_identities i JOIN accounts a ON a.id = i.account_id "
+        "ORDER BY i.id"
+    )
+    got = [(r["name"], r["value"]) for r in rows]
+    expected = [
+        (account, normalize_identity(IdentityKind.SIP_URI, value)) for account, value in old[:-1]
+    ]
+    assert got == [*expected, ("a", "sip:dave@Example.com")]

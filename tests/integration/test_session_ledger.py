@@ -589,6 +589,7 @@ def test_a_session_without_a_stop_is_closed_when_its_grant_ends(
     lab = Lab(dsn, daemons, tmp_path, extra="[grant]\nmax_time_s = 2\nsession_margin_s = 0.5\n")
     daemon = lab.start()
     nas = lab.radius
+    start_balance = balance(dsn, "postpaid")
     assert nas.access("postpaid").get_int(codec.SESSION_TIMEOUT) == 2
     assert nas.accounting(START, "postpaid", "lost-stop").code == codec.ACCOUNTING_RESPONSE
     deadline = time.monotonic() + 10
@@ -598,10 +599,12 @@ def test_a_session_without_a_stop_is_closed_when_its_grant_ends(
             break
         time.sleep(0.2)
     assert (row["close_reason"], row["hold_micros"]) == ("grant_ended", 0)
-    # ... and a Stop that comes after all is charged to it.
-    before = balance(dsn, "postpaid")
+    # Charged the time it was granted (grant.unended_sessions = "charge_grant", the default).
+    assert start_balance - balance(dsn, "postpaid") == money("0.002")
+    # A Stop that comes after all is charged to it: only what goes beyond the grant.
     assert nas.accounting(STOP, "postpaid", "lost-stop", 2).code == codec.ACCOUNTING_RESPONSE
-    assert before - balance(dsn, "postpaid") == money("0.002")
+    assert nas.accounting(STOP, "postpaid", "lost-stop", 3).code == codec.ACCOUNTING_RESPONSE
+    assert_ledger(dsn, "postpaid", start_balance, money("0.003"))
     assert daemon.stop() == 0
 
 

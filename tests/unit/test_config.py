@@ -228,3 +228,30 @@ def test_a_config_file_with_secrets_readable_by_others_is_warned_about(tmp_path:
     dsn.write_text('[database]\ndsn = "postgresql://ocs:pw@db/ocs"\n')
     dsn.chmod(0o604)
     assert "database.dsn" in (permission_warning(dsn) or "")
+
+
+def test_message_authenticator_policy_per_client_and_default() -> None:
+    client = {"address": "10.0.0.1", "secret": "s"}
+    config = parse_config({"radius": {"clients": [client]}}, env={}, source="t")
+    assert config.radius.require_message_authenticator == "auto"
+    assert config.radius.clients[0].require_message_authenticator is None  # the default applies
+    for value in (True, False, "auto", "AUTO"):
+        data = {"radius": {"clients": [{**client, "require_message_authenticator": value}]}}
+        parsed = parse_config(data, env={}, source="t")
+        assert parsed.radius.clients[0].require_message_authenticator == value
+    # Environment variables are text: "false" is the policy false.
+    env = {"OCS_RADIUS__REQUIRE_MESSAGE_AUTHENTICATOR": "false"}
+    assert parse_config({}, env=env, source="t").radius.require_message_authenticator == "false"
+
+
+@pytest.mark.parametrize("value", ["yes", 1, 0.5, ""])
+def test_message_authenticator_policy_refuses_other_values(value: object) -> None:
+    data = {"radius": {"clients": [{"address": "10.0.0.1", "secret": "s"}]}}
+    data["radius"]["clients"][0]["require_message_authenticator"] = value
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, env={}, source="t")
+    assert f"radius.clients[0].require_message_authenticator = {value!r} is not allowed" in str(
+        caught.value
+    )
+    with pytest.raises(ConfigError, match=r"radius\.require_message_authenticator = "):
+        parse_config({"radius": {"require_message_authenticator": value}}, env={}, source="t")

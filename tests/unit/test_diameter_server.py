@@ -504,11 +504,15 @@ async def test_a_session_whose_grant_ended_is_closed_and_late_usage_still_charge
         assert charging.expire_sessions() == 1
         assert charging.sessions.reserved(4) == 0 and not charging.live
         await asyncio.sleep(0.1)  # the close is written behind
-        late = ccr("x;1", UPDATE, 1, user="postpaid", used=units(446, time_s=1))
+        # Closed with no news: charged its last quota (1 s), as nothing reported it.
+        key = ("diameter", "pcef.localdomain", "x;1")
+        assert setup.store.charged(key) == parse_amount("0.001")
+        late = ccr("x;1", UPDATE, 1, user="postpaid", used=units(446, time_s=3))
         answer = await peer.request(late)
         assert result_code(answer) == 2001
         assert answer.find(codec.AVP_FINAL_UNIT_INDICATION) is not None  # over: no more quota
-        assert setup.store.charged(("diameter", "pcef.localdomain", "x;1")) == parse_amount("0.001")
+        # The late report (3 s) counts the second already charged for the quota: 3 s in all.
+        assert setup.store.charged(key) == parse_amount("0.003")
 
 
 # --- overload and hostile peers --------------------------------------------------------------

@@ -345,3 +345,66 @@ def test_a_lying_client_clock_cannot_move_usage_into_a_closed_month() -> None:
     )
     step = apply_report(list(ledger.generations), entry)
     assert step.line is not None and step.line.occurred_at == now
+
+
+# --- transaction-style accounting and sessions that end with no news ---------------------------
+
+
+def test_a_transaction_style_stop_is_charged_the_time_since_its_start() -> None:
+    """acc_radius sends no Acct-Session-Time: the duration is Stop minus Start as received; the
+    client's Event-Timestamp may only shorten it, within those bounds."""
+    ledger = Ledger()
+    ledger.send(report(OPEN, "start|0|0", at=T0))
+    stop = report(FINAL, "stop|0|0", at=T0 + timedelta(seconds=62, milliseconds=300), timed=True)
+    assert ledger.send(stop)[1] == parse_amount("0.063")  # 62.3 s, rounded up to 63
+    other = Ledger()
+    other.send(report(OPEN, "start|0|0", at=T0))
+    inside = report(
+        FINAL,
+        "stop|0|0",
+        at=T0 + timedelta(seconds=65),
+        client_at=T0 + timedelta(seconds=61),
+        timed=True,
+    )
+    assert other.send(inside)[1] == parse_amount("0.061")
+    liar = Ledger()
+    liar.send(report(OPEN, "start|0|0", at=T0))
+    before_start = report(
+        FINAL,
+        "stop|0|0",
+        at=T0 + timedelta(seconds=30),
+        client_at=T0 - timedelta(hours=1),
+        timed=True,
+    )
+    assert liar.send(before_start)[1] == parse_amount("0.030")  # outside the bounds: ignored
+
+
+def test_a_session_closed_with_no_news_is_charged_its_grant() -> None:
+    """RADIUS (cumulative): the grant is its whole time; a Stop that comes later changes
+    nothing unless it says more."""
+    ledger = Ledger()
+    ledger.send(report(OPEN, "start|0|0"))
+    ledger.send(report(USAGE, "interim|60|0", seconds=60))
+    closing = report(CLOSE, "close", seconds=300, close_reason="grant_ended")
+    assert ledger.send(closing)[1] == parse_amount("0.24")
+    [generation] = ledger.generations
+    assert (generation.close_reason, generation.closed_by_final) == ("grant_ended", False)
+    assert ledger.send(report(FINAL, "stop|290|0", seconds=290))[1] == 0
+    assert ledger.charged == parse_amount("0.30")
+
+
+def test_a_quota_charged_at_close_is_set_against_the_usage_reported_later() -> None:
+    """Diameter (increments): the last quota (100 s) charged when the session went silent; the
+    client's late CCR-U and CCR-T (40 + 80 s) are charged only beyond it."""
+    ledger = Ledger()
+    ledger.send(diameter(OPEN, 0, start_ref="s"))
+    ledger.send(diameter(USAGE, 1, 50, start_ref="s"))
+    closing = report(
+        CLOSE, "close", seconds=100, counting=INCREMENT, start_ref="s", close_reason="grant_ended"
+    )
+    assert ledger.send(closing)[1] == parse_amount("0.10")
+    assert ledger.generations[0].assumed_seconds == 100
+    assert ledger.send(diameter(USAGE, 2, 40))[1] == 0
+    assert ledger.send(diameter(FINAL, 3, 80))[1] == parse_amount("0.02")
+    assert ledger.charged == parse_amount("0.17")  # 50 + 40 + 80 s, each second once
+    assert ledger.generations[0].assumed_seconds == 0

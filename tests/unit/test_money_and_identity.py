@@ -11,6 +11,7 @@ from ocs.core.identity import (
     identity_from_bytes,
     normalize_identity,
     printable,
+    sip_uri_has_extras,
 )
 
 
@@ -63,7 +64,16 @@ def test_format_and_decimal_round_trip() -> None:
         (IdentityKind.E164, "+1 555-000-0001", "15550000001"),
         (IdentityKind.E164, "15550000001", "15550000001"),
         (IdentityKind.IMSI, "001010123456789", "001010123456789"),
-        (IdentityKind.SIP_URI, "SIP:alice@Example.COM", "sip:alice@example.com"),
+        (IdentityKind.SIP_URI, "SIP:alice@Example.COM", "alice@example.com"),
+        # Scheme, port, parameters, headers and name-addr brackets go (a SIP proxy's From URI).
+        (IdentityKind.SIP_URI, "sip:15550000001@127.0.0.1:25090", "15550000001@127.0.0.1"),
+        (IdentityKind.SIP_URI, "<sips:bob@Example.com:5061;transport=tls>", "bob@example.com"),
+        (IdentityKind.SIP_URI, '"Bob" <sip:bob@example.com>;tag=abc', "bob@example.com"),
+        (IdentityKind.SIP_URI, "sip:bob@example.com?subject=x", "bob@example.com"),
+        (IdentityKind.SIP_URI, "sip:carol@[2001:DB8::1]:5060", "carol@[2001:db8::1]"),
+        (IdentityKind.SIP_URI, "sip:gateway.example.com:5060", "gateway.example.com"),
+        (IdentityKind.SIP_URI, "tel:+15550000001;phone-context=example.com", "tel:+15550000001"),
+        (IdentityKind.SIP_URI, "alice@example.com", "alice@example.com"),
         (IdentityKind.NAI, "bob@Realm.Example", "bob@realm.example"),
         (IdentityKind.USER_NAME, "  prepaid-ok ", "prepaid-ok"),
         (IdentityKind.CALLING_STATION_ID, "+15550000001", "+15550000001"),
@@ -78,7 +88,10 @@ def test_identity_normal_form(kind: IdentityKind, value: str, normal: str) -> No
     [
         (IdentityKind.E164, "555-CALL-NOW"),
         (IdentityKind.E164, "1234567890123456"),
-        (IdentityKind.SIP_URI, "alice@example.com"),
+        (IdentityKind.SIP_URI, "alice"),
+        (IdentityKind.SIP_URI, "http://alice@example.com"),
+        (IdentityKind.SIP_URI, "sip:"),
+        (IdentityKind.SIP_URI, "sip:bob@[2001:db8::1"),
         (IdentityKind.USER_NAME, "   "),
     ],
 )
@@ -144,3 +157,33 @@ def test_printable_is_bounded() -> None:
     long = printable(b"\x00" * 10_000)
     assert len(long) <= MAX_PRINTABLE_CHARS + 3
     assert long.endswith("...")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "sip:15550000001@127.0.0.1:25090",
+        "<sips:bob@Example.com:5061;transport=tls>",
+        "sip:carol@[2001:DB8::1]:5060",
+        "tel:+15550000001",
+        "sip:Alice@Example.COM",
+    ],
+)
+def test_the_sip_uri_normal_form_is_its_own_normal_form(value: str) -> None:
+    once = normalize_identity(IdentityKind.SIP_URI, value)
+    assert normalize_identity(IdentityKind.SIP_URI, once) == once
+
+
+@pytest.mark.parametrize(
+    ("value", "extras"),
+    [
+        ("sip:a@b:5060", True),
+        ("sip:a@b;transport=udp", True),
+        ("<sip:a@b>", True),
+        ("sip:a@b", False),
+        ("a@b", False),
+        ("not a uri", False),
+    ],
+)
+def test_sip_uri_extras_are_recognised(value: str, extras: bool) -> None:
+    assert sip_uri_has_extras(value) is extras

@@ -25,8 +25,15 @@ from ocs.charging.sessions import SessionBook
 from ocs.core import AccountSnapshot, AccountStatus, GrantLimits, Tariff, parse_amount
 from ocs.core.identity import IdentityKind
 from ocs.metrics import DROP_CAUSES, Metrics
+from ocs.radius import auth as radius_auth
 from ocs.radius import codec
-from ocs.radius.front import AttributeRef, ClientTable, RadiusClient, RadiusFront
+from ocs.radius.front import (
+    AttributeRef,
+    ClientTable,
+    MessageAuthenticatorPolicy,
+    RadiusClient,
+    RadiusFront,
+)
 
 SECRET = b"testing123"
 KEY = codec.SharedSecret(SECRET)
@@ -69,7 +76,10 @@ def snapshot(account_id: int, name: str, balance: str, **kw: object) -> AccountS
 
 
 def make_front(
-    *, require_ma: bool = True, limit_proxy_state: bool = True, queue_size: int = 4096
+    *,
+    require_ma: bool | MessageAuthenticatorPolicy = True,
+    limit_proxy_state: bool = True,
+    queue_size: int = 4096,
 ) -> tuple[RadiusFront, MemoryStore, FakeClock]:
     accounts = {
         1: snapshot(1, "prepaid-ok", "1.00"),
@@ -98,7 +108,13 @@ def make_front(
         name="nas",
         network=ipaddress.ip_network("127.0.0.0/8"),
         secret=KEY,
-        require_message_authenticator=require_ma,
+        require_message_authenticator=(
+            require_ma
+            if isinstance(require_ma, MessageAuthenticatorPolicy)
+            else MessageAuthenticatorPolicy.REQUIRED
+            if require_ma
+            else MessageAuthenticatorPolicy.NOT_REQUIRED
+        ),
         limit_proxy_state=limit_proxy_state,
         identity=AttributeRef("User-Name", codec.USER_NAME),
         identity_kind=IdentityKind.USER_NAME,
@@ -250,6 +266,68 @@ def test_proxy_state_without_message_authenticator() -> None:
     assert len(auth.transport.sent) == 1
 
 
+def test_auto_accepts_until_the_address_has_sent_a_message_authenticator(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    front, _, _ = make_front(require_ma=MessageAuthenticatorPolicy.AUTO)
+    auth = FakeListener("auth")
+    other_nas = ("127.0.0.2", 40000)
+    with caplog.at_level("INFO", logger="ocs.radius"):
+        # Never sent one: accepted, with one warning about the exposure (not one per request).
+        for identifier in (1, 2):
+            request = access_request("prepaid-ok", identifier=identifier, ma=False)
+            front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+        assert len(replies(auth)) == 2  # answered (the second is refused: credit is held)
+        exposed = [r for r in caplog.records if "accepted" in r.getMessage()]
+        assert len(exposed) == 1 and exposed[0].levelname == "WARNING"
+        assert "nas (127.0.0.1)" in exposed[0].getMessage()
+        # It sends one: from now on this address must.
+        front.handle(auth, access_request("prepaid-ok", identifier=3), NAS, 0.0)  # type: ignore[arg-type]
+        assert len(auth.transport.sent) == 3
+        caplog.clear()
+        for identifier in range(4, 9):
+            request = access_request("prepaid-ok", identifier=identifier, ma=False)
+            front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    assert len(auth.transport.sent) == 3
+    assert drops(front)["missing_message_authenticator"] == 5
+    # One warning for the five drops, naming the client, the address and the fix.
+    (warning,) = [r for r in caplog.records if "dropped" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    text = warning.getMessage()
+    assert "client nas (127.0.0.1)" in text and "sent one before" in text
+    assert "require_message_authenticator = false" in text
+    # Another address of the same client entry has not sent one: still accepted.
+    front.handle(auth, access_request("prepaid-ok", identifier=9, ma=False), other_nas, 0.0)  # type: ignore[arg-type]
+    assert len(auth.transport.sent) == 4
+    # A wrong Message-Authenticator is dropped under auto as under true.
+    forged = codec.encode_request(
+        codec.ACCESS_REQUEST, 10, codec.SharedSecret(b"guessed"), [codec.attr_str(1, "x")]
+    )
+    front.handle(auth, forged, other_nas, 0.0)  # type: ignore[arg-type]
+    assert drops(front)["bad_authenticator"] == 1
+
+
+def test_missing_message_authenticator_warnings_are_rate_limited_per_client(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    front, _, _ = make_front(require_ma=True)
+    auth = FakeListener("auth")
+    clock = [5000.0]
+    monkeypatch.setattr("ocs.radius.front.time.monotonic", lambda: clock[0])
+    with caplog.at_level("WARNING", logger="ocs.radius"):
+        for identifier in range(3):
+            request = access_request("prepaid-ok", identifier=identifier, ma=False)
+            front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+        clock[0] += 61.0
+        front.handle(auth, access_request("prepaid-ok", identifier=9, ma=False), NAS, 0.0)  # type: ignore[arg-type]
+    warnings = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(warnings) == 2
+    assert "require_message_authenticator = true" in warnings[0]
+    assert '"auto" or false' in warnings[0]
+    assert warnings[1].endswith("(2 more since the last warning)")
+    assert drops(front)["missing_message_authenticator"] == 4
+
+
 def test_proxy_state_is_echoed_in_order() -> None:
     front, _, _ = make_front()
     auth = FakeListener("auth")
@@ -314,6 +392,42 @@ async def test_accounting_with_a_bad_authenticator_is_dropped() -> None:
     await settle(front)
     assert acct.transport.sent == [] and store.recorded == {}
     assert drops(front)["bad_authenticator"] == 1
+
+
+async def test_an_attempt_of_the_same_call_replaces_its_hold_and_failed_releases_it() -> None:
+    """Two Access-Requests naming one call (Acct-Session-Id) hold once, not twice; an
+    attempt without a name holds its own; Acct-Status-Type Failed naming the admission by the
+    Class it was given releases that hold at once."""
+    front, _store, _ = make_front()
+    auth, acct = FakeListener("auth"), FakeListener("acct")
+    call = [codec.attr_str(codec.ACCT_SESSION_ID, "call-1")]
+    for identifier in (1, 2):
+        request = access_request("prepaid-ok", identifier=identifier, extra=call)
+        front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    book = front.charging.sessions
+    assert book.reserved(1) == parse_amount("1.00")  # one hold: the whole 1.00 buys 1000 s
+    accept = codec.parse_packet(auth.transport.sent[-1][0])
+    assert accept.code == codec.ACCESS_ACCEPT
+    klass = accept.get(codec.CLASS)
+    assert klass is not None and klass.startswith(b"ocs:")
+    failed = codec.encode_request(
+        codec.ACCOUNTING_REQUEST,
+        9,
+        KEY,
+        [
+            codec.attr_str(codec.USER_NAME, "prepaid-ok"),
+            codec.attr_int(codec.ACCT_STATUS_TYPE, 15),
+            codec.attr_str(codec.ACCT_SESSION_ID, "call-1"),
+            (codec.CLASS, klass),
+            (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
+        ],
+        message_authenticator=False,
+    )
+    front.handle(acct, failed, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    assert [r.code for r in replies(acct)] == [codec.ACCOUNTING_RESPONSE]
+    assert book.reserved(1) == 0
 
 
 async def test_a_cancelled_accounting_task_leaves_no_in_progress_marker() -> None:
@@ -438,3 +552,163 @@ async def test_a_name_that_cannot_be_an_identity_is_unknown_without_a_lookup(
         "ocs_invalid_identities_total", {"protocol": "radius", "cause": cause}
     )
     assert counted == 2
+
+
+# --- passwords (ocs as the NAS's only RADIUS server) ---------------------------------------
+
+PASSWORD = "s3cret-pass"
+
+
+def pap_request(user: str, password: str, *, identifier: int = 1) -> bytes:
+    authenticator = bytes([identifier]) * 16
+    hidden = radius_auth.hide_password(password.encode(), KEY, authenticator)
+    return codec.encode_request(
+        codec.ACCESS_REQUEST,
+        identifier,
+        KEY,
+        [codec.attr_str(codec.USER_NAME, user), (codec.USER_PASSWORD, hidden)],
+        authenticator=authenticator,
+    )
+
+
+def reject_count(front: RadiusFront, label: str) -> float:
+    return (
+        front.metrics.registry.get_sample_value(
+            "ocs_requests_total",
+            {"protocol": "radius", "type": "access", "outcome": f"reject_{label}"},
+        )
+        or 0.0
+    )
+
+
+@pytest.mark.parametrize(
+    "storage",
+    [radius_auth.CredentialStorage.CLEARTEXT, radius_auth.CredentialStorage.NT_HASH],
+)
+async def test_a_wrong_password_is_refused_before_the_credit_is_looked_at(
+    storage: radius_auth.CredentialStorage,
+) -> None:
+    front, _, _ = make_front()
+    stored = radius_auth.stored_credential(PASSWORD, storage)
+    front.charging.cache.set_credential("user_name", "prepaid-ok", stored)
+    auth = FakeListener("auth")
+    for identifier, password in ((1, "wrong"), (2, "")):
+        request = pap_request("prepaid-ok", password or "x", identifier=identifier)
+        if not password:  # no password attribute at all
+            request = access_request("prepaid-ok", identifier=identifier)
+        front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    assert [r.code for r in replies(auth)] == [codec.ACCESS_REJECT] * 2
+    assert {r.get(codec.REPLY_MESSAGE) for r in replies(auth)} == {b"authentication failed"}
+    assert reject_count(front, "bad_credential") == 2
+    # No credit was held for them: the right password gets the whole grant.
+    assert front.charging.sessions.reserved(1) == 0
+    front.handle(auth, pap_request("prepaid-ok", PASSWORD, identifier=3), NAS, 0.0)  # type: ignore[arg-type]
+    accepted = replies(auth)[-1]
+    assert accepted.code == codec.ACCESS_ACCEPT
+    assert accepted.get_int(codec.SESSION_TIMEOUT) == 1000
+
+
+async def test_a_hashed_password_is_checked_off_the_event_loop() -> None:
+    front, _, _ = make_front()
+    stored = radius_auth.stored_credential(
+        PASSWORD, radius_auth.CredentialStorage.HASH, iterations=2000
+    )
+    front.charging.cache.set_credential("user_name", "prepaid-ok", stored)
+    auth = FakeListener("auth")
+    front.handle(auth, pap_request("prepaid-ok", "nope", identifier=1), NAS, 0.0)  # type: ignore[arg-type]
+    assert auth.transport.sent == []  # not answered synchronously: a thread checks it
+    await settle(front)
+    front.handle(auth, pap_request("prepaid-ok", PASSWORD, identifier=2), NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    assert [r.code for r in replies(auth)] == [codec.ACCESS_REJECT, codec.ACCESS_ACCEPT]
+
+
+async def test_an_identity_without_a_credential_keeps_the_credit_only_check() -> None:
+    front, _, _ = make_front()
+    auth = FakeListener("auth")
+    # Whatever password comes along is not looked at.
+    front.handle(auth, pap_request("prepaid-ok", "anything"), NAS, 0.0)  # type: ignore[arg-type]
+    assert replies(auth)[0].code == codec.ACCESS_ACCEPT
+    assert front.charging.cache.credential_count == 0
+
+
+async def test_an_identity_unknown_to_the_cache_has_its_credential_looked_up() -> None:
+    asked: list[tuple[IdentityKind, str]] = []
+
+    async def lookup(kind: IdentityKind, value: str) -> str | None:
+        asked.append((kind, value))
+        return "cleartext$" + PASSWORD if value == "late" else None
+
+    front, store, _ = make_front()
+    front.credential_lookup = lookup
+    late = snapshot(4, "late", "5.00")
+    store.accounts[4] = late
+    store.identities[("user_name", "late")] = 4
+    auth = FakeListener("auth")
+    front.handle(auth, pap_request("late", "wrong", identifier=1), NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    front.handle(auth, pap_request("late", PASSWORD, identifier=2), NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    assert [r.code for r in replies(auth)] == [codec.ACCESS_REJECT, codec.ACCESS_ACCEPT]
+    assert replies(auth)[0].get(codec.REPLY_MESSAGE) == b"authentication failed"
+    # Asked once: the credential is in the cache now, with the account.
+    assert asked == [(IdentityKind.USER_NAME, "late")]
+    assert front.charging.cache.credential(IdentityKind.USER_NAME, "late") is not None
+
+
+async def test_mschapv2_accept_carries_success_and_mppe_keys() -> None:
+    front, _, _ = make_front()
+    front.charging.cache.set_credential(
+        "user_name",
+        "prepaid-ok",
+        radius_auth.stored_credential(PASSWORD, radius_auth.CredentialStorage.NT_HASH),
+    )
+    challenge, peer = bytes(range(16)), bytes(range(16, 32))
+    nt = radius_auth.generate_nt_response(
+        challenge, peer, b"prepaid-ok", radius_auth.nt_password_hash(PASSWORD)
+    )
+    request = access_request(
+        "prepaid-ok",
+        extra=[
+            codec.attr_vsa(311, radius_auth.MS_CHAP_CHALLENGE, challenge),
+            codec.attr_vsa(311, radius_auth.MS_CHAP2_RESPONSE, b"\x07\x00" + peer + bytes(8) + nt),
+        ],
+    )
+    auth = FakeListener("auth")
+    front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    (reply,) = replies(auth)
+    assert reply.code == codec.ACCESS_ACCEPT
+    microsoft = dict(reply.vendor_attributes(311))
+    assert microsoft[radius_auth.MS_CHAP2_SUCCESS][:3] == b"\x07S="
+    assert {radius_auth.MS_MPPE_SEND_KEY, radius_auth.MS_MPPE_RECV_KEY} <= set(microsoft)
+    # The Send-Key decrypts (RFC 2548) to the RFC 3079 server send key of this exchange.
+    master = radius_auth.mppe_master_key(radius_auth.nt_password_hash(PASSWORD), nt)
+    send = radius_auth.decrypt_mppe_key(microsoft[radius_auth.MS_MPPE_SEND_KEY], KEY, request[4:20])
+    assert send == radius_auth.mppe_start_key(master, send=True, server=True)
+
+
+async def test_a_right_password_with_a_refused_credit_gets_no_mschap_success() -> None:
+    front, _, _ = make_front()
+    front.charging.cache.set_credential(
+        "user_name",
+        "prepaid-empty",
+        radius_auth.stored_credential(PASSWORD, radius_auth.CredentialStorage.NT_HASH),
+    )
+    challenge, peer = bytes(range(16)), bytes(range(16, 32))
+    nt = radius_auth.generate_nt_response(
+        challenge, peer, b"prepaid-empty", radius_auth.nt_password_hash(PASSWORD)
+    )
+    request = access_request(
+        "prepaid-empty",
+        extra=[
+            codec.attr_vsa(311, radius_auth.MS_CHAP_CHALLENGE, challenge),
+            codec.attr_vsa(311, radius_auth.MS_CHAP2_RESPONSE, b"\x07\x00" + peer + bytes(8) + nt),
+        ],
+    )
+    auth = FakeListener("auth")
+    front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    (reply,) = replies(auth)
+    assert reply.code == codec.ACCESS_REJECT
+    assert reply.get(codec.REPLY_MESSAGE) == b"insufficient credit"
+    assert reply.vendor_attributes(311) == []  # no success, no keys, no E=691

@@ -12,6 +12,9 @@ Rules of this file:
   clears that memory: an identity that appears is taken out of it by itself (``set_identities``).
 - After a full load the cache is authoritative: it holds every identity there is, and new ones
   arrive by NOTIFY (the sidecar), so an identity it does not hold is unknown without a query.
+- Stored credentials (RADIUS passwords) are kept only for the identities that have one, apart
+  from the identity index, so the common identity without one costs a lookup in an empty or
+  small dictionary. They are opaque strings here (ocs.radius.auth reads them).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class AccountCache:
         self._unknown: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._negative_ttl_s = negative_ttl_s
         self._negative_max = negative_max_entries
+        self._credentials: dict[tuple[str, str], str] = {}
         self.validated_at: float | None = None
         # True once a full load put every account and identity here (the sidecar keeps it so).
         self.authoritative = False
@@ -134,6 +138,17 @@ class AccountCache:
         self._identities[kind.value][value] = account_id
         self._unknown.pop((kind.value, value), None)
 
+    def replace_credentials(self, credentials: dict[tuple[str, str], str]) -> None:
+        """Every identity's stored credential by (kind, normalized value): a full load."""
+        self._credentials = dict(credentials)
+
+    def set_credential(self, kind: str, value: str, credential: str | None) -> None:
+        """Give an identity its stored credential, or take it away (None)."""
+        if credential is None:
+            self._credentials.pop((kind, value), None)
+        else:
+            self._credentials[(kind, value)] = credential
+
     def mark_validated(self, now: float) -> None:
         """Every entry not reported changed is known current as of ``now``."""
         self.validated_at = now
@@ -169,6 +184,17 @@ class AccountCache:
 
     def get(self, account_id: int) -> AccountSnapshot | None:
         return self._entries.get(account_id)
+
+    def credential(self, kind: IdentityKind, normalized_value: str) -> str | None:
+        """The identity's stored credential, or None (no password to check)."""
+        credentials = self._credentials
+        if not credentials:
+            return None
+        return credentials.get((kind.value, normalized_value))
+
+    @property
+    def credential_count(self) -> int:
+        return len(self._credentials)
 
     def loaded_at(self, account_id: int) -> float:
         return self._loaded_at.get(account_id, self._bulk_loaded_at)

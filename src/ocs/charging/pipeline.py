@@ -260,8 +260,10 @@ class LiveSession:
     __slots__ = (
         "account_id",
         "charged",
+        "counting",
         "expires_at",
         "generation",
+        "granted_s",
         "hold_amount",
         "hold_until",
         "identity",
@@ -273,7 +275,9 @@ class LiveSession:
         "state",
         "tariff",
         "time_zone",
+        "timed",
         "unit",
+        "unreported_s",
         "usage",
         "written",
     )
@@ -314,6 +318,12 @@ class LiveSession:
         self.hold_until = 0.0  # ... until this monotonic instant
         self.overdraft_used = 0
         self.state = ""  # the front's own state (Diameter: RFC 4006 §7 session state)
+        # What its grant is (seconds): what it is charged when it ends with no news, as its
+        # whole time (cumulative clients) or as its unreported last quota (incremental ones).
+        self.granted_s = 0
+        self.unreported_s = 0
+        self.counting = Counting.CUMULATIVE
+        self.timed = False  # transaction-style accounting: duration from Start to Stop
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -416,8 +426,10 @@ class Charging:
         # The sessions this process runs, by book key.
         self.live: dict[str, LiveSession] = {}
         # Writes behind the answers: the latest pending change per session (book key): the
-        # session, what changed, and (for an end) its request number.
-        self._behind: dict[str, tuple[LiveSession, ReportKind, int | None]] = {}
+        # session, what changed, (for an end) its request number, (for a close) why.
+        self._behind: dict[str, tuple[LiveSession, ReportKind, int | None, str | None]] = {}
+        # A session that ends with no news is charged its grant (DESIGN §6), unless not.
+        self.charge_unended = True
         self._behind_wakeup = asyncio.Event()
         self.behind_max = 200_000
 
@@ -687,6 +699,10 @@ class Charging:
                 else ServiceUnit.TIME
             )
         reserved = self.sessions.reserved(account)
+        if reservation_key is not None and reserved:
+            # The same admission again (a call attempted again under its name): its earlier
+            # hold is what this one replaces, not credit another session holds.
+            reserved -= self.sessions.held_for(reservation_key)
         request = SessionRequest(
             unit=unit,
             active_sessions=self.sessions.active_sessions(account),
@@ -849,6 +865,9 @@ class Charging:
         wire_key: str | None = None,
         client_at: datetime | None = None,
         durable: bool = False,
+        counting: Counting = Counting.CUMULATIVE,
+        timed: bool = False,
+        granted_s: float | None = None,
     ) -> tuple[LiveSession, UsageReport | None]:
         """The session runs: it takes over its admission's hold (``claim``: the pending
         reservations of its services; None: the oldest of its account, as a RADIUS Start
@@ -892,6 +911,13 @@ class Charging:
         )
         session.hold_amount = held
         session.hold_until = now + ttl
+        session.counting = counting
+        session.timed = timed
+        # The time granted (what an end with no news is charged): as given, else the grant of
+        # the admission it claimed.
+        granted = granted_s if granted_s is not None else (claimed_s or grant_s or 0)
+        session.granted_s = int(granted) if unit is ServiceUnit.TIME else 0
+        session.unreported_s = session.granted_s
         self.live[book_key] = session
         if not durable:
             self._write_behind(session, ReportKind.OPEN)
@@ -924,11 +950,14 @@ class Charging:
         client_at: datetime | None = None,
         request_number: int | None = None,
         close_reason: str | None = None,
+        timed: bool = False,
     ) -> Reported:
         """Usage so far (``USAGE``) or the session's last (``FINAL``): durable before this
         returns. A session this process does not run (it restarted, or another instance
         started it) goes to the generation the store finds; ``snapshot`` is the account the
-        client names, used when the store must open a generation for it."""
+        client names, used when the store must open a generation for it. ``timed``:
+        transaction-style accounting (the duration is the time from the session's start to
+        this report)."""
         book_key = ref.book_key
         session = self.live.get(book_key)
         if (
@@ -952,6 +981,7 @@ class Charging:
                 client_at=client_at,
                 request_number=request_number,
                 close_reason=close_reason,
+                timed=session.timed or timed,
             )
         else:
             assert snapshot is not None
@@ -973,6 +1003,7 @@ class Charging:
                     client_at=client_at,
                     request_number=request_number,
                     close_reason=close_reason,
+                    timed=timed,
                 ),
             )
         outcome = await self._record(report, session)
@@ -1111,6 +1142,8 @@ class Charging:
                     longest = max(longest, float(decision.granted_units))
             results.append((decision, final))
         ttl = max(longest, validity_s) + self.policy.session_ttl_margin_s
+        session.granted_s = int(longest)
+        session.unreported_s = int(longest)
         session.expires_at = now + ttl
         book.touch(book_key, now, ttl)
         book.reserve(book_key, session.account_id, held, now, ttl)
@@ -1151,6 +1184,15 @@ class Charging:
             del self.live[book_key]
         self.sessions.end(book_key)
 
+    def release_admission(self, reservation_key: str) -> bool:
+        """An admitted session that never ran (RADIUS Acct-Status-Type Failed, or a Stop with no
+        Start, naming its admission by the Class of its Access-Accept): its hold goes at once,
+        not when the ring timeout ends. True when a hold was released."""
+        held = self.sessions.held_for(reservation_key) > 0
+        self.sessions.end(reservation_key)
+        self._admitted_tariffs.pop(reservation_key, None)
+        return held
+
     def supersede(self, session: LiveSession) -> None:
         """A new start for the key of a running session (a CCR-Initial for a Session-Id in use):
         the old session ends here before the new one is admitted; the store closes it with the
@@ -1158,7 +1200,7 @@ class Charging:
         self._end(session)
         if session.written or session.ref.book_key in self._behind:
             session.hold_amount = 0
-            self._write_behind(session, ReportKind.CLOSE)
+            self._write_behind(session, ReportKind.CLOSE, reason="superseded")
         else:
             self._behind.pop(session.ref.book_key, None)
 
@@ -1178,7 +1220,7 @@ class Charging:
             closed += 1
             if session.written or book_key in self._behind:
                 session.hold_amount = 0
-                self._write_behind(session, ReportKind.CLOSE)
+                self._write_behind(session, ReportKind.CLOSE, reason="grant_ended")
         self.stats.sessions_expired += closed
         return closed
 
@@ -1253,7 +1295,13 @@ class Charging:
                     written=True,
                     generation=generation,
                 )
-                self._behind[ref.book_key] = (closing, ReportKind.CLOSE, None)
+                # Closed with what it reported: its grant is not known from the store.
+                self._behind[ref.book_key] = (
+                    closing,
+                    ReportKind.CLOSE,
+                    None,
+                    "grant_ended_while_stopped",
+                )
                 continue
             snapshot = self.cache.get(generation.account_id)
             zone = snapshot.time_zone if snapshot is not None else found.time_zone
@@ -1281,6 +1329,7 @@ class Charging:
         client_at: datetime | None = None,
         request_number: int | None = None,
         close_reason: str | None = None,
+        timed: bool = False,
     ) -> UsageReport:
         if kind is ReportKind.OPEN:
             wire_key = session.start_wire_key
@@ -1304,6 +1353,7 @@ class Charging:
                 request_number=request_number,
                 close_reason=close_reason,
                 hold=self._hold(session) if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
+                timed=timed,
             ),
         )
 
@@ -1362,7 +1412,12 @@ class Charging:
     # --- writes behind the answers ----------------------------------------------------------
 
     def _write_behind(
-        self, session: LiveSession, kind: ReportKind, request_number: int | None = None
+        self,
+        session: LiveSession,
+        kind: ReportKind,
+        request_number: int | None = None,
+        *,
+        reason: str | None = None,
     ) -> None:
         """Queue a change that moves no money (a start, a hold, an end without usage) for the
         next flush; the report is built then, from the session as it is. A newer change of the
@@ -1383,12 +1438,16 @@ class Charging:
         elif len(self._behind) >= self.behind_max:
             self.stats.behind_failed += 1
             return
-        self._behind[book_key] = (session, kind, request_number)
+        self._behind[book_key] = (session, kind, request_number, reason)
         if len(self._behind) == 1:
             self._behind_wakeup.set()
 
     def _behind_report(
-        self, session: LiveSession, kind: ReportKind, request_number: int | None
+        self,
+        session: LiveSession,
+        kind: ReportKind,
+        request_number: int | None,
+        reason: str | None,
     ) -> UsageReport:
         if kind is ReportKind.OPEN:
             return self._report(session, kind, session.start_key)
@@ -1397,8 +1456,24 @@ class Charging:
             return self._report(
                 session, kind, key, request_number=request_number, close_reason="final"
             )
-        reason = "grant_ended" if self.live.get(session.ref.book_key) is None else "superseded"
-        return self._report(session, kind, "close", close_reason=reason)
+        usage = NO_USAGE
+        if reason == "grant_ended" and self.charge_unended:
+            # No Stop, no CCR-T: charged what it was granted (its whole time when the client
+            # counts cumulatively; its last, unreported quota when it reports increments).
+            seconds = (
+                session.granted_s
+                if session.counting is Counting.CUMULATIVE
+                else (session.unreported_s)
+            )
+            usage = Usage(seconds=seconds) if seconds > 0 else NO_USAGE
+        return self._report(
+            session,
+            kind,
+            "close",
+            usage=usage,
+            counting=session.counting,
+            close_reason=reason or "closed",
+        )
 
     async def flush_behind(self) -> int:
         """Write what is queued behind the answers; returns how many reports were written."""

@@ -157,6 +157,13 @@ def decide(
         if seconds_left < granted:
             granted = max(seconds_left, minimum)
 
+    volume_quota: int | None = None
+    if request.unit is ServiceUnit.TIME and snapshot.tariff.price_per_mb > 0:
+        # The same credit, spent on bytes instead: the NAS stops whichever runs out first.
+        volume_quota = affordable_units(
+            snapshot.tariff, ServiceUnit.VOLUME, budget, limits.max_volume_bytes
+        )
+
     return CreditDecision(
         admitted=True,
         reason=None,
@@ -165,6 +172,8 @@ def decide(
         available=available,
         effective_limit=limit,
         changes_at=changes,
+        volume_quota_bytes=volume_quota,
+        rate_limit=snapshot.rate_limit,
     )
 
 

@@ -29,7 +29,7 @@ Rules of this file:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
 
 from ocs.core.credit import billing_period_start_in
@@ -83,6 +83,9 @@ class Generation:
     closed_by_final: bool = False  # its own Stop / CCR-Termination closed it
     final_number: int | None = None  # Diameter: the CC-Request-Number of that CCR-T
     hold: Hold | None = None
+    # Seconds in ``usage`` that were charged without being reported (its last quota, when it
+    # ended with no news); reported increments are set against them first.
+    assumed_seconds: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -114,6 +117,10 @@ class Report:
     request_number: int | None = None
     close_reason: str | None = None
     hold: Hold | None = None
+    # Transaction-style accounting (a Start at answer, a Stop at hang-up, no session time):
+    # the duration is the time from the generation's start to this report, as the server
+    # received them (the client's timestamp may only shorten it, within those bounds).
+    timed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +211,8 @@ def apply_report(
     if kind is ReportKind.CLOSE:
         if target is None or not target.is_open:
             return Step(duplicate=True)
+        if not report.usage.is_empty or report.timed:
+            return _charge(target, report)  # closed with what it is charged (its grant)
         closed = replace(
             target,
             closed_at=report.received_at,
@@ -308,25 +317,37 @@ def _charge(
     superseded: Generation | None = None,
 ) -> Step:
     before = generation.usage
+    used = report.usage
+    if report.timed and used.seconds == 0:
+        used = replace(used, seconds=timed_seconds(report, generation))
+    assumed = generation.assumed_seconds
+    if report.kind is ReportKind.CLOSE and report.counting is Counting.INCREMENT:
+        assumed += used.seconds  # charged now, not reported: a later report may cover it
+    elif assumed and report.counting is Counting.INCREMENT:
+        covered = min(assumed, used.seconds)  # reported at last: already charged
+        assumed -= covered
+        used = replace(used, seconds=used.seconds - covered)
     if report.counting is Counting.INCREMENT:
         total = Usage(
-            seconds=before.seconds + report.usage.seconds,
-            octets=before.octets + report.usage.octets,
-            events=before.events + report.usage.events,
+            seconds=before.seconds + used.seconds,
+            octets=before.octets + used.octets,
+            events=before.events + used.events,
         )
     else:
         total = Usage(
-            seconds=max(before.seconds, report.usage.seconds),
-            octets=max(before.octets, report.usage.octets),
-            events=max(before.events, report.usage.events),
+            seconds=max(before.seconds, used.seconds),
+            octets=max(before.octets, used.octets),
+            events=max(before.events, used.events),
         )
     amount = max(usage_charge(generation.tariff, total) - generation.charged, 0)
     final = report.kind in (ReportKind.FINAL, ReportKind.EVENT)
+    closing = report.kind is ReportKind.CLOSE
     after = replace(
         generation,
         usage=total,
         charged=generation.charged + amount,
-        hold=None if final else (report.hold or generation.hold),
+        hold=None if final or closing else (report.hold or generation.hold),
+        assumed_seconds=assumed,
     )
     if final and after.is_open:
         after = replace(
@@ -335,6 +356,10 @@ def _charge(
             close_reason=report.close_reason or "stop",
             closed_by_final=True,
             final_number=report.request_number,
+        )
+    elif closing and after.is_open:
+        after = replace(
+            after, closed_at=report.received_at, close_reason=report.close_reason or "closed"
         )
     line = UsageLine(
         usage=Usage(
@@ -348,6 +373,21 @@ def _charge(
     return Step(
         duplicate=False, generation=after, created=created, superseded=superseded, line=line
     )
+
+
+def timed_seconds(report: Report, generation: Generation) -> int:
+    """Transaction-style duration: from the generation's start (when the server received it)
+    to this report (when it was received, or the client's timestamp when that lies between the
+    two), in whole seconds rounded up."""
+    start = generation.started_at
+    end = report.received_at
+    if report.client_at is not None and start <= report.client_at < end:
+        end = report.client_at
+    elapsed = end - start
+    if elapsed <= timedelta(0):
+        return 0
+    whole, rest = divmod(elapsed, timedelta(seconds=1))
+    return int(whole) + (1 if rest else 0)
 
 
 def counts_at(report: Report, generation: Generation) -> datetime:

@@ -43,6 +43,9 @@ class RefusalReason(StrEnum):
     SETUP_RATE_EXCEEDED = "setup_rate_exceeded"
     # Not a rule of the account: the figures are too old to trust and policy says refuse.
     CREDIT_DATA_UNAVAILABLE = "credit_data_unavailable"
+    # The identity has a credential and the request's password (PAP, CHAP, MS-CHAPv2) is wrong
+    # or missing: decided before the credit is looked at.
+    BAD_CREDENTIAL = "bad_credential"
     # The account's rate plan prices no prefix of the called number (issue 13).
     NO_RATE = "no_rate"
 
@@ -57,6 +60,7 @@ REFUSAL_TEXT: dict[RefusalReason, str] = {
     RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
     RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
     RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
+    RefusalReason.BAD_CREDENTIAL: "authentication failed",
     RefusalReason.NO_RATE: "no rate for the destination",
 }
 
@@ -135,6 +139,20 @@ FREE_TARIFF = Tariff()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """An account's bandwidth limit for data sessions, in kilobits (1000 bits) per second as
+    the subscriber sees it: ``up_kbps`` from the subscriber, ``down_kbps`` towards them.
+    A NAS enforces it (Mikrotik-Rate-Limit, WISPr-Bandwidth-Max-Up/Down)."""
+
+    up_kbps: int
+    down_kbps: int
+
+    def __post_init__(self) -> None:
+        _require_int("up_kbps", self.up_kbps, minimum=1)
+        _require_int("down_kbps", self.down_kbps, minimum=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AccountTerms:
     """Everything about an account but its identity and balance: status, limits, basis, caps,
     tariff. Many accounts have the same terms, so one object can serve them all (the cache
@@ -151,6 +169,7 @@ class AccountTerms:
     max_sessions: int | None = None
     max_setups_per_s: int | None = None
     tariff: Tariff = field(default=FREE_TARIFF)
+    rate_limit: RateLimit | None = None
     # The account's rate plan (its own, else its class's): calls are priced by destination
     # from it. None: every call is priced at ``tariff``.
     rate_plan_id: int | None = None
@@ -172,6 +191,7 @@ class AccountTerms:
             and type(self.status) is AccountStatus
             and type(self.limit_basis) is LimitBasis
             and (self.rate_plan_id is None or type(self.rate_plan_id) is int)
+            and (self.rate_limit is None or type(self.rate_limit) is RateLimit)
         ):
             return
         _require_int("credit_limit", self.credit_limit)
@@ -185,6 +205,8 @@ class AccountTerms:
             raise TypeError(f"status must be an AccountStatus, got {self.status!r}")
         if not isinstance(self.limit_basis, LimitBasis):
             raise TypeError(f"limit_basis must be a LimitBasis, got {self.limit_basis!r}")
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise TypeError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
         if self.rate_plan_id is not None:
             _require_int("rate_plan_id", self.rate_plan_id, minimum=1)
 
@@ -201,6 +223,7 @@ _TERM_FIELDS = (
     "max_sessions",
     "max_setups_per_s",
     "tariff",
+    "rate_limit",
     "rate_plan_id",
 )
 
@@ -243,6 +266,7 @@ class AccountSnapshot:
         max_sessions: int | None = None,
         max_setups_per_s: int | None = None,
         tariff: Tariff = FREE_TARIFF,
+        rate_limit: RateLimit | None = None,
         rate_plan_id: int | None = None,
     ) -> None:
         _require_int("account_id", account_id)
@@ -259,6 +283,7 @@ class AccountSnapshot:
             max_sessions=max_sessions,
             max_setups_per_s=max_setups_per_s,
             tariff=tariff,
+            rate_limit=rate_limit,
             rate_plan_id=rate_plan_id,
         )
         put = object.__setattr__
@@ -375,6 +400,10 @@ class AccountSnapshot:
     def rate_plan_id(self) -> int | None:
         return self.terms.rate_plan_id
 
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        return self.terms.rate_limit
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GrantLimits:
@@ -448,6 +477,9 @@ class CreditDecision:
     ``available`` and ``effective_limit`` are micro-units at ``now``. ``changes_at`` is the
     next instant at which the same data gives a different figure (a temporary increase
     ending, a new billing period), so callers can schedule instead of polling.
+    For an admitted time grant on an account whose tariff prices volume, ``volume_quota_bytes``
+    is what the same credit buys in bytes (a NAS can enforce both); ``rate_limit`` is the
+    account's bandwidth setting, for the NAS to enforce.
     ``held_by`` is how many running sessions hold the account's credit (set with
     ``CREDIT_HELD``: the refusal says so).
     """
@@ -460,6 +492,8 @@ class CreditDecision:
     effective_limit: int
     changes_at: datetime | None = None
     held_by: int = 0
+    volume_quota_bytes: int | None = None
+    rate_limit: RateLimit | None = None
 
 
 def refusal_text(decision: CreditDecision) -> str:

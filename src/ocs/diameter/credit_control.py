@@ -19,7 +19,15 @@ Rules of this file (result codes from RFC 6733 §7.1, Failed-AVP from §7.5):
   non-ASCII identity, an unknown CC-Request-Type or Requested-Action, Auth-Application-Id not 4)
   → 5004 DIAMETER_INVALID_AVP_VALUE. Both with the AVP as received.
 - A second instance of an AVP the ABNF allows once → 5009 DIAMETER_AVP_OCCURS_TOO_MANY_TIMES
-  with that second instance.
+  with that second instance; except an Origin-Host or Origin-Realm repeated with the same value
+  (Kamailio's cdp and ims_charging both add them): the first is used, and it is a tolerance.
+- Tolerances for real clients, each named in ``CreditControlRequest.tolerances`` so the server
+  counts it (``TOLERANCES``): RFC 6733 base AVPs that are not in the CCR ABNF but that clients
+  send with the M bit (Accounting-Record-Type, Accounting-Record-Number,
+  Vendor-Specific-Application-Id ...: ``base_avp``); Auth-Application-Id given only inside
+  Vendor-Specific-Application-Id (``auth_application_id_in_vsai``); the repeated origin AVPs
+  above; a SIP URI Subscription-Id with a port or parameters, which the identity's normal form
+  drops (``sip_uri_normalized``).
 - A top-level AVP with the M bit that is neither read here nor in ``allowed_mandatory`` → 5001
   DIAMETER_AVP_UNSUPPORTED with that AVP (§7.1.5). The default allowed set is the whole RFC
   4006 CCR ABNF, the base and NASREQ AVPs clients put at the top level, and the common 3GPP Gy
@@ -40,6 +48,7 @@ from datetime import datetime
 from enum import IntEnum
 from typing import Final
 
+from ocs.core.identity import sip_uri_has_extras
 from ocs.diameter import codec
 from ocs.diameter.codec import (
     APP_CREDIT_CONTROL,
@@ -83,6 +92,7 @@ from ocs.diameter.codec import (
     AVP_USER_NAME,
     AVP_VALIDITY_TIME,
     AVP_VALUE_DIGITS,
+    AVP_VENDOR_SPECIFIC_APPLICATION_ID,
     CMD_CREDIT_CONTROL,
     DEFAULT_MAX_DEPTH,
     DIAMETER_APPLICATION_UNSUPPORTED,
@@ -124,6 +134,7 @@ from ocs.diameter.codec import (
 
 __all__ = [
     "CCR_ALLOWED_MANDATORY_AVPS",
+    "TOLERANCES",
     "CcaEncoder",
     "CheckBalanceResult",
     "CostInformation",
@@ -278,6 +289,7 @@ class CreditControlRequest:
     event_timestamp: datetime | None = None
     origin_state_id: int | None = None
     proxy_infos: tuple[bytes, ...] = ()
+    tolerances: tuple[str, ...] = ()  # what was accepted from a lenient reading (module rules)
     # The called party: Service-Information/IMS-Information/Called-Party-Address (TS 32.299),
     # and the value of the AVP configured as the destination for clients that send none.
     called_party_address: str | None = None
@@ -364,6 +376,25 @@ CCR_ALLOWED_MANDATORY_AVPS: Final = _allowed(
 )
 """Top-level CCR AVPs accepted with the M bit although ``parse_ccr`` does not read them."""
 
+# RFC 6733 base AVPs that are not in the RFC 4006 CCR ABNF but that real clients send with the
+# M bit (Kamailio's ims_charging: 480, 485, 260). Accepted, and counted as a tolerance.
+CCR_TOLERATED_BASE_AVPS: Final = _allowed(
+    (480, _IETF),  # Accounting-Record-Type
+    (485, _IETF),  # Accounting-Record-Number
+    (483, _IETF),  # Accounting-Realtime-Required
+    (287, _IETF),  # Accounting-Sub-Session-Id
+    (259, _IETF),  # Acct-Application-Id
+    (AVP_VENDOR_SPECIFIC_APPLICATION_ID, _IETF),  # 260, read for Auth-Application-Id
+)
+
+# The tolerances a CCR can be read with (bounded metric labels; module rules).
+TOLERANCES: Final = (
+    "base_avp",
+    "auth_application_id_in_vsai",
+    "duplicate_origin_host",
+    "duplicate_origin_realm",
+    "sip_uri_normalized",
+)
 # 3GPP TS 32.299 §7.2: Service-Information > IMS-Information > Called-Party-Address, the
 # destination a call is rated by (issue 13).
 AVP_SERVICE_INFORMATION: Final = 873
@@ -687,7 +718,8 @@ def _called_party_address(data: bytes, span: AvpSpan, max_depth: int) -> str | N
     _SUBSCRIPTION_ID,
     _USED_SERVICE_UNIT,
     _PROXY_INFO,
-) = range(20)
+    _VSAI,
+) = range(21)
 _FIRST_REPEATED: Final = _MSCC
 _TOP_LEVEL_KINDS: Final[dict[int, int]] = {
     AVP_SESSION_ID: _SESSION_ID,
@@ -709,6 +741,11 @@ _TOP_LEVEL_KINDS: Final[dict[int, int]] = {
     AVP_SUBSCRIPTION_ID: _SUBSCRIPTION_ID,
     AVP_USED_SERVICE_UNIT: _USED_SERVICE_UNIT,
     AVP_PROXY_INFO: _PROXY_INFO,
+    AVP_VENDOR_SPECIFIC_APPLICATION_ID: _VSAI,
+}
+_ORIGIN_KINDS: Final = {
+    _ORIGIN_HOST: "duplicate_origin_host",
+    _ORIGIN_REALM: "duplicate_origin_realm",
 }
 _REQUEST_TYPES: Final = (None, *RequestType)
 _REQUESTED_ACTIONS: Final = tuple(RequestedAction)
@@ -743,6 +780,7 @@ def parse_ccr(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     allowed_mandatory: frozenset[tuple[int, int]] = CCR_ALLOWED_MANDATORY_AVPS,
+    tolerated: frozenset[tuple[int, int]] = CCR_TOLERATED_BASE_AVPS,
     destination_avp: tuple[int, int] | None = None,
 ) -> CreditControlRequest:
     """Parse one framed Credit-Control-Request (module rules); one pass over its AVPs.
@@ -761,6 +799,7 @@ def parse_ccr(
     # spans by kind; values are decoded afterwards, each by straight-line code.
     once: list[AvpSpan | None] = [None] * _FIRST_REPEATED
     repeated: list[tuple[int, AvpSpan]] = []
+    tolerances: list[str] = []
     service_information: AvpSpan | None = None
     destination_span: AvpSpan | None = None
     unpack_header = _unpack_avp_header
@@ -787,11 +826,15 @@ def parse_ccr(
             raise avp_header_error(data, pos, end)
         if kind == _UNKNOWN:
             if flags & 0x40 and (code, vendor_id) not in allowed_mandatory:
-                raise MalformedMessage(
-                    f"AVP {codec.avp_name(code, vendor_id)} with the M bit is not supported here",
-                    result_code=DIAMETER_AVP_UNSUPPORTED,
-                    failed_avp=_raw(data, pos, pos + length),
-                )
+                if (code, vendor_id) not in tolerated:
+                    raise MalformedMessage(
+                        f"AVP {codec.avp_name(code, vendor_id)} with the M bit is not "
+                        "supported here",
+                        result_code=DIAMETER_AVP_UNSUPPORTED,
+                        failed_avp=_raw(data, pos, pos + length),
+                    )
+                if "base_avp" not in tolerances:
+                    tolerances.append("base_avp")
             if vendor_id == VENDOR_3GPP and code == AVP_SERVICE_INFORMATION:
                 span = (code, flags, vendor_id, pos, pos + 12, pos + length)
                 if service_information is not None:
@@ -811,18 +854,35 @@ def parse_ccr(
         else:
             span = (code, flags, 0, pos, pos + 8, pos + length)
             if kind >= _FIRST_REPEATED:
+                if kind == _VSAI and "base_avp" not in tolerances:
+                    tolerances.append("base_avp")
                 repeated.append((kind, span))
             elif once[kind] is None:
                 once[kind] = span
             else:
-                raise _too_many(data, span)
+                first = once[kind]
+                duplicate = _ORIGIN_KINDS.get(kind)
+                if (
+                    duplicate is None
+                    or first is None
+                    or data[first[4] : first[5]] != data[span[4] : span[5]]
+                ):
+                    raise _too_many(data, span)
+                if duplicate not in tolerances:
+                    tolerances.append(duplicate)
         pos += (length + 3) & ~3
 
     session_id = _session_id(data, _required(once[_SESSION_ID], AVP_SESSION_ID))
     origin_host = _identity(data, _required(once[_ORIGIN_HOST], AVP_ORIGIN_HOST))
     origin_realm = _identity(data, _required(once[_ORIGIN_REALM], AVP_ORIGIN_REALM))
     destination_realm = _identity(data, _required(once[_DESTINATION_REALM], AVP_DESTINATION_REALM))
-    span = _required(once[_AUTH_APPLICATION_ID], AVP_AUTH_APPLICATION_ID)
+    optional = once[_AUTH_APPLICATION_ID]
+    if optional is None:
+        # Only inside Vendor-Specific-Application-Id (Kamailio's cdp puts it there).
+        optional = _auth_application_in_vsai(data, repeated, max_depth)
+        if optional is not None:
+            tolerances.append("auth_application_id_in_vsai")
+    span = _required(optional, AVP_AUTH_APPLICATION_ID)
     auth_application_id = _u32(data, span)
     if auth_application_id != APP_CREDIT_CONTROL:
         raise _invalid(data, span, "Auth-Application-Id must be 4")
@@ -868,8 +928,14 @@ def parse_ccr(
             subscription_ids.append(_subscription_id(data, span, max_depth))
         elif kind == _USED_SERVICE_UNIT:
             used_units.append(_units(data, span, 1, max_depth)[0])
-        else:  # _PROXY_INFO
+        elif kind == _PROXY_INFO:
             proxy_infos.append(_raw(data, span[3], span[5]))
+        # _VSAI: read above for Auth-Application-Id only.
+    if any(
+        id_type == SubscriptionIdType.END_USER_SIP_URI and sip_uri_has_extras(text)
+        for id_type, text in subscription_ids
+    ):
+        tolerances.append("sip_uri_normalized")
 
     called_party_address = (
         _called_party_address(data, service_information, max_depth)
@@ -900,9 +966,28 @@ def parse_ccr(
         origin_state_id=origin_state_id,
         proxy_infos=tuple(proxy_infos),
         raw_header=data[:HEADER_LENGTH],
+        tolerances=tuple(tolerances),
         called_party_address=called_party_address,
         destination_avp_value=destination_avp_value,
     )
+
+
+def _auth_application_in_vsai(
+    data: bytes, repeated: list[tuple[int, AvpSpan]], max_depth: int
+) -> AvpSpan | None:
+    """The Auth-Application-Id inside the first Vendor-Specific-Application-Id that has one."""
+    for kind, span in repeated:
+        if kind != _VSAI:
+            continue
+        try:
+            members = _members(data, span, 1, max_depth)
+        except MalformedMessage as error:
+            wrap_failed_avp(error, span[0], span[1], span[2])
+            raise
+        for member in members:
+            if member[0] == AVP_AUTH_APPLICATION_ID and member[2] == 0:
+                return member
+    return None
 
 
 # --- Encoding --------------------------------------------------------------------------------

@@ -101,6 +101,7 @@ REFUSAL_RESULT_CODES: Final[dict[RefusalReason, int]] = {
     RefusalReason.TOO_MANY_SESSIONS: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.SETUP_RATE_EXCEEDED: DIAMETER_END_USER_SERVICE_DENIED,
     RefusalReason.CREDIT_DATA_UNAVAILABLE: DIAMETER_UNABLE_TO_COMPLY,
+    RefusalReason.BAD_CREDENTIAL: DIAMETER_END_USER_SERVICE_DENIED,  # never from a CCR
     RefusalReason.NO_RATE: DIAMETER_RATING_FAILED,
 }
 
@@ -517,6 +518,8 @@ class CreditControl:
             snapshot,
             unit=first_unit,
             grant_s=max(longest, self._least_life_s),
+            granted_s=longest,
+            counting=Counting.INCREMENT,
             identity=identity,
             claim=claim,
             report_key=f"n={request.request_number}",

@@ -74,7 +74,12 @@ from ocs.diameter.codec import (
     parse_message,
     peek_header,
 )
-from ocs.diameter.credit_control import CcaEncoder, CreditControlRequest, parse_ccr
+from ocs.diameter.credit_control import (
+    TOLERANCES,
+    CcaEncoder,
+    CreditControlRequest,
+    parse_ccr,
+)
 from ocs.diameter.framer import Framer, FramingError
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.peer_state import (
@@ -251,6 +256,7 @@ class DiameterServer:
             for s in PeerState
             if s.value in DIAMETER_PEER_STATES
         }
+        self.tolerances = {t: m.diameter_tolerances.labels(t) for t in TOLERANCES}
         self._answer_counters: dict[tuple[str, int], Any] = {}
         self._mscc_counters: dict[tuple[str, int], Any] = {}
         self.handler.count = self.count_answer
@@ -607,6 +613,8 @@ class PeerConnection(asyncio.Protocol):
             out.append(server.encoder.build_error(data, error))
             server.count_answer("CCR", error.result_code, ())
             return None
+        for tolerance in request.tolerances:
+            server.tolerances[tolerance].inc()
         key = (request.origin_host, request.end_to_end)
         if data[4] & FLAG_RETRANSMIT:
             held = server.cached_answer(key, now)

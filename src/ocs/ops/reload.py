@@ -116,13 +116,14 @@ async def apply_reload(daemon: Any) -> bool:
     charging = getattr(daemon, "charging", None)
     if charging is not None:
         charging.limits = cfg.grant.limits()
+        charging.charge_unended = cfg.grant.unended_sessions == "charge_grant"
         charging.policy = dataclasses.replace(
             charging.policy,
             ttl_s=cfg.cache.ttl_s,
             max_stale_s=cfg.cache.max_stale_s,
             on_stale=cfg.cache.on_stale,
             load_timeout_s=cfg.cache.load_timeout_s,
-            pending_reservation_ttl_s=cfg.grant.admission_hold_s,
+            pending_reservation_ttl_s=cfg.grant.ring_limit_s,
             session_ttl_margin_s=cfg.grant.session_margin_s,
             write_behind_s=cfg.usage.write_behind_s,
         )

@@ -9,8 +9,12 @@ Rules of this file:
   (the NAS retransmits).
 - Packets from unknown sources, with a bad authenticator, malformed, or with a code that does not
   belong on the port are dropped and counted by cause (bounded labels), never answered.
-- An Access-Request without a valid Message-Authenticator is dropped when the client requires one
-  (the default; BlastRADIUS, CVE-2024-3596). Replies always carry one, first.
+- Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), per client: ``true``
+  drops a request without one; ``false`` accepts it; ``auto`` (the default) accepts it until that
+  client address has sent one, and requires it from then on (FreeRADIUS 3.2.5). A wrong one is
+  always dropped. Every drop for a missing one is a warning naming the client and the fix, at
+  most one a minute per client (the others are counted into the next). Replies always carry one,
+  first.
 - A retransmission (same client address and port, identifier and authenticator) within
   ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
 - An Accounting-Response is sent only after the usage is durable.
@@ -19,6 +23,14 @@ Rules of this file:
   cause (``ocs_invalid_identities_total``); accounting whose identity, Acct-Session-Id or
   NAS-Identifier is such text is kept in ``unmatched_usage`` with the reason and the value
   escaped (``printable``). Such bytes never reach SQL.
+- Each client has a profile (``ocs.radius.profiles``): which reply attributes its Access-Accept
+  and Access-Reject carry beyond Session-Timeout / Reply-Message, and which attribute names a
+  call in its accounting.
+- An identity with a credential must prove its password (PAP, CHAP, MS-CHAPv2;
+  ``ocs.radius.auth``) before its credit is looked at: a wrong or missing one is an
+  Access-Reject for ``bad_credential`` and holds no credit. An identity the cache does not know
+  has its credential looked up before it is admitted; identities without one cost one
+  dictionary lookup.
 - Nothing here knows SQL or balances: the pipeline does.
 """
 
@@ -30,9 +42,10 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, cast
 
 from ocs.charging.pipeline import (
@@ -52,11 +65,15 @@ from ocs.core.identity import (
     printable,
 )
 from ocs.core.ledger import Counting, ReportKind
-from ocs.core.model import CreditDecision, ServiceUnit, Usage, refusal_text
+from ocs.core.model import CreditDecision, RefusalReason, ServiceUnit, Usage, refusal_text
 from ocs.longlived import LongLivedDict
 from ocs.metrics import DROP_CAUSES, Metrics
-from ocs.radius import codec
+from ocs.radius import auth, codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
+from ocs.radius.profiles import PROFILES, AccountingStyle, ReplySettings
+
+# Looks a stored credential up in the database: (kind, normalized value) → stored form or None.
+CredentialLookup = Callable[[IdentityKind, str], Awaitable[str | None]]
 
 log = logging.getLogger("ocs.radius")
 
@@ -65,7 +82,15 @@ ReplyKey = tuple[object, ...]
 
 STATUS_START, STATUS_STOP, STATUS_INTERIM = 1, 2, 3
 STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF = 7, 8
-_STATUS_NAMES = {1: "start", 2: "stop", 3: "interim", 7: "accounting_on", 8: "accounting_off"}
+STATUS_FAILED = 15  # RFC 2866 §5.1: a session that never began (a call not answered)
+_STATUS_NAMES = {
+    1: "start",
+    2: "stop",
+    3: "interim",
+    7: "accounting_on",
+    8: "accounting_off",
+    15: "failed",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +114,38 @@ class AttributeRef:
         return None
 
 
+class MessageAuthenticatorPolicy(StrEnum):
+    """Whether an Access-Request must carry a Message-Authenticator (config values)."""
+
+    REQUIRED = "true"
+    NOT_REQUIRED = "false"
+    AUTO = "auto"  # required from a client address once it has sent one
+
+
+# How often a client's missing Message-Authenticator is warned about (the rest are counted).
+MA_WARNING_INTERVAL_S = 60.0
+_MAX_LEARNED_ADDRESSES = 65536
+
+
+ACCT_SESSION_ID_REF = AttributeRef("Acct-Session-Id", codec.ACCT_SESSION_ID)
+
+
 @dataclass(frozen=True, slots=True)
 class RadiusClient:
+    """One ``[[radius.clients]]`` entry, resolved: its profile's choices with the entry's own
+    settings applied (``ocs.radius.setup.build_clients``)."""
+
     name: str
     network: ipaddress.IPv4Network | ipaddress.IPv6Network
     secret: SharedSecret
-    require_message_authenticator: bool
+    require_message_authenticator: MessageAuthenticatorPolicy
     limit_proxy_state: bool
     identity: AttributeRef
     identity_kind: IdentityKind
+    reply: ReplySettings = field(default_factory=lambda: ReplySettings(profile=PROFILES["generic"]))
+    call_key: AttributeRef = ACCT_SESSION_ID_REF
+    accounting: AccountingStyle = AccountingStyle.INTERVAL
+    disconnect_port: int | None = 3799
     tls: bool = False  # RadSec only (radius/radsec.py); its UDP datagrams are dropped
 
 
@@ -181,8 +229,12 @@ class RadiusFront:
         max_pending: int = 1024,
         receive_buffer_bytes: int = 4 * 1024 * 1024,
         reuse_port: bool = False,
+        credential_lookup: CredentialLookup | None = None,
+        credential_lookup_timeout_s: float = 2.0,
     ) -> None:
         self.charging = charging
+        self.credential_lookup = credential_lookup
+        self.credential_lookup_timeout_s = credential_lookup_timeout_s
         self.clients = clients
         self.metrics = metrics
         self.queue_size = queue_size
@@ -199,6 +251,11 @@ class RadiusFront:
         # retransmission key -> (expiry, reply; None while the first copy is in progress)
         self._replies: dict[ReplyKey, tuple[float, bytes | None]] = LongLivedDict()
         self._reply_order: deque[tuple[float, ReplyKey]] = deque()
+        # Message-Authenticator "auto": client addresses that have sent one (so must from now
+        # on), addresses accepted without one (warned once), and the warnings' rate limit.
+        self._ma_learned: set[tuple[str, str]] = set()
+        self._ma_exposed: set[tuple[str, str]] = set()
+        self._ma_warned: dict[str, tuple[float, int]] = {}
         self._bind_metrics()
 
     def _bind_metrics(self) -> None:
@@ -338,14 +395,19 @@ class RadiusFront:
 
     def _access_request(self, ex: _Exchange) -> None:
         client, packet = ex.client, ex.packet
+        policy = client.require_message_authenticator
         if packet.message_authenticator_offset is not None:
             if not codec.verify_message_authenticator(packet, client.secret):
                 self._drop["bad_authenticator"].inc()
                 log.debug("radius: bad Message-Authenticator from %s", client.name)
                 return
-        elif client.require_message_authenticator:
+            if policy is MessageAuthenticatorPolicy.AUTO:
+                self._learn_message_authenticator(client, str(ex.key[0]))
+        elif policy is not MessageAuthenticatorPolicy.NOT_REQUIRED and self._requires_ma(
+            client, str(ex.key[0])
+        ):
             self._drop["missing_message_authenticator"].inc()
-            log.debug("radius: Access-Request without Message-Authenticator from %s", client.name)
+            self._warn_missing_ma(client, str(ex.key[0]))
             return
         elif client.limit_proxy_state and packet.get(codec.PROXY_STATE) is not None:
             self._drop["proxy_state_without_message_authenticator"].inc()
@@ -357,31 +419,183 @@ class RadiusFront:
             self._reply_access(ex, None)
             return
         kind, value = identity
+        checked: auth.AuthResult | None = None
+        stored = self.charging.cache.credential(kind, value)
+        if stored is not None:
+            if auth.is_slow(stored):  # PBKDF2: off the event loop
+                if self._may_wait():
+                    self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
+                    self._spawn(self._access_slow(ex, kind, value, stored=stored), ex.key)
+                return
+            checked = self._authenticate(ex, stored)
+            if not checked.ok:
+                self._refuse_credential(ex, checked)
+                return
         # The unit is the account's: time, or volume where its tariff prices only volume.
+        admission = _reservation_key(ex)
         decision = self.charging.admit_cached(
             kind,
             value,
             unit=None,
-            reservation_key=_reservation_key(ex),
+            reservation_key=admission,
             destination=packet.get_str(codec.CALLED_STATION_ID),
         )
         if decision is not None:
-            self._reply_access(ex, decision)
+            self._reply_access(ex, decision, checked, admission)
             return
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        self._spawn(self._access_slow(ex, kind, value), ex.key)
+        self._spawn(self._access_slow(ex, kind, value, checked=checked), ex.key)
 
-    async def _access_slow(self, ex: _Exchange, kind: IdentityKind, value: str) -> None:
-        decision = await self.charging.admit(
-            kind,
-            value,
-            unit=None,
-            reservation_key=_reservation_key(ex),
-            destination=ex.packet.get_str(codec.CALLED_STATION_ID),
+    # --- Message-Authenticator policy ------------------------------------------------------------
+
+    def _learn_message_authenticator(self, client: RadiusClient, host: str) -> None:
+        key = (client.name, host)
+        if key in self._ma_learned:
+            return
+        if len(self._ma_learned) < _MAX_LEARNED_ADDRESSES:
+            self._ma_learned.add(key)
+            self._ma_exposed.discard(key)
+            log.info(
+                "radius: client %s (%s) sends Message-Authenticator; it is required from this "
+                'address from now on (require_message_authenticator = "auto")',
+                client.name,
+                host,
+            )
+
+    def _requires_ma(self, client: RadiusClient, host: str) -> bool:
+        """Whether this Access-Request without a Message-Authenticator must be dropped."""
+        if client.require_message_authenticator is MessageAuthenticatorPolicy.REQUIRED:
+            return True
+        key = (client.name, host)
+        if key in self._ma_learned:
+            return True
+        if key not in self._ma_exposed and len(self._ma_exposed) < _MAX_LEARNED_ADDRESSES:
+            self._ma_exposed.add(key)
+            log.warning(
+                "radius: client %s (%s) sends Access-Request without Message-Authenticator; "
+                'accepted (require_message_authenticator = "auto"), and exposed to forged '
+                "replies (BlastRADIUS, CVE-2024-3596). Fix: make the NAS send "
+                "Message-Authenticator, then set require_message_authenticator = true",
+                client.name,
+                host,
+            )
+        return False
+
+    def _warn_missing_ma(self, client: RadiusClient, host: str) -> None:
+        """One warning per client per ``MA_WARNING_INTERVAL_S``, naming the fix."""
+        now = time.monotonic()
+        next_at, suppressed = self._ma_warned.get(client.name, (0.0, 0))
+        if now < next_at:
+            self._ma_warned[client.name] = (next_at, suppressed + 1)
+            return
+        self._ma_warned[client.name] = (now + MA_WARNING_INTERVAL_S, 0)
+        more = f" ({suppressed} more since the last warning)" if suppressed else ""
+        if client.require_message_authenticator is MessageAuthenticatorPolicy.REQUIRED:
+            why = "the client is configured with require_message_authenticator = true"
+            fix = (
+                "make the NAS send Message-Authenticator, or (if it cannot, as radcli cannot) "
+                'set require_message_authenticator = "auto" or false for this client'
+            )
+        else:
+            why = (
+                "this address sent one before, so it is required now "
+                '(require_message_authenticator = "auto")'
+            )
+            fix = (
+                "if this NAS really sends none (radcli, Kamailio, FreeSWITCH), give it its own "
+                "[[radius.clients]] entry with require_message_authenticator = false; otherwise "
+                "the request may be forged"
+            )
+        log.warning(
+            "radius: dropped an Access-Request without Message-Authenticator from client %s "
+            "(%s): %s. Fix: %s%s",
+            client.name,
+            host,
+            why,
+            fix,
+            more,
+            extra={"reason": "missing_message_authenticator"},
         )
-        self._reply_access(ex, decision)
+
+    async def _access_slow(
+        self,
+        ex: _Exchange,
+        kind: IdentityKind,
+        value: str,
+        *,
+        checked: auth.AuthResult | None = None,
+        stored: str | None = None,
+    ) -> None:
+        """Whatever needs a wait: a slow password check, a credential the cache may not know
+        yet, the database for the account."""
+        try:
+            if checked is None:
+                if stored is None:
+                    stored = await self._lookup_credential(kind, value)
+                if stored is not None:
+                    if auth.is_slow(stored):
+                        checked = await asyncio.to_thread(self._authenticate, ex, stored)
+                    else:
+                        checked = self._authenticate(ex, stored)
+                    if not checked.ok:
+                        self._refuse_credential(ex, checked)
+                        return
+            decision = await self.charging.admit(
+                kind,
+                value,
+                unit=None,
+                reservation_key=_reservation_key(ex),
+                destination=ex.packet.get_str(codec.CALLED_STATION_ID),
+            )
+        except Exception:
+            self._replies.pop(ex.key, None)
+            raise
+        self._reply_access(ex, decision, checked)
+
+    async def _lookup_credential(self, kind: IdentityKind, value: str) -> str | None:
+        """The identity's credential from the database, for an identity the cache does not
+        know (it may have been given one a moment ago). None when there is none, or when the
+        database cannot say (then the credit decision's own outage policy applies)."""
+        if self.credential_lookup is None:
+            return None
+        try:
+            stored = await asyncio.wait_for(
+                self.credential_lookup(kind, value), self.credential_lookup_timeout_s
+            )
+        except (TimeoutError, OSError, SourceUnavailable) as exc:
+            log.debug("radius: credential lookup failed: %s", exc)
+            return None
+        if stored is not None:
+            self.charging.cache.set_credential(kind.value, value, stored)
+        return stored
+
+    def _authenticate(self, ex: _Exchange, stored: str) -> auth.AuthResult:
+        """The request's password against the stored credential (ocs.radius.auth)."""
+        packet = ex.packet
+        user_name = packet.get_str(codec.USER_NAME) or ""
+        try:
+            return auth.authenticate(stored, packet, ex.client.secret, user_name)
+        except auth.CredentialError:
+            log.error("radius: a stored credential cannot be read (client %s)", ex.client.name)
+            return auth.AuthResult(False, "none")
+
+    def _refuse_credential(self, ex: _Exchange, checked: auth.AuthResult) -> None:
+        decision = CreditDecision(
+            admitted=False,
+            reason=RefusalReason.BAD_CREDENTIAL,
+            unit=ServiceUnit.TIME,
+            granted_units=0,
+            available=0,
+            effective_limit=0,
+        )
+        if self.charging.on_decision is not None:
+            self.charging.on_decision(decision)
+        log.debug(
+            "radius: authentication failed method=%s client=%s", checked.method, ex.client.name
+        )
+        self._reply_access(ex, decision, checked)
 
     def _identity(self, client: RadiusClient, packet: Packet) -> tuple[IdentityKind, str] | None:
         identity, _problem = self._checked_identity(client, packet)
@@ -405,9 +619,14 @@ class RadiusFront:
             )
             return None, exc.problem
 
-    def _reply_access(self, ex: _Exchange, decision: CreditDecision | None) -> None:
+    def _reply_access(
+        self,
+        ex: _Exchange,
+        decision: CreditDecision | None,
+        checked: auth.AuthResult | None = None,
+        admission: str | None = None,
+    ) -> None:
         client, packet = ex.client, ex.packet
-        attributes = codec.copy_proxy_state(packet)
         if decision is not None and decision.admitted:
             code = codec.ACCESS_ACCEPT
             # A volume grant holds the price of the bytes the credit buys; the session's time
@@ -417,13 +636,16 @@ class RadiusFront:
                 if decision.unit is ServiceUnit.TIME
                 else self.charging.limits.max_time_s
             )
-            attributes.insert(0, codec.attr_int(codec.SESSION_TIMEOUT, seconds))
+            attributes = client.reply.accept_attributes(
+                decision, admission or _reservation_key(ex), session_timeout_s=seconds
+            )
             self._accept.inc()
         else:
             code = codec.ACCESS_REJECT
             reason = decision.reason if decision is not None else None
-            text = refusal_text(decision) if decision is not None else "unknown account"
-            attributes.insert(0, codec.attr_str(codec.REPLY_MESSAGE, text))
+            attributes = client.reply.reject_attributes(
+                reason, text=refusal_text(decision) if decision is not None else None
+            )
             label = reason.value if reason is not None else "unknown_account"
             counter = self._rejects.get(label)
             if counter is None:
@@ -432,6 +654,11 @@ class RadiusFront:
                 )
             counter.inc()  # type: ignore[attr-defined]
             log.debug("radius: Access-Reject reason=%s client=%s", label, client.name)
+        if checked is not None and checked.ok is (code == codec.ACCESS_ACCEPT):
+            # MS-CHAP2-Success and the MPPE keys with an Accept, MS-CHAP-Error with a Reject
+            # for the password; a password that was right but a refused credit gets neither.
+            attributes.extend(checked.reply_attributes)
+        attributes.extend(codec.copy_proxy_state(packet))
         reply = codec.encode_reply(
             code, packet.identifier, packet.authenticator, client.secret, attributes
         )
@@ -498,6 +725,12 @@ class RadiusFront:
                     log.info("radius: %s from %s closed %d sessions", name, origin, closed)
             elif status in (STATUS_START, STATUS_STOP, STATUS_INTERIM):
                 await self._usage(client, packet, origin, status)
+            elif status == STATUS_FAILED:
+                # The admission this attempt had (named by the Class of its Access-Accept)
+                # holds nothing any more: released now, not at the ring timeout.
+                admission = _admission_of(packet)
+                if admission is not None:
+                    self.charging.release_admission(admission)
             else:
                 log.debug("radius: Accounting-Request with status %s from %s", status, origin)
         except SpoolFull as exc:
@@ -541,10 +774,11 @@ class RadiusFront:
 
     async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
         """Start, Interim-Update or Stop: a report for the session ledger (the pipeline and the
-        store decide its generation and whether it is a repeat, at any age). An identity,
-        Acct-Session-Id or NAS-Identifier that is no text SQL takes is kept unmatched with
-        the reason, escaped."""
-        raw_session = packet.get(codec.ACCT_SESSION_ID)
+        store decide its generation and whether it is a repeat, at any age). An identity, call
+        key or NAS-Identifier that is no text SQL takes is kept unmatched with the reason,
+        escaped."""
+        # The call's name is the profile's attribute: Acct-Session-Id, or h323-conf-id...
+        raw_session = client.call_key.read_bytes(packet)
         session_id = raw_session.decode("utf-8", "replace") if raw_session else ""
         usage = _usage_of(packet)
         status_name = _STATUS_NAMES[status]
@@ -591,6 +825,8 @@ class RadiusFront:
             )
             self.metrics.usage_records.labels("radius", "unmatched").inc()
             return
+        admission = _admission_of(packet)
+        timed = client.accounting is AccountingStyle.TRANSACTION
         if kind is ReportKind.OPEN:
             session, report = self.charging.start(
                 ref,
@@ -598,13 +834,20 @@ class RadiusFront:
                 unit=unit_of_tariff(snapshot.tariff),
                 grant_s=None,
                 identity=identity,
+                # Its own admission when the client echoes the Class; else the oldest of the
+                # account's (the order of Access-Requests and Starts).
+                claim=[admission] if admission is not None else None,
                 report_key=report_key,
                 wire_key=wire_key,
                 client_at=client_at,
                 durable=True,
+                timed=timed,
             )
             outcome = await self.charging.record_start(session, report)
         else:
+            if admission is not None and self.charging.session(ref) is None:
+                # A Stop (or Interim) with no Start seen: its admission's hold goes now.
+                self.charging.release_admission(admission)
             outcome = (
                 await self.charging.report(
                     ref,
@@ -616,6 +859,7 @@ class RadiusFront:
                     wire_key=wire_key,
                     client_at=client_at,
                     close_reason="stop" if kind is ReportKind.FINAL else None,
+                    timed=timed,
                 )
             ).outcome
         result = "duplicate" if outcome.duplicate else "charged"
@@ -685,8 +929,23 @@ def _factory(listener: _Listener) -> Callable[[], _Listener]:
     return lambda: listener
 
 
+def _admission_of(packet: Packet) -> str | None:
+    """The admission an accounting request names: the Class of its Access-Accept, echoed
+    (``ocs.radius.profiles.class_value``); None when it carries none of ours."""
+    raw = packet.get(codec.CLASS)
+    if raw is None or not raw.startswith(b"ocs:"):
+        return None
+    return raw[4:].decode("utf-8", "replace")
+
+
 def _reservation_key(ex: _Exchange) -> str:
-    """The admission's pending reservation, until the session's Start claims it."""
+    """The admission's pending reservation, until the session's Start claims it. An
+    Access-Request that names its call (the client's call key: Acct-Session-Id, h323-conf-id
+    ...) holds under that name, so an attempt of the same call again replaces the hold
+    instead of adding to it; else each request holds its own."""
+    call = ex.client.call_key.read(ex.packet)
+    if call:
+        return f"radius-call|{ex.key[0]}|{call}"
     host, port = ex.key[0], ex.key[1]
     return f"radius-auth|{host}|{port}|{ex.packet.identifier}|{ex.packet.authenticator.hex()}"
 

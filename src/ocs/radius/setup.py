@@ -1,4 +1,5 @@
-"""Turning ``[radius]`` configuration into clients: dictionary, identity attributes, secrets."""
+"""Turning ``[radius]`` configuration into clients: dictionary, profiles, identity attributes,
+secrets. A setting the client's profile does not act on is an error naming both."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import ipaddress
 import logging
 from pathlib import Path
 
-from ocs.config import RadiusConfig
+from ocs.config import RadiusConfig, message_authenticator_policy
 from ocs.core.identity import IdentityKind
 from ocs.radius.codec import SharedSecret
-from ocs.radius.front import AttributeRef, ClientTable, RadiusClient
+from ocs.radius.front import AttributeRef, ClientTable, MessageAuthenticatorPolicy, RadiusClient
+from ocs.radius.profiles import PROFILES, ReplySettings
 
 log = logging.getLogger("ocs.radius")
 
@@ -65,27 +67,75 @@ def build_clients(config: RadiusConfig, dictionary: object) -> ClientTable:
     clients = []
     for i, client in enumerate(config.clients):
         network = ipaddress.ip_network(client.address, strict=False)
+        profile = PROFILES[client.profile]
+        key = f"radius.clients[{i}]"
         ref = default_ref
+        kind = IdentityKind(config.identity_kind)
+        if profile.name != "generic":
+            ref = attribute_ref(dictionary, profile.identity_attribute, f"{key}.profile")
+            kind = profile.identity_kind
         if client.identity_attribute is not None:
-            ref = attribute_ref(
-                dictionary, client.identity_attribute, f"radius.clients[{i}].identity_attribute"
+            ref = attribute_ref(dictionary, client.identity_attribute, f"{key}.identity_attribute")
+        if client.identity_kind is not None:
+            kind = IdentityKind(client.identity_kind)
+        reply = _reply_settings(config, i)
+        disconnect_port = client.disconnect_port or profile.disconnect_port
+        if client.disconnect_port is not None and profile.disconnect_port is None:
+            raise RadiusSetupError(
+                f"{key}.disconnect_port = {client.disconnect_port}: profile {profile.name!r} "
+                "takes no Disconnect-Request (RFC 5176); leave it unset"
             )
-        kind = IdentityKind(client.identity_kind or config.identity_kind)
+        call_key = profile.call_key
+        configured = client.require_message_authenticator
+        policy = MessageAuthenticatorPolicy(
+            message_authenticator_policy(
+                configured if configured is not None else config.require_message_authenticator
+            )
+        )
         clients.append(
             RadiusClient(
                 name=client.name or client.address,
                 network=network,
                 secret=SharedSecret(client.secret.encode()),
-                require_message_authenticator=client.require_message_authenticator,
+                require_message_authenticator=policy,
                 limit_proxy_state=client.limit_proxy_state,
                 identity=ref,
                 identity_kind=kind,
+                reply=reply,
+                call_key=AttributeRef(call_key.name, call_key.code, call_key.vendor),
+                accounting=profile.accounting,
+                disconnect_port=disconnect_port,
                 tls=client.tls,
             )
         )
-        if not client.require_message_authenticator:
+        if policy is MessageAuthenticatorPolicy.NOT_REQUIRED:
             log.warning(
                 "radius: client %s does not require Message-Authenticator (BlastRADIUS exposure)",
                 client.name or client.address,
             )
     return ClientTable(clients)
+
+
+def _reply_settings(config: RadiusConfig, index: int) -> ReplySettings:
+    client = config.clients[index]
+    profile = PROFILES[client.profile]
+    key = f"radius.clients[{index}]"
+    interim = client.acct_interim_interval_s
+    if interim is None:
+        interim = profile.interim_interval_s
+    elif interim and not profile.acts_on_interim_interval:
+        raise RadiusSetupError(
+            f"{key}.acct_interim_interval_s = {interim}: profile {profile.name!r} does not act on "
+            "Acct-Interim-Interval; leave it unset"
+        )
+    if client.idle_timeout_s is not None and not profile.acts_on_idle_timeout:
+        raise RadiusSetupError(
+            f"{key}.idle_timeout_s = {client.idle_timeout_s}: profile {profile.name!r} does not "
+            "act on Idle-Timeout; leave it unset"
+        )
+    return ReplySettings(
+        profile=profile,
+        interim_interval_s=interim or None,
+        idle_timeout_s=client.idle_timeout_s,
+        currency=config.currency,
+    )

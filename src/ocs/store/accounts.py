@@ -26,6 +26,7 @@ from ocs.core.model import (
     AccountStatus,
     AccountTerms,
     LimitBasis,
+    RateLimit,
     Tariff,
     TemporaryIncrease,
 )
@@ -95,7 +96,7 @@ SNAPSHOT_COLUMNS = (
     "limit_basis, unbilled_micros, unbilled_period, time_zone, max_sessions, max_setups_per_s, "
     "price_per_minute_micros, billing_increment_s, minimum_s, price_per_mb_micros, "
     "connection_fee_micros, price_per_event_micros, temp_amount_micros, temp_percent_bp, "
-    "temp_valid_until, rate_plan_id"
+    "temp_valid_until, rate_plan_id, rate_limit_up_kbps, rate_limit_down_kbps"
 )
 
 # The same, plus the row's change stamp as the last column (the cache's version).
@@ -146,6 +147,8 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         temp_bp,
         temp_until,
         rate_plan_id,
+        rate_up,
+        rate_down,
     ) = row[:SNAPSHOT_WIDTH]
     increase = None
     if temp_until is not None:
@@ -166,7 +169,16 @@ def snapshot_from_row(row: Sequence[Any]) -> AccountSnapshot:
         max_setups_per_s=max_setups,
         tariff=_tariff(per_minute or 0, increment, minimum, per_mb or 0, fee or 0, per_event or 0),
         rate_plan_id=rate_plan_id,
+        rate_limit=_rate_limit(rate_up, rate_down),
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _rate_limit(up_kbps: int | None, down_kbps: int | None) -> RateLimit | None:
+    # Few distinct limits (an operator's plans): share the objects.
+    if up_kbps is None or down_kbps is None:
+        return None
+    return RateLimit(up_kbps=up_kbps, down_kbps=down_kbps)
 
 
 async def snapshot_by_id(db: Executor, account_id: int) -> AccountSnapshot | None:
@@ -230,11 +242,12 @@ _BULK_ACCOUNTS = """
 SELECT id, name, status, (balance * 1000000)::bigint, (credit_limit * 1000000)::bigint,
        (min_balance * 1000000)::bigint, limit_basis, (unbilled * 1000000)::bigint,
        unbilled_period, time_zone, max_sessions, max_setups_per_s, tariff_id,
-       rate_plan_id, account_class_id
+       rate_plan_id, account_class_id, rate_limit_up_kbps, rate_limit_down_kbps
 FROM accounts"""
 # Each class's rate plan, for accounts without their own (as the view's COALESCE does).
 _BULK_CLASS_PLANS = "SELECT id, rate_plan_id FROM account_classes WHERE rate_plan_id IS NOT NULL"
 _BULK_IDENTITIES = "SELECT kind, value, account_id FROM account_identities"
+_CREDENTIALS = "SELECT kind, value, credential FROM account_identities WHERE credential IS NOT NULL"
 
 
 async def load_all(
@@ -284,6 +297,8 @@ async def load_all(
                 tariff_id,
                 own_plan,
                 class_id,
+                rate_up,
+                rate_down,
             ) in rows:
                 tz = zones.get(time_zone)
                 if tz is None:
@@ -311,6 +326,8 @@ async def load_all(
                     max_setups,
                     tariff_id,
                     rate_plan,
+                    rate_up,
+                    rate_down,
                 )
                 terms = shared_terms.get(terms_key)
                 if terms is None:
@@ -327,6 +344,7 @@ async def load_all(
                         max_setups_per_s=max_setups,
                         tariff=tariffs[tariff_id],
                         rate_plan_id=rate_plan,
+                        rate_limit=_rate_limit(rate_up, rate_down),
                     )
                 entries[account] = build(account, name, balance, terms)
             if len(entries) % 100_000 < len(rows):
@@ -347,6 +365,24 @@ async def load_all(
                     by_value = index[kind] = {}
                 by_value[key] = account
     return entries, index
+
+
+async def load_credentials(db: Executor) -> dict[tuple[str, str], str]:
+    """Every stored credential by (identity kind, normalized value): only the identities that
+    have one (few: most are checked for credit only), so the cache can tell at once whether an
+    Access-Request must prove a password."""
+    rows = await db.fetch(_CREDENTIALS)
+    return {(r["kind"], r["value"]): r["credential"] for r in rows}
+
+
+async def credential_of(db: Executor, kind: IdentityKind, value: str) -> str | None:
+    """One identity's stored credential (``value`` in normal form), or None."""
+    found: str | None = await db.fetchval(
+        "SELECT credential FROM account_identities WHERE kind = $1 AND value = $2",
+        kind.value,
+        value,
+    )
+    return found
 
 
 # --- Administration (the CLI and the demo data) ------------------------------------------------
@@ -405,6 +441,7 @@ class AccountSettings:
     tariff: str | None = None
     account_class: str | None = None
     transfers: TransfersSetting | None = None
+    rate_limit_kbps: tuple[int, int] | None = None  # (up, down); (0, 0) removes it
     rate_plan: str | None = None  # "" removes the account's own plan (its class's then applies)
     currency: str | None = None  # ISO 4217
 
@@ -479,6 +516,13 @@ async def create_account(
         except asyncpg.PostgresError:
             with database_rules():  # a plan in another currency: OC004, said as the rule says
                 raise
+        if settings.rate_limit_kbps is not None and any(settings.rate_limit_kbps):
+            await conn.execute(
+                "UPDATE accounts SET rate_limit_up_kbps = $2, rate_limit_down_kbps = $3 "
+                "WHERE id = $1",
+                new_id,
+                *settings.rate_limit_kbps,
+            )
         if settings.credit_limit:
             await set_credit_limit(
                 conn, new_id, settings.credit_limit, changed_by=changed_by, operator=operator
@@ -531,6 +575,10 @@ async def update_account(
             )
         if settings.transfers is not None:
             put("transfers", settings.transfers)
+        if settings.rate_limit_kbps is not None:
+            up, down = settings.rate_limit_kbps
+            put("rate_limit_up_kbps", up or None)
+            put("rate_limit_down_kbps", down or None)
         if settings.rate_plan is not None:
             put(
                 "rate_plan_id",
@@ -587,8 +635,19 @@ async def identities_of(db: Executor, account: int) -> list[tuple[str, str]]:
     return [(r["kind"], r["value"]) for r in rows]
 
 
-async def add_identity(db: Executor, account_name: str, kind: IdentityKind, value: str) -> str:
-    """Attach an identity; returns its normal form. Refuses one another account already has."""
+async def add_identity(
+    db: Executor,
+    account_name: str,
+    kind: IdentityKind,
+    value: str,
+    *,
+    credential: str | None = None,
+) -> str:
+    """Attach an identity; returns its normal form. Refuses one another account already has.
+
+    ``credential`` (a stored form from ``ocs.radius.auth.stored_credential``) makes RADIUS
+    check the request's password for this identity; given for an identity the account has
+    already, it replaces that identity's credential."""
     normal = normalize_identity(kind, value)
     acct = await account_id(db, account_name)
     owner: str | None = await db.fetchval(
@@ -599,16 +658,28 @@ async def add_identity(db: Executor, account_name: str, kind: IdentityKind, valu
     )
     if owner is not None:
         if owner == account_name:
+            if credential is not None:
+                with database_rules():
+                    await db.execute(
+                        "UPDATE account_identities SET credential = $3 "
+                        "WHERE kind = $1 AND value = $2",
+                        kind.value,
+                        normal,
+                        credential,
+                    )
             return normal
         raise Conflict(f"{kind.value} {normal!r} belongs to account {owner!r} already")
     try:
-        await db.execute(
-            "INSERT INTO account_identities (account_id, kind, value) VALUES ($1, $2, $3)",
-            acct,
-            kind.value,
-            normal,
-        )
-    except asyncpg.UniqueViolationError:
+        with database_rules():
+            await db.execute(
+                "INSERT INTO account_identities (account_id, kind, value, credential) "
+                "VALUES ($1, $2, $3, $4)",
+                acct,
+                kind.value,
+                normal,
+                credential,
+            )
+    except (asyncpg.UniqueViolationError, Conflict):
         raise Conflict(f"{kind.value} {normal!r} was just given to another account") from None
     return normal
 

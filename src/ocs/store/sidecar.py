@@ -187,7 +187,7 @@ class Sidecar:
             )
             ids = [r["account_id"] for r in rows]
             identities = await conn.fetch(
-                "SELECT account_id, kind, value FROM account_identities "
+                "SELECT account_id, kind, value, credential FROM account_identities "
                 "WHERE account_id = ANY($1::bigint[])",
                 ids,
                 timeout=self.timeout_s,
@@ -205,6 +205,8 @@ class Sidecar:
                 self.cache.set_identities(
                     snapshot.account_id, by_account.get(snapshot.account_id, [])
                 )
+        for r in identities:
+            self.cache.set_credential(r["kind"], r["value"], r["credential"])
         if rows:
             # Not forget_unknown(): every committed usage record changes an account, and
             # clearing the negative cache on each would let an unknown identity cost a query
@@ -234,7 +236,7 @@ class Sidecar:
                     timeout=self.timeout_s,
                 )
                 identities = await conn.fetch(
-                    "SELECT account_id, kind, value FROM account_identities "
+                    "SELECT account_id, kind, value, credential FROM account_identities "
                     "WHERE account_id = ANY($1::bigint[])",
                     [r["account_id"] for r in rows],
                     timeout=self.timeout_s,

@@ -84,7 +84,7 @@ _GENERATION_COLUMNS = (
     "s.id, s.source, s.origin, s.session_key, s.generation, s.account_id, s.start_ref, "
     "s.started_at, s.seconds, s.octets, s.events, (s.charged * 1000000)::bigint AS charged, "
     "s.start_key, s.start_wire_key, s.closed_at, s.close_reason, s.closed_by_final, "
-    "s.final_number, s.hold_micros, s.hold_until, s.price_per_minute_micros, "
+    "s.final_number, s.hold_micros, s.hold_until, s.assumed_seconds, s.price_per_minute_micros, "
     "s.billing_increment_s, s.minimum_s, s.price_per_mb_micros, s.connection_fee_micros, "
     "s.price_per_event_micros"
 )
@@ -109,21 +109,23 @@ _INSERT_GENERATIONS = """
                           start_wire_key, closed_at, close_reason, closed_by_final,
                           final_number, hold_micros, hold_until, owner,
                           price_per_minute_micros, billing_increment_s, minimum_s,
-                          price_per_mb_micros, connection_fee_micros, price_per_event_micros)
+                          price_per_mb_micros, connection_fee_micros, price_per_event_micros,
+                          assumed_seconds)
     SELECT g.source, g.origin, g.session_key, g.generation, g.account_id, g.start_ref,
            g.started_at, g.started_at, g.seconds, g.octets, g.events, g.charged / 1000000.0,
            g.start_key, g.start_wire_key, g.closed_at, g.close_reason, g.closed_by_final,
-           g.final_number, g.hold_micros, g.hold_until, $27,
-           g.ppm, g.inc, g.min, g.ppmb, g.fee, g.ppe
+           g.final_number, g.hold_micros, g.hold_until, $28,
+           g.ppm, g.inc, g.min, g.ppmb, g.fee, g.ppe, g.assumed
     FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[],
                 $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
                 $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::boolean[],
                 $17::bigint[], $18::bigint[], $19::timestamptz[], $20::bigint[], $21::int[],
-                $22::int[], $23::bigint[], $24::bigint[], $25::bigint[], $26::int[])
+                $22::int[], $23::bigint[], $24::bigint[], $25::bigint[], $26::int[],
+                $27::bigint[])
          AS g(source, origin, session_key, generation, account_id, start_ref, started_at,
               seconds, octets, events, charged, start_key, start_wire_key, closed_at,
               close_reason, closed_by_final, final_number, hold_micros, hold_until, ppm, inc,
-              min, ppmb, fee, ppe, n)
+              min, ppmb, fee, ppe, n, assumed)
     ORDER BY g.n
     RETURNING id, source, origin, session_key, generation"""
 _UPDATE_GENERATIONS = """
@@ -132,12 +134,12 @@ _UPDATE_GENERATIONS = """
         charged = g.charged / 1000000.0, closed_at = g.closed_at, close_reason = g.close_reason,
         closed_by_final = g.closed_by_final, final_number = g.final_number,
         hold_micros = g.hold_micros, hold_until = g.hold_until, owner = $11,
-        updated_at = now()
+        assumed_seconds = g.assumed, updated_at = now()
     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                 $6::timestamptz[], $7::text[], $8::boolean[], $9::bigint[], $10::bigint[],
-                $12::timestamptz[])
+                $12::timestamptz[], $13::bigint[])
          AS g(id, seconds, octets, events, charged, closed_at, close_reason, closed_by_final,
-              final_number, hold_micros, hold_until)
+              final_number, hold_micros, hold_until, assumed)
     WHERE s.id = g.id"""
 _INSERT_USAGE = """
     INSERT INTO usage_records (account_id, idempotency_key, source, session_id, seconds,
@@ -198,6 +200,7 @@ def generation_from_row(row: Any) -> Generation:
         closed_by_final=row["closed_by_final"],
         final_number=row["final_number"],
         hold=hold,
+        assumed_seconds=row["assumed_seconds"],
     )
 
 
@@ -505,7 +508,7 @@ class PostgresAccounts:
     async def _apply(self, conn: asyncpg.Connection, plan: _Plan) -> None:
         real: dict[int, int] = {}
         if plan.new:
-            columns: list[list[Any]] = [[] for _ in range(26)]
+            columns: list[list[Any]] = [[] for _ in range(27)]
             for n, (key, g) in enumerate(plan.new):
                 hold = g.hold
                 t = g.tariff
@@ -538,6 +541,7 @@ class PostgresAccounts:
                         t.connection_fee,
                         t.price_per_event,
                         n,
+                        g.assumed_seconds,
                     ),
                     strict=True,
                 ):
@@ -564,6 +568,7 @@ class PostgresAccounts:
                 [g.hold.amount if g.hold is not None else 0 for _, g in gens],
                 self.owner,
                 [g.hold.until if g.hold is not None else None for _, g in gens],
+                [g.assumed_seconds for _, g in gens],
             )
         if plan.lines:
             lines: list[tuple[Any, ...]] = []

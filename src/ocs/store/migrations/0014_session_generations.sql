@@ -16,6 +16,9 @@ ALTER TABLE sessions
     ADD COLUMN owner text,
     ADD COLUMN closed_by_final boolean NOT NULL DEFAULT false,
     ADD COLUMN final_number bigint,
+    -- seconds charged without being reported (a session closed with no news is charged its
+    -- last quota); usage reported later for it is set against them first
+    ADD COLUMN assumed_seconds bigint NOT NULL DEFAULT 0 CHECK (assumed_seconds >= 0),
     ADD COLUMN hold_micros bigint NOT NULL DEFAULT 0 CHECK (hold_micros >= 0),
     ADD COLUMN hold_until timestamptz,
     -- the rate the generation is charged at, fixed when it opened (micro-units)
