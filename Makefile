@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	@scripts/run-pytest.sh
 	@scripts/test-dates.sh
 
 # The date-sensitive tests (marker `dates`) under faketime at month ends, DST changes, a leap

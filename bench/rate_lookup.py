@@ -32,13 +32,14 @@ import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ocs.billing.rate_import import import_deck, parse_deck_csv
+from ocs.admin.rate_import import import_deck, parse_deck_csv
+from ocs.admin.rates import create_rate_plan
 from ocs.charging.rates import RatePlanCache
 from ocs.core import AccountSnapshot, GrantLimits, SessionRequest, Tariff, decide
 from ocs.core.destinations import Rate, RateDeck, RatePlan
 from ocs.store.database import open_database
 from ocs.store.embedded import EmbeddedPostgres
-from ocs.store.rates import create_rate_plan, load_rate_plan
+from ocs.store.rates import load_rate_plan
 
 COUNTRY_CODES = [
     "1",

@@ -22,18 +22,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 
 from ocs import __version__
+from ocs.admin.demo import DEMO_OPERATOR, load_demo
+from ocs.admin.tokens import create_token
+from ocs.billing.cdr_export import CdrExporter, ExportSettings
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, permission_warning, split_host_port
-from ocs.core.identity import IdentityKind
+from ocs.core.identity import DialPlan, IdentityError, IdentityKind
 from ocs.core.model import CreditDecision, RefusalReason
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
@@ -48,7 +51,6 @@ from ocs.radius.radsec import RadSecServer
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
-from ocs.store.demo import load_demo
 from ocs.store.durable import SpoolingSink
 from ocs.store.rate_feed import RatePlanFeed
 from ocs.store.redis_sync import RedisSync
@@ -168,6 +170,8 @@ class Daemon:
         self.instance_name = config.daemon.instance_name or default_instance_name(config)
         self.reload_state: dict[str, object] | None = None
         self._reload_task: asyncio.Task[bool] | None = None
+        self.api_child: ApiChild | None = None
+        self.config_path: str | None = None
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
@@ -306,6 +310,8 @@ class Daemon:
                         self.charging.atomic = self.redis_sync
                         self.charging.atomic_below_grants = cfg.redis.atomic_below_grants
                 self._start_operations(db)
+                if cfg.api.with_daemon and self.config.daemon.workers == 1:
+                    await self._start_api(db)
                 # What start-up built lives as long as the daemon: the session book, the
                 # duplicate caches and their orders. Left to the cyclic collector, the large
                 # ones (hundreds of thousands of entries under load) would be walked entry by
@@ -426,6 +432,7 @@ class Daemon:
             origin_realm=cfg.origin_realm,
             validity_time_s=cfg.validity_time_s,
             tcc_s=cfg.tcc_s,
+            dial_plan=self._diameter_dial_plan(),
         )
         self.diameter = DiameterServer(
             handler=handler,
@@ -453,6 +460,17 @@ class Daemon:
         for host, port in self.diameter.bound_tls:
             log.info("diameter listening tls=true address=%s port=%d", host, port)
         log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
+
+    def _diameter_dial_plan(self) -> DialPlan:
+        cfg = self.config.diameter
+        try:
+            return DialPlan(
+                country_code=cfg.country_code or "",
+                international_prefix=cfg.international_prefix,
+                national_prefix=cfg.national_prefix or "",
+            )
+        except IdentityError as exc:
+            raise DaemonError(f"diameter: {exc}") from None
 
     async def _housekeeping(self) -> None:
         """Ten times a second: expire reservations and lost sessions, in slices with the loop
@@ -522,11 +540,26 @@ class Daemon:
             ("log-summaries", log_summaries(self.metrics)),
         ):
             self._tasks.append(asyncio.create_task(coro, name=name))
+        cdr = self.config.cdr
+        if cdr.export != "none":
+            exporter = CdrExporter(db.pool, cdr_settings(self.config))
+            self._tasks.append(
+                asyncio.create_task(exporter.run_forever(self.stopping), name="cdr-export")
+            )
+            log.info("cdr export sink=%s every_s=%g", cdr.export, cdr.interval_s)
         interval = notify.watchdog_interval_s()
         if interval is not None:
             pings = notify.watchdog_pings(interval)
             self._tasks.append(asyncio.create_task(pings, name="watchdog"))
             log.info("systemd watchdog pings every %.1f s", interval)
+
+    async def _start_api(self, db: Database) -> None:
+        """``api.with_daemon``: run ``ocs api`` beside the daemon (with ``--load-demo``, print a
+        token of the demo operator for it)."""
+        if self.load_demo_data:
+            await log_demo_token(db)
+        self.api_child = ApiChild(self.config_path)
+        log.info("api started pid=%d url=http://%s", self.api_child.pid, self.config.api.listen)
 
     async def _shutdown(self) -> None:
         """Close listeners, let in-flight requests finish, write what is queued, stop tasks:
@@ -542,6 +575,8 @@ class Daemon:
         self.ready = False
         if self.radsec is not None:
             await self.radsec.stop()
+        if self.api_child is not None:
+            await asyncio.to_thread(self.api_child.stop, grace)
         stops = []
         if self.radius is not None:
             stops.append(self.radius.stop(grace))
@@ -578,10 +613,70 @@ class Daemon:
             await self.ops_endpoint.close(max(left(), 0.5))
 
 
+async def log_demo_token(db: Database) -> None:
+    """``--load-demo`` with the API: a token of the demo operator, valid one day, in the log."""
+    async with db.pool.acquire() as conn:
+        now = await conn.fetchval("SELECT now()")
+        new = await create_token(
+            conn,
+            DEMO_OPERATOR,
+            expires_at=now + timedelta(days=1),
+            label="make run demo",
+            created_by="ocsd --load-demo",
+        )
+    log.info("api demo token for operator %s (valid one day): %s", DEMO_OPERATOR, new.token)
+
+
+def cdr_settings(config: Config) -> ExportSettings:
+    cdr = config.cdr
+    return ExportSettings(
+        sink=cdr.export,
+        directory=Path(cdr.directory),
+        webhook_url=cdr.webhook_url,
+        webhook_secret=cdr.webhook_secret,
+        interval_s=cdr.interval_s,
+        batch_max_records=cdr.batch_max_records,
+        timeout_s=cdr.timeout_s,
+        db_timeout_s=config.database.command_timeout_s,
+        backoff_initial_s=cdr.backoff_initial_s,
+        backoff_max_s=cdr.backoff_max_s,
+    )
+
+
+class ApiChild:
+    """``ocs api`` as a child process with the daemon's configuration file; it ends when the
+    daemon ends (SIGTERM from ``stop``, or from the kernel if the daemon dies)."""
+
+    def __init__(self, config_path: str | None) -> None:
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from ocs.cli import admin_main; sys.exit(admin_main())",
+        ]
+        if config_path is not None:
+            command += ["--config", config_path]
+        command += ["api", "--with-parent"]
+        env = {k: v for k, v in os.environ.items() if k not in _SYSTEMD_ENV}
+        self.process = subprocess.Popen(command, env=env)
+        self.pid = self.process.pid
+
+    def stop(self, timeout_s: float) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s + 5)
+        except subprocess.TimeoutExpired:
+            log.warning("api did not stop in time; killing pid=%d", self.pid)
+            self.process.kill()
+            self.process.wait()
+
+
 # --- process model ---------------------------------------------------------------------------
 
 
 READY_FD_ENV = "OCS_READY_FD"
+_SYSTEMD_ENV = (notify.NOTIFY_SOCKET_ENV, notify.WATCHDOG_USEC_ENV, notify.WATCHDOG_PID_ENV)
 
 
 def for_worker(config: Config, index: int) -> Config:
@@ -633,6 +728,7 @@ class Supervisor:
         self.load_demo = load_demo
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = False
+        self.api_child: ApiChild | None = None
 
     def _prepare(self) -> None:
         async def prepare() -> None:
@@ -641,6 +737,8 @@ class Supervisor:
                     async with db.pool.acquire() as conn:
                         names = await load_demo(conn)
                     log.info("demo data loaded accounts=%d", len(names))
+                    if self.config.api.with_daemon:
+                        await log_demo_token(db)
 
         asyncio.run(prepare())
 
@@ -675,9 +773,14 @@ class Supervisor:
                     log.info("worker started index=%d pid=%d", index, self.children[-1].pid)
                 os.close(ready_w)
                 self._wait_ready(ready_r, workers)
+                if self.config.api.with_daemon:
+                    self.api_child = ApiChild(self.config_path)
+                    log.info("api started pid=%d", self.api_child.pid)
                 return self._watch()
             finally:
                 os.close(ready_r)
+                if self.api_child is not None:
+                    self.api_child.stop(self.config.daemon.graceful_timeout_s)
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
                 self._stop(signal.SIGTERM)
@@ -761,6 +864,7 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
             config = for_worker(config, worker)
             _die_with_parent()
         daemon = Daemon(config, load_demo_data=load_demo and worker is None)
+        daemon.config_path = config_path
         if worker is not None:
             index = worker
             daemon.config_view = lambda c: for_worker(c, index)

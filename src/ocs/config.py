@@ -98,6 +98,13 @@ def _amount_problem(value: Any) -> str | None:
     return "an amount >= 0" if amount < 0 else None
 
 
+def _digits_problem(value: Any) -> str | None:
+    text = str(value)
+    if text and not (text.isascii() and text.isdigit() and len(text) <= 4):
+        return "1 to 4 digits (or empty)"
+    return None
+
+
 def check_non_empty(value: Any) -> str | None:
     return "a non-empty string" if not str(value).strip() else None
 
@@ -296,6 +303,23 @@ class RadiusClientConfig:
         None,
         "Idle-Timeout sent in Access-Accept, for profiles whose clients act on it. Unset: none.",
         check=_range(1, 86400),
+    )
+    country_code: str | None = _spec(
+        None,
+        "Rating by destination: the country code of national numbers this client sends (with "
+        'national_prefix), e.g. "41". Unset: numbers are international (+ or the '
+        "international prefix, else taken as country code first).",
+        check=_digits_problem,
+    )
+    national_prefix: str | None = _spec(
+        None,
+        'The trunk prefix of national numbers ("0" in most of Europe); needs country_code.',
+        check=_digits_problem,
+    )
+    international_prefix: str = _spec(
+        "00",
+        'The prefix that starts an international number ("00"; "011" in North America).',
+        check=_digits_problem,
     )
     disconnect_port: int | None = _spec(
         None,
@@ -537,6 +561,23 @@ class DiameterConfig:
         check=_range(1, 86400),
     )
     validity_time_s: int = _spec(1800, "Validity-Time sent with a grant.", check=_range(0, 86400))
+    country_code: str | None = _spec(
+        None,
+        "Rating by destination: the country code of national numbers in Called-Party-Address "
+        '(with national_prefix), e.g. "41". Unset: numbers are international (+ or the '
+        "international prefix, else taken as country code first).",
+        check=_digits_problem,
+    )
+    national_prefix: str | None = _spec(
+        None,
+        'The trunk prefix of national numbers ("0" in most of Europe); needs country_code.',
+        check=_digits_problem,
+    )
+    international_prefix: str = _spec(
+        "00",
+        'The prefix that starts an international number ("00"; "011" in North America).',
+        check=_digits_problem,
+    )
     max_pending: int = _spec(
         4096,
         "Requests in progress at once; beyond it the answer is 3004 DIAMETER_TOO_BUSY.",
@@ -610,6 +651,78 @@ class MetricsConfig:
     )
 
 
+def check_webhook_url(value: Any) -> str | None:
+    text = str(value)
+    authority = text.split("/")[2] if text.count("/") >= 2 else ""
+    if not text.startswith(("http://", "https://")) or not authority or "@" in authority:
+        return 'an http:// or https:// URL without credentials, e.g. "https://billing/cdrs"'
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiConfig:
+    listen: str = _spec(
+        "127.0.0.1:8080",
+        "Address and port of the account API (ocs api). Loopback by default: put a TLS proxy "
+        "in front to serve other hosts.",
+        check=check_host_port,
+    )
+    with_daemon: bool = _spec(
+        False, "ocsd starts ocs api as a child process and stops it when it stops."
+    )
+    max_body_bytes: int = _spec(
+        65536, "Largest request body; a larger one is refused (413).", check=_range(1024, 2**24)
+    )
+    rate_limit_per_s: float = _spec(
+        50.0,
+        "Requests per second each token may make on average; more are refused (429).",
+        check=_range(0.1, 100_000),
+    )
+    rate_burst_requests: int = _spec(
+        100, "Requests a token may make at once above the average rate.", check=_range(1, 100_000)
+    )
+    page_max_items: int = _spec(
+        1000, "Most items in one page of a listing (limit=).", check=_range(10, 100_000)
+    )
+    idempotency_keep_s: float = _spec(
+        7 * 86400.0,
+        "How long an Idempotency-Key's first answer is kept for repeats.",
+        check=_range(3600, 366 * 86400),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CdrConfig:
+    export: str = _spec(
+        "none",
+        "The daemon's CDR exporter: none, files (rotated CSV files in directory) or webhook "
+        "(batches POSTed to webhook_url).",
+        choices=("none", "files", "webhook"),
+    )
+    directory: str = _spec("var/cdr", "Where CSV files go (export = files).", check=check_non_empty)
+    interval_s: float = _spec(
+        60.0,
+        "How often closed sessions are batched and exported: one file (or POST) per batch.",
+        check=_range(0.1, 86400),
+    )
+    batch_max_records: int = _spec(
+        10000, "Most CDRs in one file or POST.", check=_range(1, 1_000_000)
+    )
+    webhook_url: str | None = _spec(
+        None, "Where batches are POSTed (export = webhook).", check=check_webhook_url
+    )
+    webhook_secret: str | None = _spec(
+        None, "Signs each POST: X-OCS-Signature: sha256=<HMAC-SHA256 of the body>."
+    )
+    timeout_s: float = _spec(10.0, "Timeout of one POST.", check=_range(0.1, 600))
+    backoff_initial_s: float = _spec(
+        1.0, "Wait after the first failed delivery; doubled after each.", check=_range(0.01, 3600)
+    )
+    backoff_max_s: float = _spec(
+        300.0, "Longest wait between delivery attempts.", check=_range(0.01, 86400)
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
@@ -623,6 +736,8 @@ class Config:
     usage: UsageConfig = field(default_factory=UsageConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    cdr: CdrConfig = field(default_factory=CdrConfig)
     source: str = field(default="built-in defaults", compare=False)
 
 
@@ -829,6 +944,13 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
         )
     problems.extend(_radius_problems(config.radius))
     problems.extend(_tls_problems(config))
+    if config.cdr.export == "webhook" and config.cdr.webhook_url is None:
+        problems.append("cdr.export = 'webhook' needs cdr.webhook_url")
+    if config.cdr.backoff_initial_s > config.cdr.backoff_max_s:
+        problems.append(
+            f"cdr.backoff_initial_s = {config.cdr.backoff_initial_s} is not allowed: "
+            f"expected at most cdr.backoff_max_s ({config.cdr.backoff_max_s})"
+        )
     if config.diameter.enabled and not config.diameter.peers:
         problems.append(
             "diameter.enabled = true but no [[diameter.peers]] is configured: every peer "

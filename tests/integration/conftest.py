@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, DaemonProcess, ocs_env
+from support import ROOT, ApiProcess, DaemonProcess, ocs_env
 
 # The Diameter test peer (tests/unit/diameter_peer.py) serves the integration tests too.
 if str(ROOT / "tests" / "unit") not in sys.path:
@@ -95,6 +95,21 @@ def daemons(tmp_path: Path) -> Iterator[callable]:
         proc = DaemonProcess(
             list(args), ocs_env(dsn, **env), cwd or tmp_path, tmp_path / f"ocsd{n}.log"
         )
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+
+
+@pytest.fixture
+def apis(tmp_path: Path) -> Iterator[callable]:
+    """Start ``ocs api`` subprocesses on free ports; each is stopped at the end."""
+    started: list[ApiProcess] = []
+
+    def start(dsn: str, **env: str) -> ApiProcess:
+        proc = ApiProcess(dsn, tmp_path / f"api{len(started)}.log", **env)
         started.append(proc)
         return proc
 

@@ -118,3 +118,70 @@ class DaemonProcess:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ApiProcess:
+    """``ocs api`` as a subprocess on a free loopback port, against ``dsn``."""
+
+    def __init__(self, dsn: str, log: Path, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self._log_handle = log.open("w")
+        self.proc = subprocess.Popen(
+            [str(BIN / "ocs"), "api", "--listen", f"127.0.0.1:{self.port}"],
+            stdout=self._log_handle,
+            stderr=subprocess.STDOUT,
+            env=ocs_env(dsn, **env),
+            cwd=ROOT,
+        )
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        import urllib.error
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ocs api exited ({self.proc.returncode}):\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"ocs api not ready within {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_handle.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log_handle.close()
+
+
+def create_token(dsn: str, operator: str, *extra: str) -> str:
+    """A new API token for ``operator`` through the CLI, as an operator would get one."""
+    made = run_ocs("api-token", "create", operator, *extra, dsn=dsn)
+    assert made.code == 0, made.err
+    return made.out.strip().splitlines()[0]

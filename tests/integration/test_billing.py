@@ -23,14 +23,15 @@ import asyncpg
 import pytest
 from support import run_ocs
 
-from ocs.billing import account_import
-from ocs.billing.periods import add_prepaid_service, list_prepaid_services, run_prepaid_periods
+from ocs import admin
+from ocs.admin import account_import
+from ocs.admin.demo import DEMO_ACCOUNTS, load_demo
+from ocs.admin.prepaid import add_prepaid_service, list_prepaid_services, run_prepaid_periods
 from ocs.billing.webhooks import WebhookDeliverer
 from ocs.core import available_credit, parse_amount
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountStatus, LimitBasis
 from ocs.store import accounts as store
-from ocs.store.demo import DEMO_ACCOUNTS, load_demo
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +43,8 @@ def money(text: str) -> int:
 
 
 async def _account(conn: asyncpg.Connection, name: str, limit: str = "0", **kw: object) -> int:
-    settings = store.AccountSettings(credit_limit=money(limit), **kw)  # type: ignore[arg-type]
-    return await store.create_account(conn, name, settings)
+    settings = admin.AccountSettings(credit_limit=money(limit), **kw)  # type: ignore[arg-type]
+    return await admin.create_account(conn, name, settings)
 
 
 async def _ledger(conn: asyncpg.Connection, account: int, kind: str, amount: str) -> None:
@@ -82,7 +83,7 @@ async def _outbox(conn: asyncpg.Connection) -> list[dict[str, object]]:
 async def test_thresholds_fire_once_and_rearm(conn: asyncpg.Connection, dsn: str) -> None:
     acct = await _account(conn, "prepaid")
     await _ledger(conn, acct, "payment", "100")
-    await store.set_warning_thresholds(conn, "prepaid", [money("50"), money("10")], [])
+    await admin.set_warning_thresholds(conn, "prepaid", [money("50"), money("10")], [])
     heard: asyncio.Queue[str] = asyncio.Queue()
     listener = await asyncpg.connect(dsn)
     try:
@@ -103,7 +104,7 @@ async def test_thresholds_fire_once_and_rearm(conn: asyncpg.Connection, dsn: str
         await _use(conn, acct, "40")  # 5: crosses 10 (50 is still disarmed)
         rows = await _outbox(conn)
         assert [r["threshold"] for r in rows] == ["50.00", "50.00", "10.00"]
-        assert [t.armed for t in await store.warning_thresholds(conn, acct)] == [False, False]
+        assert [t.armed for t in await admin.warning_thresholds(conn, acct)] == [False, False]
     finally:
         await listener.close()
 
@@ -111,23 +112,23 @@ async def test_thresholds_fire_once_and_rearm(conn: asyncpg.Connection, dsn: str
 @pytest.mark.dates
 async def test_postpaid_percentages_and_limit_changes(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, "postpaid", "1000")
-    await store.set_warning_thresholds(conn, "postpaid", [money("100")], [Decimal("20")])
+    await admin.set_warning_thresholds(conn, "postpaid", [money("100")], [Decimal("20")])
     await _use(conn, acct, "850")  # available 150: below 20 % of 1000 (200), above 100
     rows = await _outbox(conn)
     assert [(r["topic"], r["threshold"], r["level"]) for r in rows] == [
         ("credit_limit_warning", "20%", "200.00")
     ]
-    now = await store.database_now(conn)
-    await store.set_temporary_credit_limit(
+    now = await admin.database_now(conn)
+    await admin.set_temporary_credit_limit(
         conn, acct, valid_until=now + timedelta(days=7), amount=money("100")
     )  # available 250: re-armed
     # Replacing the increase (revoke, then insert, in one transaction) is not a drop and a rise.
-    await store.set_temporary_credit_limit(
+    await admin.set_temporary_credit_limit(
         conn, acct, valid_until=now + timedelta(days=8), amount=money("100")
     )
     assert len(await _outbox(conn)) == 1
     # Lowering the permanent limit to 900: available 150 again, below 20 % of 900 (180).
-    await store.set_credit_limit(conn, acct, money("900"))
+    await admin.set_credit_limit(conn, acct, money("900"))
     rows = await _outbox(conn)
     assert [(r["threshold"], r["level"], r["available"]) for r in rows][-1] == (
         "20%",
@@ -144,11 +145,11 @@ async def test_an_ended_temporary_increase_is_noticed_by_the_periodic_run(
     thresholds fire and the daemon's cache hears of the account."""
     acct = await _account(conn, "postpaid", "100")
     await _use(conn, acct, "90")
-    now = await store.database_now(conn)
-    await store.set_temporary_credit_limit(
+    now = await admin.database_now(conn)
+    await admin.set_temporary_credit_limit(
         conn, acct, valid_until=now + timedelta(seconds=1), amount=money("50")
     )
-    await store.set_warning_thresholds(conn, "postpaid", [money("20")], [])  # 60 now: armed
+    await admin.set_warning_thresholds(conn, "postpaid", [money("20")], [])  # 60 now: armed
     heard: asyncio.Queue[str] = asyncio.Queue()
     listener = await asyncpg.connect(dsn)
     try:
@@ -171,8 +172,8 @@ async def test_unbilled_thresholds_rearm_when_a_new_month_starts(conn: asyncpg.C
     """On the unbilled basis the figure rises at the month's start with no write: a threshold
     that fired last month fires again this month."""
     acct = await _account(conn, "b3", "500", limit_basis=LimitBasis.UNBILLED)
-    await store.set_warning_thresholds(conn, "b3", [money("100")], [])
-    now = await store.database_now(conn)
+    await admin.set_warning_thresholds(conn, "b3", [money("100")], [])
+    now = await admin.database_now(conn)
     await _use(conn, acct, "450", now)  # 50 left this month: fires
     assert len(await _outbox(conn)) == 1
     next_month = now + timedelta(days=40)
@@ -187,12 +188,12 @@ async def test_a_threshold_set_below_the_figure_waits_for_a_crossing(
 ) -> None:
     acct = await _account(conn, "low")
     await _ledger(conn, acct, "payment", "5")
-    await store.set_warning_thresholds(conn, "low", [money("10")], [])
-    assert [t.armed for t in await store.warning_thresholds(conn, acct)] == [False]
+    await admin.set_warning_thresholds(conn, "low", [money("10")], [])
+    assert [t.armed for t in await admin.warning_thresholds(conn, acct)] == [False]
     await _use(conn, acct, "1")
     assert await _outbox(conn) == []
-    with pytest.raises(store.StoreError, match="is prepaid: its warning thresholds are amounts"):
-        await store.set_warning_thresholds(conn, "low", [], [Decimal("10")])
+    with pytest.raises(admin.StoreError, match="is prepaid: its warning thresholds are amounts"):
+        await admin.set_warning_thresholds(conn, "low", [], [Decimal("10")])
 
 
 def test_thresholds_through_the_cli(dsn: str) -> None:
@@ -221,8 +222,8 @@ async def test_sql_available_credit_matches_the_core(conn: asyncpg.Connection) -
     await load_demo(conn)
     odd = await _account(conn, "odd", "333.333333")
     await _ledger(conn, odd, "adjustment", "-12.345678")
-    now = await store.database_now(conn)
-    await store.set_temporary_credit_limit(
+    now = await admin.database_now(conn)
+    await admin.set_temporary_credit_limit(
         conn, odd, valid_until=now + timedelta(days=1), percent=Decimal("12.34")
     )
     monthly = await _account(
@@ -241,10 +242,10 @@ async def test_sql_available_credit_matches_the_core(conn: asyncpg.Connection) -
         snapshot = await store.snapshot_by_name(conn, name)
         assert snapshot is not None
         for at in moments:
-            in_sql = await store.available_credit_in_database(conn, snapshot.account_id, at)
+            in_sql = await admin.available_credit_in_database(conn, snapshot.account_id, at)
             assert in_sql == available_credit(snapshot, at), (name, at)
-    assert await store.available_credit_in_database(conn, monthly, moments[2]) == money("20")
-    assert await store.available_credit_in_database(conn, monthly, moments[3]) == money("500")
+    assert await admin.available_credit_in_database(conn, monthly, moments[2]) == money("20")
+    assert await admin.available_credit_in_database(conn, monthly, moments[3]) == money("500")
 
 
 def next_month_start(now: datetime, zone: ZoneInfo) -> datetime:
@@ -296,7 +297,7 @@ async def test_unbilled_month_edges_agree_in_sql_and_the_core(
         (month_end, "100"),
         (month_end + timedelta(days=1), "100"),
     ]:
-        in_sql = await store.available_credit_in_database(conn, acct, moment)
+        in_sql = await admin.available_credit_in_database(conn, acct, moment)
         assert in_sql == available_credit(snapshot, moment) == money(expected), (zone_name, moment)
 
 
@@ -306,9 +307,9 @@ async def test_unbilled_basis_counts_usage_only(conn: asyncpg.Connection) -> Non
     the balance and leaves the unbilled usage (and so the available credit) as it was."""
     acct = await _account(conn, "b3", "500", limit_basis=LimitBasis.UNBILLED)
     await _use(conn, acct, "480")
-    before = await store.available_credit_in_database(conn, acct)
+    before = await admin.available_credit_in_database(conn, acct)
     await _ledger(conn, acct, "payment", "300")
-    assert await store.available_credit_in_database(conn, acct) == before == money("20")
+    assert await admin.available_credit_in_database(conn, acct) == before == money("20")
     snapshot = await store.snapshot_by_id(conn, acct)
     assert snapshot is not None
     assert (snapshot.unbilled, snapshot.balance) == (money("480"), money("-180"))
@@ -318,28 +319,28 @@ async def test_unbilled_basis_counts_usage_only(conn: asyncpg.Connection) -> Non
 
 
 async def test_transfers_need_permission_on_both_sides(conn: asyncpg.Connection) -> None:
-    await store.set_account_class(conn, "family", transfers_allowed=True)
-    await store.set_account_class(conn, "business", transfers_allowed=False)
+    await admin.set_account_class(conn, "family", transfers_allowed=True)
+    await admin.set_account_class(conn, "business", transfers_allowed=False)
     mum = await _account(conn, "mum", account_class="family")
     await _account(conn, "kid", account_class="family")
     await _account(conn, "corp", account_class="business")
     await _account(conn, "loner")  # no class: not allowed
     await _ledger(conn, mum, "payment", "50")
 
-    result = await store.transfer(conn, "mum", "kid", money("10"), changed_by="mum")
+    result = await admin.transfer(conn, "mum", "kid", money("10"), changed_by="mum")
     assert (result.from_balance, result.to_balance) == (money("40"), money("10"))
-    with pytest.raises(store.Refused, match="account corp may not receive transfers"):
-        await store.transfer(conn, "mum", "corp", money("1"))
-    with pytest.raises(store.Refused, match="account loner may not receive transfers"):
-        await store.transfer(conn, "mum", "loner", money("1"))
+    with pytest.raises(admin.Refused, match="account corp may not receive transfers"):
+        await admin.transfer(conn, "mum", "corp", money("1"))
+    with pytest.raises(admin.Refused, match="account loner may not receive transfers"):
+        await admin.transfer(conn, "mum", "loner", money("1"))
     # The account's own setting wins over its class, both ways.
-    await store.update_account(conn, "corp", store.AccountSettings(transfers="yes"))
-    await store.transfer(conn, "mum", "corp", money("1"))
-    await store.update_account(conn, "kid", store.AccountSettings(transfers="no"))
+    await admin.update_account(conn, "corp", admin.AccountSettings(transfers="yes"))
+    await admin.transfer(conn, "mum", "corp", money("1"))
+    await admin.update_account(conn, "kid", admin.AccountSettings(transfers="no"))
     with pytest.raises(
-        store.Refused, match=r"account kid may not transfer funds \(transfers: no\)"
+        admin.Refused, match=r"account kid may not transfer funds \(transfers: no\)"
     ):
-        await store.transfer(conn, "kid", "mum", money("1"))
+        await admin.transfer(conn, "kid", "mum", money("1"))
     # Both ledger rows point at the transfer.
     rows = await conn.fetch(
         "SELECT kind, amount FROM ledger_entries WHERE transfer_id = $1 ORDER BY kind",
@@ -352,45 +353,45 @@ async def test_transfers_need_permission_on_both_sides(conn: asyncpg.Connection)
 
 
 async def test_transfers_need_the_available_funds(conn: asyncpg.Connection) -> None:
-    await store.set_account_class(conn, "open", transfers_allowed=True)
+    await admin.set_account_class(conn, "open", transfers_allowed=True)
     sender = await _account(conn, "sender", account_class="open")
     await _account(conn, "receiver", account_class="open")
     await _ledger(conn, sender, "payment", "10")
-    await store.update_account(conn, "sender", store.AccountSettings(min_balance=money("2")))
+    await admin.update_account(conn, "sender", admin.AccountSettings(min_balance=money("2")))
     with pytest.raises(
-        store.Refused, match=r"account sender has 8\.00 available; a transfer of 9\.00"
+        admin.Refused, match=r"account sender has 8\.00 available; a transfer of 9\.00"
     ):
-        await store.transfer(conn, "sender", "receiver", money("9"))
-    await store.transfer(conn, "sender", "receiver", money("8"))
+        await admin.transfer(conn, "sender", "receiver", money("9"))
+    await admin.transfer(conn, "sender", "receiver", money("8"))
     # A buffer (negative limit) keeps money back too; a positive limit can be transferred.
-    with pytest.raises(store.Refused, match=r"has 0\.00 available"):
-        await store.transfer(conn, "sender", "receiver", money("0.01"))
-    await store.update_account(conn, "sender", store.AccountSettings(status=AccountStatus.BLOCKED))
-    with pytest.raises(store.Refused, match="account sender is blocked"):
-        await store.transfer(conn, "sender", "receiver", money("1"))
+    with pytest.raises(admin.Refused, match=r"has 0\.00 available"):
+        await admin.transfer(conn, "sender", "receiver", money("0.01"))
+    await admin.update_account(conn, "sender", admin.AccountSettings(status=AccountStatus.BLOCKED))
+    with pytest.raises(admin.Refused, match="account sender is blocked"):
+        await admin.transfer(conn, "sender", "receiver", money("1"))
     await _account(conn, "b3", "500", limit_basis=LimitBasis.UNBILLED, account_class="open")
-    with pytest.raises(store.Refused, match="on the unbilled basis"):
-        await store.transfer(conn, "b3", "receiver", money("1"))
-    with pytest.raises(store.StoreError, match="two different accounts"):
-        await store.transfer(conn, "receiver", "receiver", money("1"))
+    with pytest.raises(admin.Refused, match="on the unbilled basis"):
+        await admin.transfer(conn, "b3", "receiver", money("1"))
+    with pytest.raises(admin.StoreError, match="two different accounts"):
+        await admin.transfer(conn, "receiver", "receiver", money("1"))
 
 
 async def test_a_repeated_transfer_external_id_moves_money_once(conn: asyncpg.Connection) -> None:
-    await store.set_account_class(conn, "open", transfers_allowed=True)
+    await admin.set_account_class(conn, "open", transfers_allowed=True)
     a = await _account(conn, "a", account_class="open")
     await _account(conn, "b", account_class="open")
     await _ledger(conn, a, "payment", "10")
-    first = await store.transfer(conn, "a", "b", money("4"), external_id="app-1")
-    again = await store.transfer(conn, "a", "b", money("4"), external_id="app-1")
+    first = await admin.transfer(conn, "a", "b", money("4"), external_id="app-1")
+    again = await admin.transfer(conn, "a", "b", money("4"), external_id="app-1")
     assert again == first
-    with pytest.raises(store.Conflict, match="already used for a different transfer"):
-        await store.transfer(conn, "a", "b", money("5"), external_id="app-1")
+    with pytest.raises(admin.Conflict, match="already used for a different transfer"):
+        await admin.transfer(conn, "a", "b", money("5"), external_id="app-1")
 
 
 async def test_concurrent_transfers_cannot_overdraw_and_do_not_deadlock(dsn: str) -> None:
     setup = await asyncpg.connect(dsn)
     try:
-        await store.set_account_class(setup, "open", transfers_allowed=True)
+        await admin.set_account_class(setup, "open", transfers_allowed=True)
         source = await _account(setup, "source", account_class="open")
         for n in range(8):
             await _account(setup, f"sink{n}", account_class="open")
@@ -406,8 +407,8 @@ async def test_concurrent_transfers_cannot_overdraw_and_do_not_deadlock(dsn: str
 
         async def drain(n: int) -> bool:
             try:
-                await store.transfer(conns[n], "source", f"sink{n}", money("3"))
-            except store.Refused:
+                await admin.transfer(conns[n], "source", f"sink{n}", money("3"))
+            except admin.Refused:
                 return False
             return True
 
@@ -420,7 +421,7 @@ async def test_concurrent_transfers_cannot_overdraw_and_do_not_deadlock(dsn: str
         async def swap(n: int) -> None:
             frm, to = ("left", "right") if n % 2 else ("right", "left")
             for _ in range(5):
-                await store.transfer(conns[n], frm, to, money("1"))
+                await admin.transfer(conns[n], frm, to, money("1"))
 
         await asyncio.wait_for(asyncio.gather(*(swap(n) for n in range(8))), 30)
         total = await check.fetchval(
@@ -505,7 +506,7 @@ async def test_a_payment_settling_charges_does_not_deadlock_with_a_foreign_key_c
         tx = writer.transaction()
         await tx.start()
         await writer.execute("SELECT 1 FROM accounts WHERE id = $1 FOR KEY SHARE", acct)
-        paying = asyncio.create_task(store.add_ledger_entry(payer, "sub", "payment", money("20")))
+        paying = asyncio.create_task(admin.add_ledger_entry(payer, "sub", "payment", money("20")))
         await asyncio.sleep(0.5)  # the payment has updated the balance and is settling
         await asyncio.wait_for(
             writer.execute("UPDATE accounts SET min_balance = min_balance WHERE id = $1", acct),
@@ -545,7 +546,7 @@ async def test_concurrent_runs_over_many_accounts_charge_each_period_once(dsn: s
 
         async def pay(conn: asyncpg.Connection) -> int:
             for n in range(0, 40, 3):
-                await store.add_ledger_entry(conn, f"sub{n:02d}", "payment", money("20"))
+                await admin.add_ledger_entry(conn, f"sub{n:02d}", "payment", money("20"))
             return 0
 
         results = await asyncio.wait_for(
@@ -593,9 +594,9 @@ async def test_an_unpaid_period_blocks_after_the_grace_and_a_payment_unblocks(
     [service] = await list_prepaid_services(conn, "late")
     assert service.unpaid == money("20")
 
-    await store.add_ledger_entry(conn, "late", "payment", money("10"))  # -5: not yet
+    await admin.add_ledger_entry(conn, "late", "payment", money("10"))  # -5: not yet
     assert await status() == ("blocked", "prepaid_unpaid")
-    await store.add_ledger_entry(conn, "late", "payment", money("5"))  # 0: covered, at once
+    await admin.add_ledger_entry(conn, "late", "payment", money("5"))  # 0: covered, at once
     assert await status() == ("active", None)
     [service] = await list_prepaid_services(conn, "late")
     assert service.unpaid == 0
@@ -609,8 +610,8 @@ async def test_a_payment_does_not_lift_an_operators_block(conn: asyncpg.Connecti
     await run_prepaid_periods(conn, now=start)
     await run_prepaid_periods(conn, now=start + timedelta(hours=1))  # grace 0: blocked by ocs
     # An operator blocks the account for another reason: ocs's reason is cleared...
-    await store.update_account(conn, "fraud", store.AccountSettings(status=AccountStatus.ACTIVE))
-    await store.update_account(conn, "fraud", store.AccountSettings(status=AccountStatus.BLOCKED))
+    await admin.update_account(conn, "fraud", admin.AccountSettings(status=AccountStatus.ACTIVE))
+    await admin.update_account(conn, "fraud", admin.AccountSettings(status=AccountStatus.BLOCKED))
     await _ledger(conn, acct, "payment", "50")
     # ...so the payment settles the charge but the account stays blocked.
     assert await conn.fetchval("SELECT status FROM accounts WHERE id = $1", acct) == "blocked"
@@ -637,7 +638,7 @@ async def test_monthly_periods_follow_the_calendar_in_the_account_zone(
     ]
     closed = await _account(conn, "closed")
     await add_prepaid_service(conn, "closed", "tv", money("10"), start=start)
-    await store.update_account(conn, "closed", store.AccountSettings(status=AccountStatus.CLOSED))
+    await admin.update_account(conn, "closed", admin.AccountSettings(status=AccountStatus.CLOSED))
     assert (await run_prepaid_periods(conn, now=datetime(2026, 4, 2, tzinfo=ZURICH))).charged == 0
     assert await conn.fetchval("SELECT balance FROM accounts WHERE id = $1", closed) == 0
 
@@ -833,7 +834,7 @@ async def test_run_forever_wakes_on_notify_and_stops(
         # A threshold crossing written by another writer: NOTIFY wakes the deliverer.
         acct = await _account(conn, "a")
         await _ledger(conn, acct, "payment", "20")
-        await store.set_warning_thresholds(conn, "a", [money("10")], [])
+        await admin.set_warning_thresholds(conn, "a", [money("10")], [])
         await _use(conn, acct, "15")
         deadline = asyncio.get_running_loop().time() + 5
         while not hook.delivered_keys():
@@ -908,7 +909,7 @@ async def test_an_error_only_the_database_sees_rolls_back_everything(
     conn: asyncpg.Connection,
 ) -> None:
     await _account(conn, "existing")
-    await store.add_identity(conn, "existing", IdentityKind.E164, "15550000003")
+    await admin.add_identity(conn, "existing", IdentityKind.E164, "15550000003")
     rows = account_import.parse_accounts_csv(GOOD_CSV.splitlines(keepends=True))
     seen: list[tuple[int, int]] = []
     with pytest.raises(account_import.ImportFailed) as failed:

@@ -16,10 +16,11 @@ import asyncpg
 import pytest
 from support import midday_zone, run_ocs
 
+from ocs import admin
+from ocs.admin import operators as operator_store
+from ocs.admin.operators import OperatorSettings
 from ocs.core import parse_amount
 from ocs.store import accounts as store
-from ocs.store import operators as operator_store
-from ocs.store.operators import OperatorSettings
 
 pytestmark = pytest.mark.integration
 
@@ -49,8 +50,8 @@ async def _operators(conn: asyncpg.Connection) -> None:
 
 
 async def _account(conn: asyncpg.Connection, name: str, limit: str = "0", **kw: object) -> int:
-    settings = store.AccountSettings(credit_limit=money(limit), **kw)  # type: ignore[arg-type]
-    return await store.create_account(conn, name, settings)
+    settings = admin.AccountSettings(credit_limit=money(limit), **kw)  # type: ignore[arg-type]
+    return await admin.create_account(conn, name, settings)
 
 
 # --- temporary credit limits: John Doe and EasyCall -------------------------------------------
@@ -64,8 +65,8 @@ async def test_helpdesk_may_give_john_doe_20_for_7_days(conn: asyncpg.Connection
         "INSERT INTO ledger_entries (account_id, kind, amount) VALUES ($1, 'adjustment', -200)",
         john,
     )
-    now = await store.database_now(conn)
-    await store.set_temporary_credit_limit(
+    now = await admin.database_now(conn)
+    await admin.set_temporary_credit_limit(
         conn,
         john,
         valid_until=now + timedelta(days=7),
@@ -74,11 +75,11 @@ async def test_helpdesk_may_give_john_doe_20_for_7_days(conn: asyncpg.Connection
         changed_by="roger",
         reason="payment on its way",
     )
-    assert await store.available_credit_in_database(conn, john) == money("20")
-    assert await store.available_credit_in_database(
+    assert await admin.available_credit_in_database(conn, john) == money("20")
+    assert await admin.available_credit_in_database(
         conn, john, now + timedelta(days=7, seconds=1)
     ) == money("0")
-    history = await store.credit_limit_history(conn, john)
+    history = await admin.credit_limit_history(conn, john)
     assert [(r["operator"], r["changed_by"], r["temporary"]) for r in history][-1] == (
         "helpdesk",
         "roger",
@@ -92,11 +93,11 @@ async def test_helpdesk_may_not_give_easycall_200_for_40_days_the_crm_may(
 ) -> None:
     await _operators(conn)
     easycall = await _account(conn, "easycall", "1000")
-    now = await store.database_now(conn)
+    now = await admin.database_now(conn)
     forty_days = now + timedelta(days=40)
 
-    with pytest.raises(store.Refused) as refused:
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.Refused) as refused:
+        await admin.set_temporary_credit_limit(
             conn, easycall, valid_until=forty_days, amount=money("200"), operator="helpdesk"
         )
     message = str(refused.value)
@@ -110,8 +111,8 @@ async def test_helpdesk_may_not_give_easycall_200_for_40_days_the_crm_may(
     assert "an operator with a larger allowance can give it" in message
 
     # Each rule alone is a refusal naming only that rule.
-    with pytest.raises(store.Refused, match=r"amount 200\.00") as amount_only:
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.Refused, match=r"amount 200\.00") as amount_only:
+        await admin.set_temporary_credit_limit(
             conn,
             easycall,
             valid_until=now + timedelta(days=7),
@@ -119,31 +120,31 @@ async def test_helpdesk_may_not_give_easycall_200_for_40_days_the_crm_may(
             operator="helpdesk",
         )
     assert "duration" not in str(amount_only.value)
-    with pytest.raises(store.Refused, match="duration 40 days") as duration_only:
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.Refused, match="duration 40 days") as duration_only:
+        await admin.set_temporary_credit_limit(
             conn, easycall, valid_until=forty_days, amount=money("50"), operator="helpdesk"
         )
     assert "amount" not in str(duration_only.value)
     # Nothing was written by the refusals.
-    assert await store.credit_limit_history(conn, easycall) == [
-        r for r in await store.credit_limit_history(conn, easycall) if not r["temporary"]
+    assert await admin.credit_limit_history(conn, easycall) == [
+        r for r in await admin.credit_limit_history(conn, easycall) if not r["temporary"]
     ]
 
     # The CRM (20 %, 60 days) may; exactly at the helpdesk's limits the helpdesk may too.
-    await store.set_temporary_credit_limit(
+    await admin.set_temporary_credit_limit(
         conn, easycall, valid_until=forty_days, amount=money("200"), operator="crm"
     )
     snapshot = await store.snapshot_by_id(conn, easycall)
     assert snapshot is not None and snapshot.temporary_increase is not None
     assert snapshot.temporary_increase.amount == money("200")
-    await store.set_temporary_credit_limit(
+    await admin.set_temporary_credit_limit(
         conn,
         easycall,
         valid_until=now + timedelta(days=30),
         percent=Decimal("10"),
         operator="helpdesk",
     )
-    history = await store.credit_limit_history(conn, easycall)
+    history = await admin.credit_limit_history(conn, easycall)
     assert [r["operator"] for r in history if r["temporary"]] == ["crm", "helpdesk"]
 
 
@@ -161,20 +162,20 @@ async def test_operator_with_both_caps_and_no_caps(conn: asyncpg.Connection) -> 
         conn, "nobody", OperatorSettings(max_temp_increase_amount=0)
     )
     big = await _account(conn, "big", "10000")
-    until = await store.database_now(conn) + timedelta(days=365)
+    until = await admin.database_now(conn) + timedelta(days=365)
     # 10 % of 10000 is 1000 but the amount cap of 50 is smaller: both apply.
-    with pytest.raises(store.Refused, match=r"more than the 50.00 allowed \(50.00 and 10%"):
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.Refused, match=r"more than the 50.00 allowed \(50.00 and 10%"):
+        await admin.set_temporary_credit_limit(
             conn, big, valid_until=until, amount=money("60"), operator="both"
         )
-    await store.set_temporary_credit_limit(
+    await admin.set_temporary_credit_limit(
         conn, big, valid_until=until, amount=money("50"), operator="both"
     )
-    await store.set_temporary_credit_limit(
+    await admin.set_temporary_credit_limit(
         conn, big, valid_until=until, amount=money("5000"), operator="owner"
     )
-    with pytest.raises(store.Refused, match=r"more than the 0\.00 allowed"):
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.Refused, match=r"more than the 0\.00 allowed"):
+        await admin.set_temporary_credit_limit(
             conn, big, valid_until=until, amount=money("1"), operator="nobody"
         )
 
@@ -184,13 +185,13 @@ async def test_percentage_increase_needs_a_positive_permanent_limit(
     conn: asyncpg.Connection,
 ) -> None:
     prepaid = await _account(conn, "prepaid")
-    until = await store.database_now(conn) + timedelta(days=1)
-    with pytest.raises(store.StoreError, match="needs a positive permanent credit limit"):
-        await store.set_temporary_credit_limit(
+    until = await admin.database_now(conn) + timedelta(days=1)
+    with pytest.raises(admin.StoreError, match="needs a positive permanent credit limit"):
+        await admin.set_temporary_credit_limit(
             conn, prepaid, valid_until=until, percent=Decimal("10")
         )
-    with pytest.raises(store.NotFound, match="no operator named 'ghost'"):
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.NotFound, match="no operator named 'ghost'"):
+        await admin.set_temporary_credit_limit(
             conn, prepaid, valid_until=until, amount=1, operator="ghost"
         )
 
@@ -236,10 +237,10 @@ async def test_pete_step_by_step_including_after_midnight(conn: asyncpg.Connecti
         return (await operator_store.get_operator(conn, "pete", at)).used_today
 
     async def give(kind: str, account: str, amount: str, at: datetime = evening) -> None:
-        await store.add_ledger_entry(conn, account, kind, money(amount), operator="pete", now=at)
+        await admin.add_ledger_entry(conn, account, kind, money(amount), operator="pete", now=at)
 
     # 1. A 15 credit fails: more than 10 per transaction.
-    with pytest.raises(store.Refused, match=r"at most 10.00 per transaction; this credit is 15.00"):
+    with pytest.raises(admin.Refused, match=r"at most 10.00 per transaction; this credit is 15.00"):
         await give("credit", "customer-00", "15")
     assert await used() == 0
     # 2. A 3 credit succeeds: usage 3.
@@ -259,7 +260,7 @@ async def test_pete_step_by_step_including_after_midnight(conn: asyncpg.Connecti
         await give("credit", f"customer-{n:02d}", "10")
     assert await used() == money("195")
     # 7. The next 10 credit fails: 205 would exceed 200. Nothing is written.
-    with pytest.raises(store.Refused) as refused:
+    with pytest.raises(admin.Refused) as refused:
         await give("credit", "customer-00", "10")
     assert (
         "operator pete has used 195.00 of the daily credit/refund limit 200.00 on 2026-03-10 "
@@ -282,9 +283,9 @@ async def test_promotional_credit_counts_and_raw_sql_writers_are_bound(
 ) -> None:
     await _pete(conn)
     acct = await _account(conn, "c")
-    pete = await store.operator_id(conn, "pete")
-    now = await store.database_now(conn)  # one instant: the day cannot change in between
-    await store.add_ledger_entry(
+    pete = await admin.operator_id(conn, "pete")
+    now = await admin.database_now(conn)  # one instant: the day cannot change in between
+    await admin.add_ledger_entry(
         conn, "c", "promotional_credit", money("10"), operator="pete", now=now
     )
     assert (await operator_store.get_operator(conn, "pete", now)).used_today == money("10")
@@ -302,9 +303,9 @@ async def test_promotional_credit_counts_and_raw_sql_writers_are_bound(
 async def test_a_repeated_external_id_is_not_counted_twice(conn: asyncpg.Connection) -> None:
     await _pete(conn)
     await _account(conn, "c")
-    now = await store.database_now(conn)
+    now = await admin.database_now(conn)
     for _ in range(3):
-        await store.add_ledger_entry(
+        await admin.add_ledger_entry(
             conn, "c", "credit", money("10"), operator="pete", external_id="ticket-7", now=now
         )
     assert (await operator_store.get_operator(conn, "pete", now)).used_today == money("10")
@@ -327,7 +328,7 @@ async def test_concurrent_credits_cannot_exceed_a_daily_limit(dsn: str) -> None:
         for n in range(24):
             await _account(setup, f"c{n}")
         # Every credit at one instant: a run that crosses midnight must not start a new day.
-        now = await store.database_now(setup)
+        now = await admin.database_now(setup)
     finally:
         await setup.close()
 
@@ -337,10 +338,10 @@ async def test_concurrent_credits_cannot_exceed_a_daily_limit(dsn: str) -> None:
         async def credit(n: int) -> bool:
             operator = "alice" if n % 2 else "bob"
             try:
-                await store.add_ledger_entry(
+                await admin.add_ledger_entry(
                     conns[n], f"c{n}", "credit", money("10"), operator=operator, now=now
                 )
-            except store.Refused:
+            except admin.Refused:
                 return False
             return True
 
@@ -437,7 +438,7 @@ def test_operator_cli_and_the_seed_scenarios(dsn: str) -> None:
 async def test_pete_through_the_cli(dsn: str, conn: asyncpg.Connection) -> None:
     # Pete's day in a zone where it is midday now: the CLI reads the clock itself, and the
     # scenario must not cross a midnight whenever the suite runs.
-    zone = midday_zone(await store.database_now(conn))
+    zone = midday_zone(await admin.database_now(conn))
     assert (
         run_ocs(
             "operator",

@@ -135,6 +135,18 @@ def test_bands_through_the_cli_on_the_accounts_clock(dsn: str, tmp_path: Path) -
         "20:00",
         dsn=dsn,
     )
+    for args, message in [
+        (("--days", "mon;tue", "--from", "08:00", "--to", "20:00"), "is not a weekday"),
+        (("--days", "mon-fri", "--from", "25:00", "--to", "20:00"), "--from '25:00' is not a"),
+        (("--days", "mon-fri", "--from", "08:00", "--to", "8pm"), "--to '8pm' is not a time"),
+    ]:
+        refused = run_ocs("rates", "band", "banded", "evening", *args, dsn=dsn)
+        assert refused.code == 2 and message in refused.err, (args, refused.err)
+    refused = run_ocs("rates", "band", "nope", "peak", "--days", "1", "--from", "01:00", "--to",
+                      "02:00", dsn=dsn)  # fmt: skip
+    assert refused.code == 1 and "no rate plan named 'nope'" in refused.err
+    refused = run_ocs("rate-plan", "assign", "banded", dsn=dsn)
+    assert refused.code == 2 and "name one of --account NAME or --class NAME" in refused.err
     deck = tmp_path / "banded.csv"
     deck.write_text(
         "prefix,price_per_minute,band,effective_from\n"

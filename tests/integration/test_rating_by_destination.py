@@ -25,10 +25,10 @@ from test_session_ledger import (
     sql,
 )
 
+from ocs.admin.lookup import database_now
 from ocs.core import parse_amount
 from ocs.diameter import codec as dcodec
 from ocs.radius import codec
-from ocs.store.accounts import database_now
 
 pytestmark = pytest.mark.integration
 

@@ -10,13 +10,14 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
+from ocs import admin
+from ocs.admin.demo import DEMO_ACCOUNTS, load_demo
 from ocs.charging.pipeline import UsageReport
 from ocs.core import LimitBasis, SessionRequest, decide, parse_amount
 from ocs.core.identity import IdentityKind, normalize_identity
 from ocs.core.ledger import Counting, Report, ReportKind
 from ocs.core.model import GrantLimits, Tariff, Usage
 from ocs.store import accounts as store
-from ocs.store.demo import DEMO_ACCOUNTS, load_demo
 from ocs.store.migrate import MigrationError, available_migrations, migrate
 from ocs.store.source import PostgresAccounts
 
@@ -52,7 +53,7 @@ async def test_two_migrators_at_once_apply_each_file_once(dsn: str) -> None:
 
 
 async def _account(conn: asyncpg.Connection, name: str = "a", **settings: object) -> int:
-    return await store.create_account(conn, name, store.AccountSettings(**settings))  # type: ignore[arg-type]
+    return await admin.create_account(conn, name, admin.AccountSettings(**settings))  # type: ignore[arg-type]
 
 
 async def test_balance_is_kept_on_the_account_row_by_the_ledger(conn: asyncpg.Connection) -> None:
@@ -159,11 +160,11 @@ async def test_unbilled_follows_the_month_in_the_account_time_zone(
 @pytest.mark.dates
 async def test_one_active_temporary_increase_and_the_history(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, credit_limit=parse_amount("200"))
-    now = await store.database_now(conn)
-    await store.set_temporary_credit_limit(
+    now = await admin.database_now(conn)
+    await admin.set_temporary_credit_limit(
         conn, acct, valid_until=now + timedelta(days=7), amount=parse_amount("20"), reason="a"
     )
-    await store.set_temporary_credit_limit(
+    await admin.set_temporary_credit_limit(
         conn, acct, valid_until=now + timedelta(days=3), percent=Decimal("10"), reason="b"
     )
     active = await conn.fetchval(
@@ -174,8 +175,8 @@ async def test_one_active_temporary_increase_and_the_history(conn: asyncpg.Conne
     snap = await store.snapshot_by_id(conn, acct)
     assert snap is not None and snap.temporary_increase is not None
     assert snap.temporary_increase.percent_bp == 1000
-    await store.set_credit_limit(conn, acct, parse_amount("300"), changed_by="alice", reason="c")
-    history = await store.credit_limit_history(conn, acct)
+    await admin.set_credit_limit(conn, acct, parse_amount("300"), changed_by="alice", reason="c")
+    history = await admin.credit_limit_history(conn, acct)
     assert [(r["temporary"], r["reason"]) for r in history] == [
         (False, None),  # the limit given at creation
         (True, "a"),
@@ -187,14 +188,14 @@ async def test_one_active_temporary_increase_and_the_history(conn: asyncpg.Conne
         parse_amount("300"),
     )
     assert history[-1]["changed_by"] == "alice"
-    with pytest.raises(store.StoreError, match="must end in the future"):
-        await store.set_temporary_credit_limit(
+    with pytest.raises(admin.StoreError, match="must end in the future"):
+        await admin.set_temporary_credit_limit(
             conn, acct, valid_until=now - timedelta(days=1), amount=1
         )
 
 
 async def test_unknown_time_zone_is_refused(conn: asyncpg.Connection) -> None:
-    with pytest.raises(store.StoreError, match="unknown time zone"):
+    with pytest.raises(admin.StoreError, match="unknown time zone"):
         await _account(conn, time_zone="Mars/Olympus")
     with pytest.raises(asyncpg.CheckViolationError, match="unknown time zone"):
         await conn.execute("INSERT INTO accounts (name, time_zone) VALUES ('x', 'Mars/Olympus')")
@@ -203,27 +204,27 @@ async def test_unknown_time_zone_is_refused(conn: asyncpg.Connection) -> None:
 async def test_identities_are_unique_and_normalised(conn: asyncpg.Connection) -> None:
     await _account(conn, "alice")
     await _account(conn, "bob")
-    assert await store.add_identity(conn, "alice", IdentityKind.E164, "+1 555 000 0009") == (
+    assert await admin.add_identity(conn, "alice", IdentityKind.E164, "+1 555 000 0009") == (
         "15550000009"
     )
     # Adding it again to the same account is a no-op; to another account, a conflict.
-    await store.add_identity(conn, "alice", IdentityKind.E164, "15550000009")
-    with pytest.raises(store.Conflict, match="belongs to account 'alice'"):
-        await store.add_identity(conn, "bob", IdentityKind.E164, "15550000009")
+    await admin.add_identity(conn, "alice", IdentityKind.E164, "15550000009")
+    with pytest.raises(admin.Conflict, match="belongs to account 'alice'"):
+        await admin.add_identity(conn, "bob", IdentityKind.E164, "15550000009")
     assert await store.account_id_by_identity(conn, IdentityKind.E164, "+15550000009") is not None
 
 
 async def test_payment_external_id_is_idempotent(conn: asyncpg.Connection) -> None:
     await _account(conn, "alice")
     await _account(conn, "bob")
-    first = await store.add_ledger_entry(conn, "alice", "payment", 5_000_000, external_id="p1")
-    again = await store.add_ledger_entry(conn, "alice", "payment", 5_000_000, external_id="p1")
+    first = await admin.add_ledger_entry(conn, "alice", "payment", 5_000_000, external_id="p1")
+    again = await admin.add_ledger_entry(conn, "alice", "payment", 5_000_000, external_id="p1")
     assert (first.created, again.created, again.entry_id) == (True, False, first.entry_id)
     assert again.balance == 5_000_000
-    with pytest.raises(store.Conflict, match="already used for a different entry"):
-        await store.add_ledger_entry(conn, "bob", "payment", 5_000_000, external_id="p1")
-    with pytest.raises(store.Conflict):
-        await store.add_ledger_entry(conn, "alice", "payment", 6_000_000, external_id="p1")
+    with pytest.raises(admin.Conflict, match="already used for a different entry"):
+        await admin.add_ledger_entry(conn, "bob", "payment", 5_000_000, external_id="p1")
+    with pytest.raises(admin.Conflict):
+        await admin.add_ledger_entry(conn, "alice", "payment", 6_000_000, external_id="p1")
 
 
 async def test_changes_are_announced(conn: asyncpg.Connection, dsn: str) -> None:
@@ -232,12 +233,12 @@ async def test_changes_are_announced(conn: asyncpg.Connection, dsn: str) -> None
     listener = await asyncpg.connect(dsn)
     try:
         await listener.add_listener("ocs_account_changed", lambda *a: heard.put_nowait(a[3]))
-        await store.add_ledger_entry(conn, "a", "payment", 1_000_000)
+        await admin.add_ledger_entry(conn, "a", "payment", 1_000_000)
         # "<account id> <epoch seconds of the change>" (0011), for the lag metric
         account, stamp = (await asyncio.wait_for(heard.get(), 5)).split()
         assert account == str(acct)
         assert abs(float(stamp) - time.time()) < 60
-        await store.set_credit_limit(conn, acct, 5_000_000)
+        await admin.set_credit_limit(conn, acct, 5_000_000)
         assert (await asyncio.wait_for(heard.get(), 5)).split()[0] == str(acct)
     finally:
         await listener.close()
@@ -278,8 +279,8 @@ async def test_concurrent_usage_on_one_account_neither_deadlocks_nor_double_char
     figures each for their own session of one account, at once."""
     setup = await asyncpg.connect(dsn)
     try:
-        account = await store.create_account(
-            setup, "busy", store.AccountSettings(credit_limit=parse_amount("1000"))
+        account = await admin.create_account(
+            setup, "busy", admin.AccountSettings(credit_limit=parse_amount("1000"))
         )
     finally:
         await setup.close()

@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
+from ocs.admin.demo import load_demo
 from ocs.charging.pipeline import SourceUnavailable, UsageReport
 from ocs.core.ledger import Counting, Report, ReportKind
 from ocs.core.model import Tariff, Usage
 from ocs.metrics import Metrics
-from ocs.store.demo import load_demo
 from ocs.store.source import PostgresAccounts
 
 pytestmark = pytest.mark.integration

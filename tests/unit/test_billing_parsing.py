@@ -10,7 +10,7 @@ from decimal import Decimal
 
 import pytest
 
-from ocs.billing.account_import import ImportFailed, parse_accounts_csv
+from ocs.admin.account_import import ImportFailed, parse_accounts_csv
 from ocs.billing.webhooks import (
     DeliveryFailed,
     WebhookTarget,

@@ -472,3 +472,18 @@ def test_currencies() -> None:
     assert format_money(parse_amount("150"), "JPY") == "150 JPY"
     assert format_money(parse_amount("1.5"), "BHD") == "1.500 BHD"
     assert format_money(parse_amount("0.0001"), "USD") == "0.0001 USD"
+
+
+def test_a_called_number_is_normalised_by_its_clients_dial_plan_only_when_asked() -> None:
+    """The fronts hand the pipeline what the client sent and the client's dial plan;
+    ``called_number`` normalises it (for an account with a rate plan)."""
+    from ocs.charging.pipeline import CalledNumber, called_number
+    from ocs.core.identity import DialPlan
+
+    swiss = DialPlan(country_code="41", national_prefix="0")
+    assert called_number(CalledNumber("079 123 45 67", swiss)) == "41791234567"
+    assert called_number(CalledNumber("0044 20 7946 0000", swiss)) == "442079460000"
+    assert called_number(CalledNumber("+1 212 555 0100", swiss)) == "12125550100"
+    assert called_number("0041791234567") == "41791234567"  # a plain string: international
+    assert called_number(CalledNumber("*123#", swiss)) == ""  # not a number: no destination
+    assert called_number(None) == ""

@@ -7,8 +7,9 @@ service and period, so running twice charges once. When the balance cannot cover
 grace period has passed since the period started; a payment that covers it unblocks the
 account at once (a ledger trigger), and so does the next run after a limit change.
 
-The logic is ``ocs_run_prepaid_periods`` in PostgreSQL; the daemon's sidecar calls
-:func:`run_prepaid_periods` periodically, and ``ocs prepaid run`` does the same by hand. The
+The logic is ``ocs_run_prepaid_periods`` in PostgreSQL; :func:`run_prepaid_periods` calls it
+(``ocs prepaid run`` and ``POST /prepaid-runs``). Adding, listing and stopping services is the
+service layer's (``ocs.admin.prepaid``). The
 same run also notes temporary credit-limit increases that have ended
 (``ocs_see_ended_increases``): the available credit drops then without any write, and the
 warning thresholds (and the daemon's cache, through ``ocs_account_changed``) should hear of it.
@@ -18,19 +19,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import asyncpg
-
-from ocs.core.money import to_decimal
-from ocs.store.accounts import (
-    Conflict,
-    Executor,
-    NotFound,
-    account_id,
-    database_rules,
-    operator_id,
-)
 
 log = logging.getLogger(__name__)
 
@@ -97,109 +88,3 @@ async def run_prepaid_periods(
             total.unblocked,
         )
     return total
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PrepaidService:
-    """``amount`` in micro-units per period; ``period_days`` ``None`` is monthly."""
-
-    account: str
-    name: str
-    amount: int
-    period_days: int | None
-    start: datetime
-    grace: timedelta
-    next_period: int
-    next_charge_at: datetime
-    active: bool
-    unpaid: int  # micro-units charged and not yet covered
-
-
-async def add_prepaid_service(
-    conn: asyncpg.Connection,
-    account_name: str,
-    name: str,
-    amount: int,
-    *,
-    period_days: int | None = None,
-    start: datetime | None = None,
-    grace: timedelta = timedelta(0),
-    operator: str | None = None,
-    changed_by: str | None = None,
-) -> int:
-    """Add a recurring service to an account; its first period starts at ``start`` (default:
-    now) and is charged by the next run at or after that instant."""
-    if amount <= 0:
-        raise ValueError("a prepaid service needs a positive amount")
-    if period_days is not None and period_days < 1:
-        raise ValueError("a period is at least one day")
-    async with conn.transaction():
-        acct = await account_id(conn, account_name)
-        op = await operator_id(conn, operator)
-        try:
-            with database_rules():
-                new_id: int = await conn.fetchval(
-                    """INSERT INTO prepaid_services (account_id, name, amount, period_days, anchor,
-                                                     grace_period, operator_id, changed_by)
-                       VALUES ($1, $2, $3, $4, COALESCE($5, now()), $6, $7,
-                               COALESCE($8, current_user))
-                       RETURNING id""",
-                    acct,
-                    name,
-                    to_decimal(amount),
-                    period_days,
-                    start,
-                    grace,
-                    op,
-                    changed_by,
-                )
-        except Conflict:
-            raise Conflict(
-                f"account {account_name!r} has a service named {name!r} already"
-            ) from None
-    return new_id
-
-
-async def list_prepaid_services(
-    db: Executor, account_name: str | None = None
-) -> list[PrepaidService]:
-    rows = await db.fetch(
-        """SELECT a.name AS account, s.name, (s.amount * 1000000)::bigint AS amount,
-                  s.period_days, s.anchor, s.grace_period, s.next_period,
-                  ocs_prepaid_period_start(s.anchor, s.period_days, a.time_zone, s.next_period)
-                      AS next_charge_at,
-                  s.active,
-                  COALESCE((SELECT (sum(c.amount) * 1000000)::bigint FROM prepaid_charges c
-                            WHERE c.service_id = s.id AND c.settled_at IS NULL), 0) AS unpaid
-           FROM prepaid_services s JOIN accounts a ON a.id = s.account_id
-           WHERE $1::text IS NULL OR a.name = $1
-           ORDER BY a.name, s.name""",
-        account_name,
-    )
-    return [
-        PrepaidService(
-            account=r["account"],
-            name=r["name"],
-            amount=r["amount"],
-            period_days=r["period_days"],
-            start=r["anchor"],
-            grace=r["grace_period"],
-            next_period=r["next_period"],
-            next_charge_at=r["next_charge_at"],
-            active=r["active"],
-            unpaid=r["unpaid"],
-        )
-        for r in rows
-    ]
-
-
-async def stop_prepaid_service(conn: asyncpg.Connection, account_name: str, name: str) -> None:
-    """Stop charging a service (the customer cancelled); charges already made stay."""
-    acct = await account_id(conn, account_name)
-    status = await conn.execute(
-        "UPDATE prepaid_services SET active = false WHERE account_id = $1 AND name = $2",
-        acct,
-        name,
-    )
-    if status == "UPDATE 0":
-        raise NotFound(f"account {account_name!r} has no service named {name!r}")

@@ -46,7 +46,7 @@ from ocs.charging.cache import AccountCache
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.core.credit import available_credit, continue_session, decide
-from ocs.core.identity import IdentityError, IdentityKind, normalize_destination
+from ocs.core.identity import DialPlan, IdentityError, IdentityKind, normalize_destination
 from ocs.core.ledger import (
     NO_USAGE,
     Counting,
@@ -451,7 +451,7 @@ class Charging:
         unit: ServiceUnit | None = ServiceUnit.TIME,
         requested: int | None = None,
         reservation_key: str | None = None,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> CreditDecision | None:
         """Decide from the cache alone, or return None when the database must be asked.
         ``unit`` None: as the account's tariff prices (``unit_of_tariff``). ``destination``:
@@ -485,7 +485,7 @@ class Charging:
         unit: ServiceUnit | None = ServiceUnit.TIME,
         requested: int | None = None,
         reservation_key: str | None = None,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> CreditDecision:
         """Decide for a new session, asking the database when the cache cannot answer."""
         cached = self.admit_cached(
@@ -541,7 +541,7 @@ class Charging:
         unit: ServiceUnit | None,
         requested: int | None,
         reservation_key: str | None,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> CreditDecision:
         """Decide, and when the account's credit is low, confirm the reservation against the
         other instances before answering (a burst split across instances then admits what one
@@ -614,7 +614,7 @@ class Charging:
         requested: int | None,
         reservation_key: str | None,
         *,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> CreditDecision:
         self.stats.source_errors += 1
         now = self.clock.mono()
@@ -672,7 +672,7 @@ class Charging:
         *,
         may_defer: bool = False,
         count: bool = True,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> CreditDecision | None:
         """The core's decision with this process's figures; an admission holds its grant's
         price under ``reservation_key``. With ``may_defer``, None when the admission must be
@@ -759,7 +759,7 @@ class Charging:
         reservation_key: str | None,
         now: float,
         *,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> CreditDecision:
         """``_decide`` without deferring (the shared store is not asked)."""
         decision = self._decide(
@@ -1524,7 +1524,9 @@ class Charging:
 
     # --- one-shot events --------------------------------------------------------------------
 
-    def tariff_for(self, snapshot: AccountSnapshot, destination: str | None) -> Tariff | None:
+    def tariff_for(
+        self, snapshot: AccountSnapshot, destination: Destination | None
+    ) -> Tariff | None:
         """What prices a session of the account to ``destination`` now (its own tariff when it
         has no rate plan); None: no rate."""
         if self.rates is None or snapshot.terms.rate_plan_id is None:
@@ -1571,7 +1573,7 @@ class Charging:
         report_key: str,
         wire_key: str | None = None,
         client_at: datetime | None = None,
-        destination: str | None = None,
+        destination: Destination | None = None,
     ) -> tuple[CreditDecision, UsageOutcome | None]:
         """DIRECT_DEBITING: admitted like a new session for exactly ``amount`` units, then
         charged at once (one generation, opened and closed) at the destination's rate."""
@@ -1614,13 +1616,33 @@ class UnknownSession(LookupError):
         self.ref = ref
 
 
-def called_number(raw: str | None) -> str:
+class CalledNumber:
+    """A called number as a client sent it, with that client's dial plan: normalised only
+    when an account with a rate plan needs it (most decisions never do)."""
+
+    __slots__ = ("plan", "raw")
+
+    def __init__(self, raw: str, plan: DialPlan) -> None:
+        self.raw = raw
+        self.plan = plan
+
+    def __str__(self) -> str:
+        return self.raw
+
+
+Destination = str | CalledNumber
+
+
+def called_number(destination: Destination | None) -> str:
     """A called number as the rate lookup wants it (E.164 digits), "" when there is none or it
-    is not one (a rate plan may price "" too: then every call gets that rate)."""
-    if not raw:
+    is not one (a rate plan may price "" too: then every call gets that rate). A plain string
+    is read as international (``+``, ``00``, or digits that start with the country code)."""
+    if not destination:
         return ""
     try:
-        return normalize_destination(raw)
+        if isinstance(destination, CalledNumber):
+            return normalize_destination(destination.raw, destination.plan)
+        return normalize_destination(destination)
     except IdentityError:
         return ""
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ocs.charging.pipeline import (
+    CalledNumber,
     Charging,
     LiveSession,
     SessionId,
@@ -40,7 +41,14 @@ from ocs.charging.pipeline import (
     SpoolFull,
     UnknownSession,
 )
-from ocs.core.identity import IdentityError, IdentityKind, IdentityProblem, normalize_identity
+from ocs.core.identity import (
+    INTERNATIONAL,
+    DialPlan,
+    IdentityError,
+    IdentityKind,
+    IdentityProblem,
+    normalize_identity,
+)
 from ocs.core.ledger import Counting, ReportKind
 from ocs.core.model import (
     AccountSnapshot,
@@ -228,6 +236,7 @@ class CreditControl:
         currency_code: int = ISO_4217_NO_CURRENCY,
         count: ResultCounter = _no_count,
         count_invalid: Callable[[IdentityProblem], None] = _no_invalid_count,
+        dial_plan: DialPlan = INTERNATIONAL,
     ) -> None:
         self.charging = charging
         self.count_invalid = count_invalid
@@ -237,6 +246,7 @@ class CreditControl:
         self.currency_code = currency_code
         self.count = count
         self.encoder_origin = (origin_host, origin_realm)
+        self.dial_plan = dial_plan  # how called numbers are written (rating by destination)
         # A session lives at least as long as its Validity-Time and Tcc (plus the margin).
         self._least_life_s = max(float(self.validity_time_s or 0), tcc_s)
 
@@ -356,7 +366,7 @@ class CreditControl:
                 unit=unit,
                 requested=requested_amount(request.requested_unit, unit),
                 reservation_key=key,
-                destination=request.destination,
+                destination=self._called(request),
             )
             if decision is None:
                 return None
@@ -379,7 +389,7 @@ class CreditControl:
                 unit=unit,
                 requested=requested_amount(units, unit),
                 reservation_key=key,
-                destination=request.destination,
+                destination=self._called(request),
             )
             if found is None:
                 for held in keys[: len(decisions)]:  # the entry went stale meanwhile
@@ -405,7 +415,7 @@ class CreditControl:
             unit=unit,
             requested=requested_amount(units, unit),
             reservation_key=key,
-            destination=request.destination,
+            destination=self._called(request),
         )
         decisions = [first]
         keys = [key]
@@ -418,7 +428,7 @@ class CreditControl:
                 unit=other_unit,
                 requested=requested_amount(other.requested, other_unit),
                 reservation_key=key,
-                destination=request.destination,
+                destination=self._called(request),
             )
             decisions.append(decision if decision is not None else first)
             keys.append(key)
@@ -666,7 +676,7 @@ class CreditControl:
         first_mscc, unit = services[0]
         units = first_mscc.requested if first_mscc is not None else request.requested_unit
         amount = requested_amount(units, unit) or 1
-        tariff = charging.tariff_for(snapshot, request.destination)
+        tariff = charging.tariff_for(snapshot, self._called(request))
         if tariff is None:
             return self._answer(request, REFUSAL_RESULT_CODES[RefusalReason.NO_RATE])
         if action is RequestedAction.REFUND_ACCOUNT:
@@ -712,7 +722,7 @@ class CreditControl:
             report_key=f"n={request.request_number}",
             wire_key=self._wire_key(request),
             client_at=request.event_timestamp,
-            destination=request.destination,
+            destination=self._called(request),
         )
         if not decision.admitted or outcome is None:
             return self._answer(request, self._decision_code(decision))
@@ -723,6 +733,11 @@ class CreditControl:
             granted=granted_units(unit, amount),
             cost_information=self._cost(outcome.charged),
         )
+
+    def _called(self, request: CreditControlRequest) -> CalledNumber | None:
+        """The Called-Party-Address (or the configured AVP), with the front's dial plan."""
+        raw = request.destination
+        return CalledNumber(raw, self.dial_plan) if raw else None
 
     def _cost(self, micros: int) -> CostInformation:
         return CostInformation(value_digits=micros, exponent=-6, currency_code=self.currency_code)

@@ -49,6 +49,7 @@ from enum import StrEnum
 from typing import Any, cast
 
 from ocs.charging.pipeline import (
+    CalledNumber,
     Charging,
     SessionId,
     SourceRefused,
@@ -57,6 +58,8 @@ from ocs.charging.pipeline import (
     unit_of_tariff,
 )
 from ocs.core.identity import (
+    INTERNATIONAL,
+    DialPlan,
     IdentityError,
     IdentityKind,
     IdentityProblem,
@@ -146,6 +149,7 @@ class RadiusClient:
     call_key: AttributeRef = ACCT_SESSION_ID_REF
     accounting: AccountingStyle = AccountingStyle.INTERVAL
     disconnect_port: int | None = 3799
+    dial_plan: DialPlan = INTERNATIONAL  # how its called numbers are written
     tls: bool = False  # RadSec only (radius/radsec.py); its UDP datagrams are dropped
 
 
@@ -438,7 +442,7 @@ class RadiusFront:
             value,
             unit=None,
             reservation_key=admission,
-            destination=packet.get_str(codec.CALLED_STATION_ID),
+            destination=_called(client, packet),
         )
         if decision is not None:
             self._reply_access(ex, decision, checked, admission)
@@ -547,7 +551,7 @@ class RadiusFront:
                 value,
                 unit=None,
                 reservation_key=_reservation_key(ex),
-                destination=ex.packet.get_str(codec.CALLED_STATION_ID),
+                destination=_called(ex.client, ex.packet),
             )
         except Exception:
             self._replies.pop(ex.key, None)
@@ -927,6 +931,13 @@ def _log_drop(cause: str, source: object, **detail: object) -> None:
 
 def _factory(listener: _Listener) -> Callable[[], _Listener]:
     return lambda: listener
+
+
+def _called(client: RadiusClient, packet: Packet) -> CalledNumber | None:
+    """The number called (Called-Station-Id), as the client writes it: rating by destination
+    normalises it by the client's dial plan when an account has a rate plan."""
+    raw = packet.get_str(codec.CALLED_STATION_ID)
+    return CalledNumber(raw, client.dial_plan) if raw else None
 
 
 def _admission_of(packet: Packet) -> str | None:

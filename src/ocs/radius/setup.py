@@ -6,9 +6,10 @@ from __future__ import annotations
 import ipaddress
 import logging
 from pathlib import Path
+from typing import Any
 
 from ocs.config import RadiusConfig, message_authenticator_policy
-from ocs.core.identity import IdentityKind
+from ocs.core.identity import DialPlan, IdentityError, IdentityKind
 from ocs.radius.codec import SharedSecret
 from ocs.radius.front import AttributeRef, ClientTable, MessageAuthenticatorPolicy, RadiusClient
 from ocs.radius.profiles import PROFILES, ReplySettings
@@ -105,6 +106,7 @@ def build_clients(config: RadiusConfig, dictionary: object) -> ClientTable:
                 call_key=AttributeRef(call_key.name, call_key.code, call_key.vendor),
                 accounting=profile.accounting,
                 disconnect_port=disconnect_port,
+                dial_plan=dial_plan_of(client, key),
                 tls=client.tls,
             )
         )
@@ -114,6 +116,18 @@ def build_clients(config: RadiusConfig, dictionary: object) -> ClientTable:
                 client.name or client.address,
             )
     return ClientTable(clients)
+
+
+def dial_plan_of(client: Any, key: str) -> DialPlan:
+    """A client's (or the Diameter front's) dial plan from its config keys."""
+    try:
+        return DialPlan(
+            country_code=client.country_code or "",
+            international_prefix=client.international_prefix,
+            national_prefix=client.national_prefix or "",
+        )
+    except IdentityError as exc:
+        raise RadiusSetupError(f"{key}: {exc}") from None
 
 
 def _reply_settings(config: RadiusConfig, index: int) -> ReplySettings:

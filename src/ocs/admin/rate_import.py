@@ -37,10 +37,9 @@ from decimal import Decimal, InvalidOperation
 
 import asyncpg
 
+from ocs.admin.rates import ensure_deck, plan_by_name
 from ocs.core.destinations import valid_prefix
 from ocs.core.money import MICROS_PER_UNIT, AmountError, parse_amount, to_decimal
-from ocs.store.accounts import StoreError
-from ocs.store.rates import ensure_deck, plan_by_name
 
 FIELDS: tuple[str, ...] = (
     "prefix",
@@ -455,7 +454,6 @@ __all__ = [
     "DeckFileError",
     "DeckLine",
     "ImportResult",
-    "StoreError",
     "import_deck",
     "map_header",
     "parse_deck_csv",

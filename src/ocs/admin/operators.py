@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 
 from ocs.core.money import to_decimal
-from ocs.store.accounts import Conflict, Executor, NotFound, StoreError, database_rules
+from ocs.store.errors import Conflict, Executor, NotFound, StoreError, database_rules
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

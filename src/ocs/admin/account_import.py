@@ -23,16 +23,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 
+from ocs.admin.accounts import AccountSettings, TransfersSetting, create_account
+from ocs.admin.lookup import operator_id
 from ocs.core.identity import IdentityError, IdentityKind, normalize_identity
 from ocs.core.model import AccountStatus, LimitBasis
 from ocs.core.money import AmountError, parse_amount, to_decimal
-from ocs.store.accounts import (
-    AccountSettings,
-    StoreError,
-    TransfersSetting,
-    create_account,
-    operator_id,
-)
+from ocs.store.errors import StoreError
 
 IDENTITY_COLUMNS: tuple[str, ...] = tuple(k.value for k in IdentityKind)
 ACCOUNT_COLUMNS: tuple[str, ...] = (
@@ -111,7 +107,7 @@ def _row(line: int, cells: dict[str, str]) -> ImportRow:
     if zone is not None:
         try:
             ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory
             raise ValueError(f"time_zone: unknown time zone {zone!r}") from None
     status = get("status")
     basis = get("limit_basis")

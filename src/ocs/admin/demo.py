@@ -8,16 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 
+from ocs.admin import accounts as store
+from ocs.admin import limits, operators, tariffs
 from ocs.core.identity import IdentityKind
 from ocs.core.model import AccountStatus
 from ocs.core.money import parse_amount, to_decimal
-from ocs.store import accounts as store
 
 DEMO_TARIFF = "demo"
 DEMO_NOTE = "demo load"
+# The seed 004 helpdesk (10 % of the permanent limit for at most 30 days) with Pete's money
+# limits (10.00 a transaction, 200.00 a day): `make run` gives the account API a token for it.
+DEMO_OPERATOR = "helpdesk"
+DEMO_OPERATOR_SETTINGS = operators.OperatorSettings(
+    max_temp_increase_percent=Decimal("10"),
+    max_temp_duration=timedelta(days=30),
+    transaction_credit_limit=parse_amount("10.00"),
+    daily_credit_limit=parse_amount("200.00"),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,10 +102,10 @@ DEMO_ACCOUNTS: tuple[DemoAccount, ...] = (
 async def load_demo(conn: asyncpg.Connection) -> list[str]:
     """Create or reset the demo tariff and accounts; returns the account names."""
     async with conn.transaction():
-        await store.set_tariff(
+        await tariffs.set_tariff(
             conn,
             DEMO_TARIFF,
-            store.TariffSettings(
+            tariffs.TariffSettings(
                 price_per_minute=parse_amount("0.06"),
                 billing_increment_s=1,
                 minimum_s=0,
@@ -106,6 +117,10 @@ async def load_demo(conn: asyncpg.Connection) -> list[str]:
         now: datetime = await conn.fetchval("SELECT now()")
         for demo in DEMO_ACCOUNTS:
             await _load_one(conn, demo, now)
+        if await conn.fetchval("SELECT id FROM operators WHERE name = $1", DEMO_OPERATOR):
+            await operators.update_operator(conn, DEMO_OPERATOR, DEMO_OPERATOR_SETTINGS)
+        else:
+            await operators.create_operator(conn, DEMO_OPERATOR, DEMO_OPERATOR_SETTINGS)
     return [d.name for d in DEMO_ACCOUNTS]
 
 
@@ -129,7 +144,7 @@ async def _load_one(conn: asyncpg.Connection, demo: DemoAccount, now: datetime) 
         "SELECT (credit_limit * 1000000)::bigint FROM accounts WHERE id = $1", acct
     )
     if current_limit != limit:
-        await store.set_credit_limit(conn, acct, limit, changed_by=DEMO_NOTE, reason=DEMO_NOTE)
+        await limits.set_credit_limit(conn, acct, limit, changed_by=DEMO_NOTE, reason=DEMO_NOTE)
 
     balance = await conn.fetchval(
         "SELECT (balance * 1000000)::bigint FROM accounts WHERE id = $1", acct
@@ -152,7 +167,7 @@ async def _load_one(conn: asyncpg.Connection, demo: DemoAccount, now: datetime) 
     if demo.temporary is not None:
         amount = parse_amount(demo.temporary)
         if demo.temporary_days > 0:
-            await store.set_temporary_credit_limit(
+            await limits.set_temporary_credit_limit(
                 conn,
                 acct,
                 valid_until=now + timedelta(days=demo.temporary_days),
