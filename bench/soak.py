@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from ocs.store.demo import load_demo  # noqa: E402
+from ocs.admin.demo import load_demo  # noqa: E402
 from ocs.store.embedded import EmbeddedPostgres  # noqa: E402
 from ocs.store.migrate import migrate  # noqa: E402
 from usage_load import DiameterLoad, RadiusLoad, paced, seed_load_accounts  # noqa: E402

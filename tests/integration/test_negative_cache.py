@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from ocs.admin.demo import load_demo
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
@@ -19,7 +20,6 @@ from ocs.core.identity import IdentityKind
 from ocs.core.model import GrantLimits, RefusalReason
 from ocs.metrics import Metrics
 from ocs.store import accounts as store
-from ocs.store.demo import load_demo
 from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
 
