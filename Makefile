@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 CONFIG ?= config/ocs.demo.toml
 
-.PHONY: run test test-dates lint typecheck unit integration venv clean distclean
+.PHONY: run test test-dates test-faults fuzz lint typecheck unit integration venv clean distclean
 
 venv: $(STAMP)
 
@@ -32,6 +32,17 @@ test: $(STAMP)
 test-dates: $(STAMP)
 	@scripts/install-test-deps.sh
 	@scripts/test-dates.sh
+
+# The fault tests with PostgreSQL away for 60 s (make test runs them with 10 s).
+test-faults: $(STAMP)
+	@scripts/install-test-deps.sh
+	OCS_FAULT_OUTAGE_S=60 $(BIN)/pytest -s tests/integration/test_faults.py
+
+# Coverage-guided fuzzing (atheris) of both receive paths: a million inputs each, from the
+# committed seed corpus; prints inputs, exec/s, coverage and crashes (fuzz/run.py).
+FUZZ_RUNS ?= 1000000
+fuzz: $(STAMP)
+	$(BIN)/python fuzz/run.py radius diameter --runs $(FUZZ_RUNS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,6 +21,8 @@ NEEDED=(
     "eapol_test:eapoltest"
     "openssl:openssl"
     "faketime:faketime"
+    "/usr/sbin/radsecproxy:radsecproxy"
+    "openssl:openssl"
 )
 
 missing=()

@@ -17,6 +17,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
-from ocs.config import Config, split_host_port
+from ocs.config import Config, permission_warning, split_host_port
 from ocs.core.identity import DialPlan, IdentityError, IdentityKind
 from ocs.core.model import CreditDecision, RefusalReason
 from ocs.diameter.handler import CreditControl
@@ -46,6 +47,7 @@ from ocs.ops.http import OpsEndpoint
 from ocs.ops.reload import apply_reload
 from ocs.ops.tasks import log_summaries, refresh_billing_gauges
 from ocs.radius.front import ClientTable, RadiusFront
+from ocs.radius.radsec import RadSecServer
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
@@ -55,6 +57,7 @@ from ocs.store.redis_sync import RedisSync
 from ocs.store.sidecar import Sidecar
 from ocs.store.source import PostgresAccounts
 from ocs.store.spool import Spool, SpoolError
+from ocs.tls import TlsSetupError, server_context
 
 log = logging.getLogger("ocs.daemon")
 
@@ -150,6 +153,8 @@ class Daemon:
         self.stopping = asyncio.Event()
         self.charging: Charging | None = None
         self.radius: RadiusFront | None = None
+        self.radsec: RadSecServer | None = None
+        self.ssl_context: ssl.SSLContext | None = None
         self.diameter: DiameterServer | None = None
         self.sink: SpoolingSink | None = None
         self.spool: Spool | None = None
@@ -214,6 +219,13 @@ class Daemon:
                 radius_clients = build_clients(cfg.radius, load_dictionary(cfg.radius.dictionary))
             except RadiusSetupError as exc:
                 raise DaemonError(str(exc)) from None
+        if (cfg.radius.enabled and cfg.radius.tls_listen) or (
+            cfg.diameter.enabled and cfg.diameter.tls_listen
+        ):
+            try:
+                self.ssl_context = server_context(cfg.tls)
+            except TlsSetupError as exc:
+                raise DaemonError(str(exc)) from None
         async with open_database(
             cfg.database, apply_migrations=cfg.database.migrate_on_start
         ) as db:
@@ -237,7 +249,7 @@ class Daemon:
                 acquire_timeout_s=cfg.database.command_timeout_s,
                 batch_timeout_s=cfg.database.command_timeout_s * 3,
             )
-            self.sink = SpoolingSink(database, self.spool)
+            self.sink = SpoolingSink(database, self.spool, metrics=self.metrics)
             if self.sink.depth_bytes:
                 replayed = await self.sink.replay()
                 log.info("usage spool replayed at start records=%d", replayed)
@@ -395,6 +407,20 @@ class Daemon:
             raise DaemonError(f"cannot open the RADIUS listeners: {exc.strerror or exc}") from exc
         for kind, host, port in bound:
             log.info("radius listening kind=%s address=%s port=%d", kind, host, port)
+        if cfg.tls_listen:
+            assert self.ssl_context is not None
+            self.radsec = RadSecServer(
+                self.radius, self.ssl_context, max_connections=cfg.tls_max_connections
+            )
+            try:
+                tls_bound = await self.radsec.start(cfg.tls_listen, reuse_port=cfg.reuse_port)
+            except OSError as exc:
+                raise DaemonError(
+                    f"cannot open the RadSec listeners: {exc.strerror or exc}"
+                ) from exc
+            for host, port in tls_bound:
+                log.info("radius listening kind=radsec address=%s port=%d", host, port)
+                self.radius.bound.append(("radsec", host, port))
         log.info("radius clients=%d", len(clients))
 
     async def _start_diameter(self) -> None:
@@ -420,14 +446,19 @@ class Daemon:
             read_timeout_s=cfg.read_timeout_s,
             watchdog_s=cfg.watchdog_s,
             max_pending=cfg.max_pending,
+            ssl_context=self.ssl_context if cfg.tls_listen else None,
         )
         try:
             # Workers (daemon.workers > 1) share the ports, as they do RADIUS's.
-            bound = await self.diameter.start(cfg.listen, reuse_port=self.config.radius.reuse_port)
+            bound = await self.diameter.start(
+                cfg.listen, reuse_port=self.config.radius.reuse_port, tls_listen=cfg.tls_listen
+            )
         except OSError as exc:
             raise DaemonError(f"cannot open the Diameter listeners: {exc.strerror or exc}") from exc
         for host, port in bound:
             log.info("diameter listening address=%s port=%d", host, port)
+        for host, port in self.diameter.bound_tls:
+            log.info("diameter listening tls=true address=%s port=%d", host, port)
         log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
 
     def _diameter_dial_plan(self) -> DialPlan:
@@ -542,6 +573,8 @@ class Daemon:
 
         notify.sd_notify("STOPPING=1")
         self.ready = False
+        if self.radsec is not None:
+            await self.radsec.stop()
         if self.api_child is not None:
             await asyncio.to_thread(self.api_child.stop, grace)
         stops = []
@@ -820,6 +853,10 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
     from ocs.logs import setup_logging  # noqa: PLC0415
 
     setup_logging(config.log.level, config.log.format)
+    if worker is None and config.source != "built-in defaults":
+        warning = permission_warning(config.source)
+        if warning is not None:
+            log.warning(warning)
     try:
         if worker is None and config.daemon.workers > 1:
             return Supervisor(config, config_path, load_demo).run()

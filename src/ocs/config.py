@@ -10,6 +10,8 @@ Rules of this file:
   take the variable's text as it is; other keys parse it as a TOML value (``30``, ``true``,
   ``["a", "b"]``).
 - Relative paths are relative to the directory the process runs in.
+- Secrets never appear in an error: a secret key's value is shown as ``***``, and a URL's
+  password as ``user:***@`` (``shown``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
+import stat
 import tomllib
 import types
 import typing
@@ -41,8 +45,15 @@ def _spec(
     check: Check | None = None,
     choices: tuple[str, ...] = (),
     required: bool = False,
+    secret: bool = False,
 ) -> Any:
-    meta = {"doc": doc, "check": check, "choices": choices, "required": required}
+    meta = {
+        "doc": doc,
+        "check": check,
+        "choices": choices,
+        "required": required,
+        "secret": secret,
+    }
     if isinstance(default, tuple):
         return field(default_factory=lambda: default, metadata=meta)
     return field(default=default, metadata=meta)
@@ -96,6 +107,19 @@ def _digits_problem(value: Any) -> str | None:
 
 def check_non_empty(value: Any) -> str | None:
     return "a non-empty string" if not str(value).strip() else None
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")
+
+
+def shown(value: Any, *, secret: bool = False) -> str:
+    """How a configuration value appears in an error or a log line: a secret as ``'***'``, a
+    URL's password as ``***``, anything else as its ``repr``."""
+    if secret:
+        return "'***'"
+    if isinstance(value, str):
+        return repr(_URL_PASSWORD.sub(r"\1***@", value))
+    return repr(value)
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -237,7 +261,7 @@ class RadiusClientConfig:
     address: str = _spec(
         "", "The NAS's IP address or network (CIDR).", check=check_network, required=True
     )
-    secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True)
+    secret: str = _spec("", "The shared secret.", check=check_non_empty, required=True, secret=True)
     name: str = _spec("", "A name for logs (default: the address).")
     require_message_authenticator: bool | str | None = _spec(
         None,
@@ -255,6 +279,12 @@ class RadiusClientConfig:
         None,
         "How that attribute's value is looked up (default: radius.identity_kind).",
         choices=IDENTITY_KINDS,
+    )
+    tls: bool = _spec(
+        False,
+        "This client speaks RADIUS over TLS (RadSec, RFC 6614) on radius.tls_listen, with a "
+        "certificate from tls.ca_file; its datagrams over UDP are dropped. RFC 6614's secret "
+        'is "radsec".',
     )
     profile: str = _spec(
         "generic",
@@ -349,6 +379,15 @@ class RadiusConfig:
         check=_range(1, 100_000),
     )
     reuse_port: bool = _spec(False, "SO_REUSEPORT, so several ocsd processes can share the ports.")
+    tls_listen: tuple[str, ...] = _spec(
+        (),
+        "Addresses for RADIUS over TLS (RadSec, RFC 6614; port 2083) for clients with "
+        "tls = true; needs the [tls] section. Empty: none.",
+        check=check_host_port,
+    )
+    tls_max_connections: int = _spec(
+        256, "Most RadSec connections at once.", check=_range(1, 100_000)
+    )
     clients: tuple[RadiusClientConfig, ...] = _spec((), "The NAS allowed to send requests.")
 
 
@@ -478,6 +517,11 @@ class DiameterPeerConfig:
     address: str | None = _spec(
         None, "The peer's source address or network, if it must match.", check=check_network
     )
+    tls: bool = _spec(
+        False,
+        "This peer must connect over TLS (diameter.tls_listen, RFC 6733 §13) with a "
+        "certificate from tls.ca_file naming its Origin-Host; over plain TCP it is refused (3010).",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -485,6 +529,12 @@ class DiameterConfig:
     enabled: bool = _spec(False, "Serve Diameter credit control (RFC 4006, 3GPP Gy/Ro).")
     listen: tuple[str, ...] = _spec(
         ("127.0.0.1:3868",), "Addresses for Diameter over TCP.", check=check_host_port
+    )
+    tls_listen: tuple[str, ...] = _spec(
+        (),
+        "Addresses for Diameter over TLS/TCP (RFC 6733 §13; port 5658), TLS from the first "
+        "octet; needs the [tls] section. Empty: none.",
+        check=check_host_port,
     )
     origin_host: str = _spec("ocs.localdomain", "Our Origin-Host.", check=check_non_empty)
     origin_realm: str = _spec("localdomain", "Our Origin-Realm.", check=check_non_empty)
@@ -580,6 +630,20 @@ class RedisConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TlsConfig:
+    certificate_file: str | None = _spec(
+        None, "PEM certificate (chain) ocsd presents on radius.tls_listen and diameter.tls_listen."
+    )
+    key_file: str | None = _spec(None, "PEM private key of that certificate (keep it private).")
+    ca_file: str | None = _spec(
+        None,
+        "PEM CA certificates that sign the clients' and peers' certificates (every TLS "
+        "client must present one).",
+    )
+    min_version: str = _spec("1.2", "Oldest TLS version accepted.", choices=("1.2", "1.3"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsConfig:
     enabled: bool = _spec(True, "Serve Prometheus metrics over HTTP.")
     listen: str = _spec(
@@ -670,6 +734,7 @@ class Config:
     diameter: DiameterConfig = field(default_factory=DiameterConfig)
     redis: RedisConfig = field(default_factory=RedisConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     cdr: CdrConfig = field(default_factory=CdrConfig)
@@ -705,7 +770,7 @@ def _is_exactly(tp: Any, value: Any) -> bool:
     )
 
 
-def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
+def _convert(key: str, tp: Any, value: Any, problems: list[str], *, secret: bool = False) -> Any:
     """Check ``value`` against the annotation ``tp``; return it converted, or append a problem."""
     origin = typing.get_origin(tp)
     if origin in (types.UnionType, typing.Union):
@@ -716,12 +781,16 @@ def _convert(key: str, tp: Any, value: Any, problems: list[str]) -> Any:
             # Several types allowed (``bool | str``): the first that takes the value as it is.
             for candidate in inner:
                 if _is_exactly(candidate, value):
-                    return _convert(key, candidate, value, problems)
-            problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
+                    return _convert(key, candidate, value, problems, secret=secret)
+            problems.append(
+                f"{key} = {shown(value, secret=secret)} is not allowed: expected {_describe(tp)}"
+            )
             return dataclasses.MISSING
-        return _convert(key, inner[0], value, problems)
+        return _convert(key, inner[0], value, problems, secret=secret)
     if not _is_exactly(tp, value):
-        problems.append(f"{key} = {value!r} is not allowed: expected {_describe(tp)}")
+        problems.append(
+            f"{key} = {shown(value, secret=secret)} is not allowed: expected {_describe(tp)}"
+        )
         return dataclasses.MISSING
     return float(value) if tp is float else value
 
@@ -754,20 +823,24 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[
             if items is not None:
                 kwargs[f.name] = items
             continue
-        value = _convert(key, tp, raw, problems)
+        secret = bool(f.metadata.get("secret"))
+        value = _convert(key, tp, raw, problems, secret=secret)
         if value is dataclasses.MISSING or value is None:
             if value is None:
                 kwargs[f.name] = None
             continue
+        raw_shown = shown(raw, secret=secret)
         choices = f.metadata.get("choices") or ()
         if choices and value not in choices:
-            problems.append(f"{key} = {raw!r} is not allowed: expected one of {', '.join(choices)}")
+            problems.append(
+                f"{key} = {raw_shown} is not allowed: expected one of {', '.join(choices)}"
+            )
             continue
         check = f.metadata.get("check")
         if check is not None:
             allowed = check(value)
             if allowed is not None:
-                problems.append(f"{key} = {raw!r} is not allowed: expected {allowed}")
+                problems.append(f"{key} = {raw_shown} is not allowed: expected {allowed}")
                 continue
         kwargs[f.name] = value
     try:
@@ -801,7 +874,7 @@ def _build_list(
         check = metadata.get("check")
         allowed = check(value) if check is not None else None
         if allowed is not None:
-            problems.append(f"{where} = {element!r} is not allowed: expected {allowed}")
+            problems.append(f"{where} = {shown(element)} is not allowed: expected {allowed}")
             continue
         out.append(value)
     return tuple(out) if len(problems) == before else None
@@ -838,7 +911,7 @@ def env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, dict
             try:
                 value = tomllib.loads(f"v = {raw}")["v"]
             except tomllib.TOMLDecodeError:
-                problems.append(f"{name} = {raw!r} is not allowed: expected {_describe(tp)}")
+                problems.append(f"{name} = {shown(raw)} is not allowed: expected {_describe(tp)}")
                 continue
         out.setdefault(section, {})[key] = value
     return out
@@ -870,6 +943,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
             f"expected at most grant.max_volume_bytes ({config.grant.max_volume_bytes})"
         )
     problems.extend(_radius_problems(config.radius))
+    problems.extend(_tls_problems(config))
     if config.cdr.export == "webhook" and config.cdr.webhook_url is None:
         problems.append("cdr.export = 'webhook' needs cdr.webhook_url")
     if config.cdr.backoff_initial_s > config.cdr.backoff_max_s:
@@ -886,6 +960,40 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
         raise ConfigError(problems, source)
     result: Config = dataclasses.replace(config, source=source)
     return result
+
+
+def _tls_problems(config: Config) -> list[str]:
+    """TLS listeners need a certificate, its key and a CA (all readable); a client or peer
+    that must use TLS needs a TLS listener."""
+    problems: list[str] = []
+    radius, diameter, tls = config.radius, config.diameter, config.tls
+    for i, client in enumerate(radius.clients):
+        if client.tls and radius.enabled and not radius.tls_listen:
+            problems.append(
+                f"radius.clients[{i}].tls = true but radius.tls_listen is empty: the "
+                "client could never connect"
+            )
+    if diameter.enabled:
+        for i, peer in enumerate(diameter.peers):
+            if peer.tls and not diameter.tls_listen:
+                problems.append(
+                    f"diameter.peers[{i}].tls = true but diameter.tls_listen is empty: the "
+                    "peer could never connect"
+                )
+    wanted = (radius.enabled and radius.tls_listen) or (diameter.enabled and diameter.tls_listen)
+    if not wanted:
+        return problems
+    for key in ("certificate_file", "key_file", "ca_file"):
+        value = getattr(tls, key)
+        if value is None:
+            problems.append(f"tls.{key} is required by radius.tls_listen / diameter.tls_listen")
+            continue
+        try:
+            with Path(value).open("rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            problems.append(f"tls.{key} = {value!r} cannot be read: {exc.strerror or exc}")
+    return problems
 
 
 def _radius_problems(radius: RadiusConfig) -> list[str]:
@@ -907,6 +1015,48 @@ def _radius_problems(radius: RadiusConfig) -> list[str]:
             )
         seen[network] = i
     return problems
+
+
+def secrets_held(data: Mapping[str, Any]) -> list[str]:
+    """Which keys of a parsed configuration file hold secrets (for the permission warning)."""
+    held: list[str] = []
+    radius = data.get("radius")
+    clients = radius.get("clients") if isinstance(radius, Mapping) else None
+    if isinstance(clients, list):
+        held += [
+            f"radius.clients[{i}].secret"
+            for i, client in enumerate(clients)
+            if isinstance(client, Mapping) and client.get("secret")
+        ]
+    for section, key in (("database", "dsn"), ("redis", "url")):
+        table = data.get(section)
+        url = table.get(key) if isinstance(table, Mapping) else None
+        if isinstance(url, str) and re.search(r"://[^:/@]*:[^@]+@", url):
+            held.append(f"{section}.{key}")
+    return held
+
+
+def permission_warning(path: str | Path | None) -> str | None:
+    """A warning when the configuration file ``path`` holds secrets and other users may read
+    (or write) it, else None."""
+    if path is None:
+        return None
+    file = Path(path)
+    try:
+        mode = file.stat().st_mode
+        if not mode & (stat.S_IROTH | stat.S_IWOTH):
+            return None
+        with file.open("rb") as handle:
+            held = secrets_held(tomllib.load(handle))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not held:
+        return None
+    keys = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
+    return (
+        f"config file {file} holds secrets ({keys}) and is readable by other users "
+        f"(mode {stat.S_IMODE(mode):04o}); make it private: chmod o-rwx {file}"
+    )
 
 
 def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:

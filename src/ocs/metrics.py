@@ -40,6 +40,7 @@ DROP_CAUSES = (
     "duplicate_in_progress",
     "database_unavailable",
     "spool_full",
+    "refused_by_database",
     "internal_error",
 )
 
@@ -95,6 +96,20 @@ class Metrics:
             "ocs_dropped_packets_total",
             "Requests dropped without an answer, by protocol and cause.",
             ["protocol", "cause"],
+            registry=r,
+        )
+        self.invalid_identities = Counter(
+            "ocs_invalid_identities_total",
+            "Identities refused before any lookup (answered as unknown), by protocol and cause "
+            "(nul_byte, invalid_utf8, control_character, too_long, empty, malformed).",
+            ["protocol", "cause"],
+            registry=r,
+        )
+        self.database_refused = Counter(
+            "ocs_database_refused_total",
+            "Database operations PostgreSQL refused for their data (the input's fault; not "
+            "counted as the database being down), by operation.",
+            ["operation"],
             registry=r,
         )
         self.duplicates = Counter(
@@ -160,6 +175,13 @@ class Metrics:
             "ocs_spool_records_total",
             "Usage records written to the spool, and replayed from it.",
             ["action"],
+            registry=r,
+        )
+        self.spool_refused = Counter(
+            "ocs_spool_refused_total",
+            "Usage records neither PostgreSQL nor the spool could take (not acknowledged; the "
+            "client retries), by reason: full (usage.spool_max_bytes), no_space, quota, io_error.",
+            ["reason"],
             registry=r,
         )
         self.usage_commit_batch = Histogram(

@@ -30,6 +30,7 @@ class MemoryStore:
     generations: dict[Key, list[Generation]] = field(default_factory=dict)
     seen: dict[Key, Recorded] = field(default_factory=dict)
     unmatched: list[tuple[UsageReport, str]] = field(default_factory=list)
+    unmatched_reasons: list[tuple[str, str, str]] = field(default_factory=list)  # kind, id, why
     lookups: int = 0
     reports: int = 0
     gate: asyncio.Event | None = None
@@ -103,6 +104,7 @@ class MemoryStore:
         self, report: UsageReport, identity_kind: str, identity: str, reason: str
     ) -> bool:
         self.unmatched.append((report, reason))
+        self.unmatched_reasons.append((identity_kind, identity, reason))
         return True
 
     async def session_generations(

@@ -30,7 +30,8 @@ from ocs.store.errors import Conflict, NotFound, Refused, StoreError
         ({"cdr": {"webhook_url": "ftp://x/y"}}, "cdr.webhook_url = 'ftp://x/y' is not allowed"),
         (
             {"cdr": {"webhook_url": "https://user:pw@billing/cdrs"}},
-            "cdr.webhook_url = 'https://user:pw@billing/cdrs' is not allowed",
+            # the password is not shown (issue 14: secrets never appear in errors)
+            "cdr.webhook_url = 'https://user:***@billing/cdrs' is not allowed",
         ),
         ({"cdr": {"interval_s": 0}}, "cdr.interval_s = 0 is not allowed"),
         ({"cdr": {"batch_max_records": 0}}, "cdr.batch_max_records = 0 is not allowed"),

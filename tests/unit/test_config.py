@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from ocs.config import Config, ConfigError, iter_keys, load_config, parse_config
+from ocs.config import (
+    Config,
+    ConfigError,
+    iter_keys,
+    load_config,
+    parse_config,
+    permission_warning,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -165,6 +172,62 @@ def test_config_is_frozen() -> None:
     config = Config()
     with pytest.raises(AttributeError):
         config.grant.max_time_s = 1  # type: ignore[misc]
+
+
+SECRET_TEXT = "s3cr3t-Shared-Key"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"radius": {"clients": [{"address": "10.0.0.1", "secret": 12345}]}},
+        {"radius": {"clients": [{"address": "10.0.0.1", "secret": "   "}]}},
+        {"radius": {"clients": [{"address": "nonsense", "secret": SECRET_TEXT}]}},
+        {"database": {"dsn": f"postgresql://ocs:{SECRET_TEXT}@db:5432/ocs", "pool_min_size": -1}},
+        {"redis": {"url": f"http://ocs:{SECRET_TEXT}@redis:6379/0"}},
+    ],
+)
+def test_secrets_never_appear_in_configuration_errors(data: dict) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(data, {}, "test")
+    text = str(refused.value)
+    assert SECRET_TEXT not in text
+    assert "12345" not in text
+    assert "is not allowed" in text or "is required" in text
+
+
+def test_a_secret_with_a_wrong_type_is_named_but_not_shown() -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config(
+            {"radius": {"clients": [{"address": "10.0.0.1", "secret": 12345}]}}, {}, "test"
+        )
+    assert "radius.clients[0].secret = '***' is not allowed: expected a string" in str(
+        refused.value
+    )
+
+
+def test_a_config_file_with_secrets_readable_by_others_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "ocs.toml"
+    path.write_text(f'[[radius.clients]]\naddress = "10.0.0.1"\nsecret = "{SECRET_TEXT}"\n')
+    path.chmod(0o644)
+    warning = permission_warning(path)
+    assert warning is not None
+    assert "radius.clients[0].secret" in warning and "0644" in warning
+    assert SECRET_TEXT not in warning
+    path.chmod(0o640)
+    assert permission_warning(path) is None
+    path.chmod(0o600)
+    assert permission_warning(path) is None
+    # Without secrets in it, a world-readable file is fine.
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[cache]\nttl_s = 30\n")
+    plain.chmod(0o644)
+    assert permission_warning(plain) is None
+    # A DSN with a password is a secret too.
+    dsn = tmp_path / "dsn.toml"
+    dsn.write_text('[database]\ndsn = "postgresql://ocs:pw@db/ocs"\n')
+    dsn.chmod(0o604)
+    assert "database.dsn" in (permission_warning(dsn) or "")
 
 
 def test_message_authenticator_policy_per_client_and_default() -> None:

@@ -4,9 +4,13 @@ import pytest
 
 from ocs.core import AmountError, format_amount, parse_amount, to_decimal
 from ocs.core.identity import (
+    MAX_PRINTABLE_CHARS,
     IdentityError,
     IdentityKind,
+    IdentityProblem,
+    identity_from_bytes,
     normalize_identity,
+    printable,
     sip_uri_has_extras,
 )
 
@@ -94,6 +98,65 @@ def test_identity_normal_form(kind: IdentityKind, value: str, normal: str) -> No
 def test_identity_errors(kind: IdentityKind, value: str) -> None:
     with pytest.raises(IdentityError):
         normalize_identity(kind, value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        (b"prepaid-ok\x00", IdentityProblem.NUL_BYTE),
+        (b"\xff\xfe", IdentityProblem.INVALID_UTF8),
+        (b"\xed\xa0\x80", IdentityProblem.INVALID_UTF8),  # an encoded surrogate
+        (b"a\x1bb", IdentityProblem.CONTROL_CHARACTER),
+        (b"a\tb", IdentityProblem.CONTROL_CHARACTER),
+        (b"\xc2\x85a", IdentityProblem.CONTROL_CHARACTER),  # U+0085 is not a space here
+        (b"a\x7f", IdentityProblem.CONTROL_CHARACTER),
+        (b"x" * 254, IdentityProblem.TOO_LONG),
+        ("é".encode() * 127, IdentityProblem.TOO_LONG),  # 254 octets, 127 characters
+        (b"x" * 100_000, IdentityProblem.TOO_LONG),
+        (b"   ", IdentityProblem.EMPTY),
+        (b"", IdentityProblem.EMPTY),
+    ],
+)
+def test_what_cannot_be_an_identity_is_refused_with_its_cause(
+    raw: bytes, problem: IdentityProblem
+) -> None:
+    with pytest.raises(IdentityError) as refused:
+        identity_from_bytes(IdentityKind.USER_NAME, raw)
+    assert refused.value.problem is problem
+
+
+def test_identities_at_the_limits_are_kept() -> None:
+    assert identity_from_bytes(IdentityKind.USER_NAME, b"x" * 253) == "x" * 253
+    assert identity_from_bytes(IdentityKind.USER_NAME, "grüße".encode()) == "grüße"
+    assert identity_from_bytes(IdentityKind.E164, b"+1 555") == "1555"
+    with pytest.raises(IdentityError) as refused:
+        normalize_identity(IdentityKind.E164, "١٢٣")  # Arabic-Indic digits are not E.164
+    assert refused.value.problem is IdentityProblem.MALFORMED
+    with pytest.raises(IdentityError) as refused:
+        normalize_identity(IdentityKind.USER_NAME, "a\ud800")  # a lone surrogate
+    assert refused.value.problem is IdentityProblem.INVALID_UTF8
+
+
+@pytest.mark.parametrize(
+    ("raw", "shown"),
+    [
+        (b"ok", "ok"),
+        (b"a\x00b", "a\\x00b"),
+        (b"a\xffb", "a\\xffb"),
+        (b"back\\slash", "back\\\\slash"),
+        ("grüße\x1b", "grüße\\x1b"),
+        ("a\ud800", "a\\ud800"),
+    ],
+)
+def test_printable_escapes_what_sql_and_terminals_refuse(raw: bytes | str, shown: str) -> None:
+    assert printable(raw) == shown
+    shown.encode("utf-8")  # strict: valid UTF-8, no NUL
+
+
+def test_printable_is_bounded() -> None:
+    long = printable(b"\x00" * 10_000)
+    assert len(long) <= MAX_PRINTABLE_CHARS + 3
+    assert long.endswith("...")
 
 
 @pytest.mark.parametrize(

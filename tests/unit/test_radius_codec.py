@@ -886,3 +886,22 @@ def test_fuzz_reply_round_trip(
         wire[:4] + request_authenticator + wire[20:] + SECRET
     ).digest()
     assert parsed.authenticator == expected_authenticator
+
+
+def test_a_reply_without_message_authenticator(dictionary: Dictionary) -> None:
+    """For an Accounting-Response over RadSec (see encode_reply): authentic, without an MA."""
+    request = pyrad_accounting_request(dictionary, message_authenticator=True)
+    parsed = codec.parse_packet(request.RequestPacket())
+    wire = codec.encode_reply(
+        codec.ACCOUNTING_RESPONSE,
+        parsed.identifier,
+        parsed.authenticator,
+        SHARED,
+        [(codec.PROXY_STATE, b"p")],
+        message_authenticator=False,
+    )
+    reply = codec.parse_packet(wire)
+    assert reply.message_authenticator_offset is None
+    assert reply.attributes == ((codec.PROXY_STATE, b"p"),)
+    assert codec.verify_response_authenticator(reply, parsed.authenticator, SHARED)
+    assert request.VerifyReply(request.CreateReply(packet=wire), wire) is True

@@ -62,6 +62,8 @@ class FakeTransport:
 
 
 class FakeListener:
+    tls = False
+
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.transport = FakeTransport()
@@ -500,6 +502,56 @@ def test_any_datagram_is_answered_or_counted(
             assert drops(front)["internal_error"] == 0
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("name", "cause"),
+    [
+        (b"prepaid-ok\x00", "nul_byte"),
+        (b"prepaid\xff", "invalid_utf8"),
+        (b"prepaid\x01ok", "control_character"),
+    ],
+)
+async def test_a_name_that_cannot_be_an_identity_is_unknown_without_a_lookup(
+    name: bytes, cause: str
+) -> None:
+    front, store, _ = make_front()
+    auth, acct = FakeListener("auth"), FakeListener("acct")
+    request = codec.encode_request(
+        codec.ACCESS_REQUEST, 1, KEY, [(codec.USER_NAME, name)], message_authenticator=True
+    )
+    front.handle(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    (reply,) = replies(auth)
+    assert reply.code == codec.ACCESS_REJECT
+    assert reply.get(codec.REPLY_MESSAGE) == b"unknown account"
+    stop = codec.encode_request(
+        codec.ACCOUNTING_REQUEST,
+        2,
+        KEY,
+        [
+            (codec.USER_NAME, name),
+            codec.attr_int(codec.ACCT_STATUS_TYPE, 2),
+            codec.attr_str(codec.ACCT_SESSION_ID, "s1"),
+            codec.attr_int(codec.ACCT_SESSION_TIME, 30),
+        ],
+        message_authenticator=True,
+    )
+    front.handle(acct, stop, NAS, 0.0)  # type: ignore[arg-type]
+    await settle(front)
+    assert [r.code for r in replies(acct)] == [codec.ACCOUNTING_RESPONSE]
+    assert store.lookups == 0  # never looked up
+    ((report, reason),) = store.unmatched
+    assert report.entry.usage.seconds == 30
+    assert reason == f"identity_{cause}"
+    (kept,) = store.unmatched_reasons
+    assert kept[2] == f"identity_{cause}"
+    kept[1].encode("utf-8")  # escaped: valid UTF-8
+    assert "\x00" not in kept[1]
+    counted = front.metrics.registry.get_sample_value(
+        "ocs_invalid_identities_total", {"protocol": "radius", "cause": cause}
+    )
+    assert counted == 2
 
 
 # --- passwords (ocs as the NAS's only RADIUS server) ---------------------------------------

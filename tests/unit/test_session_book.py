@@ -335,3 +335,29 @@ def test_the_idle_sweep_is_chunked_too() -> None:
         calls += 1
     assert calls == 3  # 5,000 accounts, 2,000 a call
     assert book._accounts == {}
+
+
+def test_the_deadline_heap_stays_bounded_under_steady_traffic() -> None:
+    """Ended sessions leave stale deadlines behind (deleted lazily); the heap is rebuilt from
+    what is held before they can pile up (the soak saw an hour's worth of them)."""
+    book = SessionBook()
+    now = 0.0
+    for n in range(50_000):
+        key = f"s{n}"
+        book.admit(f"a{n}", 1, 10, now, 30.0)
+        book.start(key, 1, now, 3720.0)
+        book.touch(key, now, 3720.0)
+        book.end(key)
+        now += 0.01
+        if n % 100 == 0:
+            book.expire(now, max_work=100)
+    assert book.session_count == 0 and book.reservation_count == 0
+    assert book.deadline_count <= 4096 + 4 * 1  # not 200,000
+    # What is held still expires on time after a rebuild.
+    book.start("kept", 1, now, 5.0)
+    for _ in range(5000):
+        book.admit("x", 1, 10, now, 1.0)  # stale entries for one live reservation
+    book.expire(now)
+    assert book.is_running("kept")
+    book.expire(now + 6.0)
+    assert not book.is_running("kept") and book.reservation_count == 0

@@ -8,7 +8,10 @@ Rules of this file:
   not reported as changed is still current). So a healthy sidecar keeps every entry fresh with
   one cheap query, and when the database goes away entries age from the last proof.
 - Unknown identities are remembered for a short time (bounded), so a flood of requests for a
-  name that does not exist cannot turn into a flood of queries.
+  name that does not exist cannot turn into a flood of queries. A change to some account never
+  clears that memory: an identity that appears is taken out of it by itself (``set_identities``).
+- After a full load the cache is authoritative: it holds every identity there is, and new ones
+  arrive by NOTIFY (the sidecar), so an identity it does not hold is unknown without a query.
 - Stored credentials (RADIUS passwords) are kept only for the identities that have one, apart
   from the identity index, so the common identity without one costs a lookup in an empty or
   small dictionary. They are opaque strings here (ocs.radius.auth reads them).
@@ -42,6 +45,8 @@ class AccountCache:
         self._negative_max = negative_max_entries
         self._credentials: dict[tuple[str, str], str] = {}
         self.validated_at: float | None = None
+        # True once a full load put every account and identity here (the sidecar keeps it so).
+        self.authoritative = False
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -57,8 +62,11 @@ class AccountCache:
         snapshots: Iterable[AccountSnapshot],
         identities: Iterable[tuple[str, str, int]],
         loaded_at: float,
+        *,
+        authoritative: bool = False,
     ) -> None:
-        """Swap in a complete new content (a full load); readers never see a half state."""
+        """Swap in a new content; readers never see a half state. ``authoritative``: it is
+        every account there is (a full load), so an identity not in it is unknown."""
         entries = {s.account_id: s for s in snapshots}
         index: dict[str, dict[str, int]] = {kind.value: {} for kind in IdentityKind}
         for kind, value, account in identities:
@@ -71,12 +79,15 @@ class AccountCache:
         self._bulk_loaded_at = loaded_at
         self._unknown.clear()
         self.validated_at = loaded_at
+        self.authoritative = authoritative
 
     def adopt_all(
         self,
         entries: dict[int, AccountSnapshot],
         identities: dict[str, dict[str, int]],
         loaded_at: float,
+        *,
+        authoritative: bool = True,
     ) -> None:
         """``replace_all`` for the bulk loader, which builds the dictionaries this cache keeps
         itself (snapshots by account id; account ids by kind, then value): they are taken as
@@ -89,6 +100,7 @@ class AccountCache:
         self._bulk_loaded_at = loaded_at
         self._unknown.clear()
         self.validated_at = loaded_at
+        self.authoritative = authoritative
 
     def put(self, snapshot: AccountSnapshot, loaded_at: float, version: Any = None) -> bool:
         """Store a snapshot unless the cache holds one read from a newer row; True if stored.
@@ -150,6 +162,10 @@ class AccountCache:
 
     def forget_unknown(self) -> None:
         self._unknown.clear()
+
+    @property
+    def unknown_count(self) -> int:
+        return len(self._unknown)
 
     # --- reads (the hot path) ----------------------------------------------------------------
 

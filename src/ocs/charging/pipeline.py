@@ -12,6 +12,12 @@ Rules of this file:
   per identity however many requests wait (single flight), within ``load_timeout_s``. With the
   database unreachable, an entry older than ``ttl_s`` still decides until it is ``max_stale_s``
   old; after that the ``on_stale`` policy answers, and it is counted.
+- An identity the cache does not hold costs at most one database read per negative-cache TTL,
+  and none at all when the cache is authoritative (a full load holds every account; new
+  identities arrive by NOTIFY).
+- A value the database refuses as data (``SourceRefused``: a NUL, bad UTF-8, a value too
+  long) is the input's fault: the request is answered as for an unknown subscriber, and the
+  database is not taken for down (no retry pause, no stale policy).
 - Sessions are durable things with generations (``ocs.core.ledger``): the store decides from
   what it recorded whether a report is a repeat and which generation it belongs to, at any age
   and across restarts. Usage is acknowledged only after ``UsageSink.record`` returns
@@ -73,6 +79,11 @@ log = logging.getLogger(__name__)
 
 class SourceUnavailable(Exception):
     """The database could not answer (down, timed out, or failing)."""
+
+
+class SourceRefused(ValueError):
+    """The database refused a value as data (asyncpg ``DataError`` and the like): the input
+    is bad, the database is fine."""
 
 
 class SpoolFull(RuntimeError):
@@ -207,7 +218,9 @@ class PipelineStats:
     stale_decisions: int = 0
     stale_policy_applied: int = 0
     source_errors: int = 0
+    source_refused: int = 0  # lookups the database refused as data (not counted as errors)
     unknown_identities: int = 0
+    authoritative_unknowns: int = 0  # unknown without a query: the cache holds every account
     decisions: dict[str, int] = field(default_factory=dict)
     sessions_expired: int = 0
     atomic_confirmed: int = 0  # admissions confirmed against the other instances
@@ -446,6 +459,10 @@ class Charging:
         now = self.clock.mono()
         account_id = self.cache.account_for(kind, value)
         if account_id is None:
+            if self.cache.authoritative:
+                self.stats.cache_hits += 1
+                self.stats.authoritative_unknowns += 1
+                return self._count(_unknown(unit or ServiceUnit.TIME))
             if self.cache.known_unknown(kind, value, now):
                 self.stats.cache_hits += 1
                 return self._count(_unknown(unit or ServiceUnit.TIME))
@@ -506,6 +523,9 @@ class Charging:
             return self._decide_without_database(
                 kind, value, unit, requested, reservation_key, destination=destination
             )
+        except SourceRefused:
+            self.stats.source_refused += 1
+            snapshot = None
         now = self.clock.mono()
         if snapshot is None:
             self.stats.unknown_identities += 1
@@ -768,6 +788,10 @@ class Charging:
         self._inflight[key] = future
         try:
             result = await asyncio.wait_for(load(), self.policy.load_timeout_s)
+        except SourceRefused as exc:  # the input's fault: every waiter gets the same
+            future.set_exception(SourceRefused(str(exc)))
+            future.exception()
+            raise
         except (TimeoutError, SourceUnavailable, OSError) as exc:
             error = SourceUnavailable(str(exc) or type(exc).__name__)
             future.set_exception(error)
@@ -784,20 +808,30 @@ class Charging:
             del self._inflight[key]
 
     async def account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
-        """The account of an identity, from the cache when possible (for accounting).
-        Raises ``SourceUnavailable`` when only the database could tell."""
+        """The account of an identity, from the cache when possible (for accounting); None
+        for an identity no account has (or one the database refuses as data). Raises
+        ``SourceUnavailable`` when only the database could tell."""
         account_id = self.cache.account_for(kind, value)
         if account_id is not None:
             cached = self.cache.get(account_id)
             if cached is not None:
                 return cached
-        if self.cache.known_unknown(kind, value, self.clock.mono()):
+        elif self.cache.authoritative:
+            self.stats.authoritative_unknowns += 1
+            return None
+        elif self.cache.known_unknown(kind, value, self.clock.mono()):
             return None
         if not self._source_usable(self.clock.mono()):
             raise SourceUnavailable("the database is unavailable and the identity is not cached")
-        snapshot = await self._single_flight(
-            ("identity", (kind, value)), lambda: self.source.find_account(kind, value)
-        )
+        try:
+            snapshot = await self._single_flight(
+                ("identity", (kind, value)), lambda: self.source.find_account(kind, value)
+            )
+        except SourceRefused:
+            self.stats.source_refused += 1
+            snapshot = None
+        if snapshot is None and account_id is None:
+            self.cache.remember_unknown(kind, value, self.clock.mono())
         if snapshot is not None:
             self.cache.put(snapshot, self.clock.mono())
             self.cache.add_identity(kind, value, snapshot.account_id)

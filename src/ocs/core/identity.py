@@ -1,10 +1,18 @@
 """Subscriber identities: the kinds an account can be found by, and their normal form.
 
-An identity is stored and looked up in normal form, so "+1 555-000-0001" from a SIP switch finds
-the account that was given "15550000001", and "<sip:alice@Example.com:5060;transport=udp>" from
-a SIP proxy's Diameter Ro finds the one given "sip:alice@example.com": a SIP URI's normal form
-is user@host, without the scheme, a port, parameters, headers or angle brackets, the host in
-lower case (a tel: URI keeps its scheme: tel:+15550000001).
+Rules of this file:
+- An identity is stored and looked up in normal form, so "+1 555-000-0001" from a SIP switch
+  finds the account that was given "15550000001", and "<sip:alice@Example.com:5060;transport=udp>"
+  from a SIP proxy's Diameter Ro finds the one given "sip:alice@example.com": a SIP URI's normal
+  form is user@host, without the scheme, a port, parameters, headers or angle brackets, the
+  host in lower case (a tel: URI keeps its scheme: tel:+15550000001).
+- What cannot be an identity is refused here, before any lookup, with a cause from a closed
+  set (``IdentityProblem``): the fronts answer it as an unknown subscriber and count it by
+  cause. Nothing that PostgreSQL would refuse as text (a NUL, bytes that are not UTF-8, a lone
+  surrogate) gets past ``identity_from_bytes``/``normalize_identity``, so hostile bytes never
+  reach SQL.
+- ``printable`` is how a refused value is kept for operators (``unmatched_usage``): every byte
+  that is not printable UTF-8 written as ``\\xNN``, bounded in length.
 """
 
 from dataclasses import dataclass
@@ -21,22 +29,92 @@ class IdentityKind(StrEnum):
     PRIVATE = "private"  # END_USER_PRIVATE
 
 
+class IdentityProblem(StrEnum):
+    """Why a value cannot be an identity (a bounded metric label)."""
+
+    EMPTY = "empty"
+    INVALID_UTF8 = "invalid_utf8"  # not UTF-8 (or a lone surrogate): PostgreSQL refuses it
+    NUL_BYTE = "nul_byte"  # PostgreSQL text cannot hold U+0000
+    CONTROL_CHARACTER = "control_character"  # C0, DEL or C1: no subscriber is named so
+    TOO_LONG = "too_long"  # more than MAX_IDENTITY_BYTES octets
+    MALFORMED = "malformed"  # not a number / URI as its kind requires
+
+
+# The longest identity in octets (UTF-8): a RADIUS attribute's value can hold no more, and no
+# E.164 number, IMSI, SIP URI or NAI a switch sends is longer.
+MAX_IDENTITY_BYTES = 253
+
+# What ``printable`` keeps of a refused value, in characters of its escaped form.
+MAX_PRINTABLE_CHARS = 1024
+
+
 class IdentityError(ValueError):
-    pass
+    def __init__(self, message: str, problem: IdentityProblem = IdentityProblem.MALFORMED) -> None:
+        super().__init__(message)
+        self.problem = problem
 
 
 _DIGIT_KINDS = (IdentityKind.E164, IdentityKind.IMSI)
 
 
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F
+
+
+def _is_surrogate(char: str) -> bool:
+    return 0xD800 <= ord(char) <= 0xDFFF
+
+
+def check_text(value: str, *, what: str = "identity") -> None:
+    """Raise ``IdentityError`` (with its cause) unless ``value`` is text PostgreSQL takes and a
+    person could type: no NUL, no control characters, no lone surrogates, at most
+    ``MAX_IDENTITY_BYTES`` octets of UTF-8."""
+    if "\x00" in value:
+        raise IdentityError(f"the {what} contains a NUL character", IdentityProblem.NUL_BYTE)
+    if any(_is_surrogate(c) for c in value):
+        raise IdentityError(f"the {what} is not valid UTF-8", IdentityProblem.INVALID_UTF8)
+    if any(_is_control(c) for c in value):
+        raise IdentityError(
+            f"the {what} contains a control character", IdentityProblem.CONTROL_CHARACTER
+        )
+    if len(value) > MAX_IDENTITY_BYTES or len(value.encode()) > MAX_IDENTITY_BYTES:
+        raise IdentityError(
+            f"the {what} is longer than {MAX_IDENTITY_BYTES} octets", IdentityProblem.TOO_LONG
+        )
+
+
+def identity_from_bytes(kind: IdentityKind, raw: bytes) -> str:
+    """The normal form of an identity received as octets (a RADIUS attribute, a Diameter AVP).
+    Raises ``IdentityError`` with its cause for anything that cannot be one."""
+    if len(raw) > MAX_IDENTITY_BYTES * 4:  # do not even decode a huge value
+        raise IdentityError(
+            f"the {kind.value} identity is longer than {MAX_IDENTITY_BYTES} octets",
+            IdentityProblem.TOO_LONG,
+        )
+    if b"\x00" in raw:
+        raise IdentityError(
+            f"the {kind.value} identity contains a NUL byte", IdentityProblem.NUL_BYTE
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise IdentityError(
+            f"the {kind.value} identity is not valid UTF-8", IdentityProblem.INVALID_UTF8
+        ) from None
+    return normalize_identity(kind, text)
+
+
 def normalize_identity(kind: IdentityKind, value: str) -> str:
     """The stored form of ``value``: trimmed; E.164 and IMSI as bare digits; SIP URIs and NAIs
     with a lower-case scheme and domain. Raises ``IdentityError`` for an unusable value."""
-    text = value.strip()
+    text = value.strip(" ")  # only spaces: any other character Python calls space is a control
+    check_text(text, what=f"{kind.value} identity")
     if not text:
-        raise IdentityError(f"an empty {kind.value} identity")
+        raise IdentityError(f"an empty {kind.value} identity", IdentityProblem.EMPTY)
     if kind in _DIGIT_KINDS:
         digits = text.removeprefix("+").replace(" ", "").replace("-", "")
-        if not digits.isdigit() or not 1 <= len(digits) <= 15:
+        if not (digits.isascii() and digits.isdigit()) or not 1 <= len(digits) <= 15:
             raise IdentityError(f"{value!r} is not a valid {kind.value} number (1 to 15 digits)")
         return digits
     if kind is IdentityKind.SIP_URI:
@@ -45,6 +123,33 @@ def normalize_identity(kind: IdentityKind, value: str) -> str:
         user, at, realm = text.rpartition("@")
         return f"{user}@{realm.lower()}" if at else text
     return text
+
+
+def printable(raw: bytes | str) -> str:
+    """``raw`` as text that PostgreSQL and a terminal take: valid UTF-8 kept, every other byte,
+    control character and backslash escaped (``\\xNN``, ``\\\\``), at most
+    ``MAX_PRINTABLE_CHARS`` characters (cut with ``...``)."""
+    text = raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
+    out: list[str] = []
+    size = 0
+    for char in text:
+        code = ord(char)
+        if char == "\\":
+            piece = "\\\\"
+        elif 0xDC80 <= code <= 0xDCFF and not isinstance(raw, str):
+            piece = f"\\x{code - 0xDC00:02x}"  # a byte that was not UTF-8
+        elif _is_control(char):
+            piece = f"\\x{code:02x}"
+        elif _is_surrogate(char):
+            piece = f"\\u{code:04x}"
+        else:
+            piece = char
+        size += len(piece)
+        if size > MAX_PRINTABLE_CHARS:
+            out.append("...")
+            break
+        out.append(piece)
+    return "".join(out)
 
 
 _SIP_SCHEMES = ("sip", "sips", "tel")

@@ -197,6 +197,8 @@ class CheckBalanceResult(IntEnum):
 
 
 _U32_MAX: Final = 0xFFFFFFFF
+MAX_IDENTITY_OCTETS: Final = 255  # a DiameterIdentity is an FQDN
+MAX_SESSION_ID_OCTETS: Final = 1024  # keys sessions and usage in SQL (btree rows stay small)
 _U64_MAX: Final = 0xFFFFFFFFFFFFFFFF
 
 
@@ -456,12 +458,29 @@ def _utf8(data: bytes, span: AvpSpan) -> str:
 
 
 def _identity(data: bytes, span: AvpSpan) -> str:
+    raw = data[span[4] : span[5]]
     try:
-        text = data[span[4] : span[5]].decode("ascii")
+        text = raw.decode("ascii")
     except UnicodeDecodeError:
         raise _invalid(data, span, "a DiameterIdentity must be ASCII") from None
     if not text:
         raise _invalid(data, span, "empty DiameterIdentity")
+    if len(raw) > MAX_IDENTITY_OCTETS or not text.isprintable() or " " in text:
+        # An FQDN (RFC 6733 §4.3.1): no spaces, no control characters, at most 255 octets.
+        raise _invalid(data, span, "a DiameterIdentity must be an FQDN")
+    return text
+
+
+def _session_id(data: bytes, span: AvpSpan) -> str:
+    """Session-Id (RFC 6733 §8.8): UTF-8 text; also no NUL or control characters and at most
+    ``MAX_SESSION_ID_OCTETS``, as it keys sessions and usage in SQL."""
+    text = _utf8(data, span)
+    if not text:
+        raise _invalid(data, span, "empty Session-Id")
+    if span[5] - span[4] > MAX_SESSION_ID_OCTETS:
+        raise _invalid(data, span, f"a Session-Id longer than {MAX_SESSION_ID_OCTETS} octets")
+    if not text.isprintable():
+        raise _invalid(data, span, "a Session-Id with a NUL or control characters")
     return text
 
 
@@ -853,7 +872,7 @@ def parse_ccr(
                     tolerances.append(duplicate)
         pos += (length + 3) & ~3
 
-    session_id = _utf8(data, _required(once[_SESSION_ID], AVP_SESSION_ID))
+    session_id = _session_id(data, _required(once[_SESSION_ID], AVP_SESSION_ID))
     origin_host = _identity(data, _required(once[_ORIGIN_HOST], AVP_ORIGIN_HOST))
     origin_realm = _identity(data, _required(once[_ORIGIN_REALM], AVP_ORIGIN_REALM))
     destination_realm = _identity(data, _required(once[_DESTINATION_REALM], AVP_DESTINATION_REALM))

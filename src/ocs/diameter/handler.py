@@ -19,11 +19,14 @@ Rules of this file:
   any age, so a retransmission is never charged twice, whenever it comes.
 - When the database or the spool cannot take usage the answer is 3004 DIAMETER_TOO_BUSY, never
   a success: the client retries (with the T flag) or fails over.
+- Identities are checked before any lookup (``ocs.core.identity``): a CCR whose every
+  identity cannot be one (a NUL, control characters, too long) is answered 5030
+  DIAMETER_USER_UNKNOWN and counted by cause; a value the database still refuses as data
+  (``SourceRefused``) is answered 5012, never taken for the database being down.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -33,6 +36,7 @@ from ocs.charging.pipeline import (
     Charging,
     LiveSession,
     SessionId,
+    SourceRefused,
     SourceUnavailable,
     SpoolFull,
     UnknownSession,
@@ -42,6 +46,7 @@ from ocs.core.identity import (
     DialPlan,
     IdentityError,
     IdentityKind,
+    IdentityProblem,
     normalize_identity,
 )
 from ocs.core.ledger import Counting, ReportKind
@@ -132,25 +137,29 @@ def _no_count(command: str, result_code: int, mscc_codes: tuple[int, ...]) -> No
     return None
 
 
-def subscriber_identities(request: CreditControlRequest) -> list[tuple[IdentityKind, str]]:
-    """Every usable identity of the CCR, in order: Subscription-Ids, then User-Name."""
+def _no_invalid_count(problem: IdentityProblem) -> None:
+    return None
+
+
+def subscriber_identities(
+    request: CreditControlRequest, refused: list[IdentityProblem] | None = None
+) -> list[tuple[IdentityKind, str]]:
+    """Every usable identity of the CCR, in order: Subscription-Ids, then User-Name. Why each
+    unusable one was refused is appended to ``refused`` when given."""
     found: list[tuple[IdentityKind, str]] = []
+    candidates: list[tuple[IdentityKind, str]] = []
     for id_type, data in request.subscription_ids:
         kind = SUBSCRIPTION_ID_KINDS.get(int(id_type))
-        if kind is None:
-            continue
+        if kind is not None:
+            candidates.append((kind, data))
+    if request.user_name:
+        candidates.append((IdentityKind.USER_NAME, request.user_name))
+    for kind, data in candidates:
         try:
             found.append((kind, normalize_identity(kind, data)))
-        except IdentityError:
-            continue
-    if request.user_name:
-        with contextlib.suppress(IdentityError):
-            found.append(
-                (
-                    IdentityKind.USER_NAME,
-                    normalize_identity(IdentityKind.USER_NAME, request.user_name),
-                )
-            )
+        except IdentityError as exc:
+            if refused is not None:
+                refused.append(exc.problem)
     return found
 
 
@@ -226,9 +235,11 @@ class CreditControl:
         tcc_s: float = 600.0,
         currency_code: int = ISO_4217_NO_CURRENCY,
         count: ResultCounter = _no_count,
+        count_invalid: Callable[[IdentityProblem], None] = _no_invalid_count,
         dial_plan: DialPlan = INTERNATIONAL,
     ) -> None:
         self.charging = charging
+        self.count_invalid = count_invalid
         self.encoder = CcaEncoder(origin_host=origin_host, origin_realm=origin_realm)
         self.validity_time_s = validity_time_s or None
         self.tcc_s = tcc_s
@@ -295,6 +306,14 @@ class CreditControl:
                 exc,
             )
             return self._answer(request, DIAMETER_TOO_BUSY)
+        except SourceRefused as exc:
+            # A value of this request the database refuses as data: not an outage.
+            log.warning(
+                "diameter: %s refused by the database as data: %s",
+                COMMAND_LABELS[request.request_type],
+                exc,
+            )
+            return self._answer(request, DIAMETER_UNABLE_TO_COMPLY)
 
     # --- CCR-Initial ----------------------------------------------------------------------
 
@@ -314,8 +333,11 @@ class CreditControl:
         )
 
     def _identity(self, request: CreditControlRequest) -> tuple[IdentityKind, str] | None:
-        found = subscriber_identities(request)
+        refused: list[IdentityProblem] = []
+        found = subscriber_identities(request, refused)
         if not found:
+            for problem in refused:  # counted when they leave the request without a subscriber
+                self.count_invalid(problem)
             return None
         account_for = self.charging.cache.account_for
         for kind, value in found:

@@ -29,23 +29,30 @@ Rules of this file:
   connection: the table calls that a protocol violation).
 - Shutdown: stop listening, let in-flight requests finish, then DPR to every open peer and close
   once it answers (or ``dpa_timeout_s`` passes), all within the caller's time budget.
+- TLS/TCP (RFC 6733 §13): ``tls_listen`` addresses speak TLS from the first octet (mutual, the
+  peer's certificate signed by the configured CA). A CER on such a connection is accepted only
+  if the certificate names its Origin-Host; a peer whose allow-list entry says ``tls`` is
+  refused (3010) over plain TCP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import logging
 import random
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Final, Protocol
 
 from ocs import __version__
+from ocs.core.identity import IdentityProblem
 from ocs.diameter.codec import (
     APP_COMMON,
     APP_CREDIT_CONTROL,
@@ -98,10 +105,13 @@ from ocs.metrics import (
     DIAMETER_PEER_STATES,
     Metrics,
 )
+from ocs.tls import certificate_matches
 
 log = logging.getLogger("ocs.diameter")
 
 DuplicateKey = tuple[str, int]  # (Origin-Host, End-to-End-Id)
+
+DIAMETER_UNKNOWN_PEER: Final = 3010
 
 _DUPLICATES_MAX: Final = 200_000
 
@@ -134,19 +144,22 @@ class PeerAllowList:
 
     def __init__(self, rules: Iterable[PeerRule]) -> None:
         self._rules: list[
-            tuple[str, bool, str | None, ipaddress.IPv4Network | ipaddress.IPv6Network | None]
+            tuple[str, bool, str | None, ipaddress.IPv4Network | ipaddress.IPv6Network | None, bool]
         ] = []
         for rule in rules:
             host = rule.origin_host.lower()
             pattern = host.startswith("*.")
             network = ipaddress.ip_network(rule.address, strict=False) if rule.address else None
             realm = rule.realm.lower() if rule.realm else None
-            self._rules.append((host[1:] if pattern else host, pattern, realm, network))
+            needs_tls = bool(getattr(rule, "tls", False))
+            self._rules.append((host[1:] if pattern else host, pattern, realm, network, needs_tls))
 
     def __len__(self) -> int:
         return len(self._rules)
 
-    def __call__(self, origin_host: str, origin_realm: str, peer_address: str) -> bool:
+    def __call__(
+        self, origin_host: str, origin_realm: str, peer_address: str, *, tls: bool = False
+    ) -> bool:
         host = origin_host.lower()
         realm = origin_realm.lower()
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
@@ -156,7 +169,9 @@ class PeerAllowList:
             ip = None
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        for name, pattern, rule_realm, network in self._rules:
+        for name, pattern, rule_realm, network, needs_tls in self._rules:
+            if needs_tls and not tls:
+                continue
             if pattern:
                 if not (host.endswith(name) and len(host) > len(name)):
                     continue
@@ -194,8 +209,10 @@ class DiameterServer:
         dpa_timeout_s: float = 5.0,
         tick_s: float = 0.25,
         rng: random.Random | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.handler = handler
+        self.ssl_context = ssl_context
         self.allowed = allowed
         self.metrics = metrics
         self.origin_host = origin_host
@@ -217,6 +234,7 @@ class DiameterServer:
         self._unopened: dict[PeerConnection, None] = {}  # no CER accepted yet, oldest first
         self._servers: list[asyncio.AbstractServer] = []
         self.bound: list[tuple[str, int]] = []
+        self.bound_tls: list[tuple[str, int]] = []
         self._pending: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._stopping = False
@@ -242,6 +260,8 @@ class DiameterServer:
         self._answer_counters: dict[tuple[str, int], Any] = {}
         self._mscc_counters: dict[tuple[str, int], Any] = {}
         self.handler.count = self.count_answer
+        invalid = {p: m.invalid_identities.labels("diameter", p.value) for p in IdentityProblem}
+        self.handler.count_invalid = lambda problem: invalid[problem].inc()
 
     def count_answer(self, command: str, result_code: int, mscc_codes: tuple[int, ...]) -> None:
         counter = self._answer_counters.get((command, result_code))
@@ -261,28 +281,38 @@ class DiameterServer:
     # --- start and stop -------------------------------------------------------------------
 
     async def start(
-        self, listen: Iterable[str], *, reuse_port: bool = False
+        self,
+        listen: Iterable[str],
+        *,
+        reuse_port: bool = False,
+        tls_listen: Iterable[str] = (),
     ) -> list[tuple[str, int]]:
-        """Listen on every ``host:port``; returns the (host, port) pairs bound. Raises OSError."""
+        """Listen on every ``host:port`` (plain TCP) and every ``tls_listen`` one (TLS/TCP,
+        needs ``ssl_context``); returns the (host, port) pairs bound. Raises OSError."""
         loop = asyncio.get_running_loop()
         bound: list[tuple[str, int]] = []
-        for address in listen:
+        tls_addresses = list(tls_listen)
+        if tls_addresses and self.ssl_context is None:
+            raise ValueError("TLS listeners need an ssl_context")
+        for address, tls in [(a, False) for a in listen] + [(a, True) for a in tls_addresses]:
             host, _, port = address.rpartition(":")
             host = host.strip("[]")
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await loop.create_server(
-                lambda: PeerConnection(self),
+                functools.partial(PeerConnection, self, tls=tls),
                 host=host,
                 port=int(port),
                 family=family,
                 reuse_address=True,
                 reuse_port=reuse_port or None,
                 backlog=1024,
+                ssl=self.ssl_context if tls else None,
+                ssl_handshake_timeout=self.cer_timeout_s if tls else None,
             )
             self._servers.append(server)
             for sock in server.sockets:
                 name = sock.getsockname()
-                bound.append((str(name[0]), int(name[1])))
+                (self.bound_tls if tls else bound).append((str(name[0]), int(name[1])))
         self.bound = bound
         self._sweeper = asyncio.create_task(self._sweep(), name="diameter-sweeper")
         return bound
@@ -431,8 +461,9 @@ class DiameterServer:
 class PeerConnection(asyncio.Protocol):
     """One peer's TCP connection."""
 
-    def __init__(self, server: DiameterServer) -> None:
+    def __init__(self, server: DiameterServer, *, tls: bool = False) -> None:
         self.server = server
+        self.tls = tls  # TLS/TCP: the CER's Origin-Host must be named by the certificate
         self.transport: asyncio.Transport | None = None
         self.framer = Framer(server.max_message_bytes)
         self.machine = PeerStateMachine()
@@ -706,16 +737,22 @@ class PeerConnection(asyncio.Protocol):
         failed_avp: bytes | None = None
         text: str | None = None
         origin_host: str | None = None
+        allowed = server.allowed
+        if isinstance(allowed, PeerAllowList):
+            allowed = functools.partial(allowed, tls=self.tls)
         try:
             message = parse_message(data)
-            result = capabilities_exchange(
-                message, allowed=server.allowed, peer_address=self.peer_address
-            )
+            result = capabilities_exchange(message, allowed=allowed, peer_address=self.peer_address)
             code = result.result_code
             avp = message.find(264)  # Origin-Host, validated by capabilities_exchange
             origin_host = avp.as_identity() if avp is not None else None
         except MalformedMessage as error:
             code, failed_avp, text = error.result_code, error.failed_avp, str(error)[:200]
+        if code == DIAMETER_SUCCESS and self.tls and self.transport is not None:
+            peercert = self.transport.get_extra_info("peercert")
+            if origin_host is None or not certificate_matches(peercert, origin_host):
+                code = DIAMETER_UNKNOWN_PEER
+                text = "the peer's certificate does not name its Origin-Host"
         accepted = code == DIAMETER_SUCCESS
         actions = self._event(
             PeerEvent.RCV_CER_ACCEPTED if accepted else PeerEvent.RCV_CER_REJECTED
@@ -733,16 +770,17 @@ class PeerConnection(asyncio.Protocol):
                 "diameter: peer open origin_host=%s address=%s", origin_host, self.peer_address
             )
         else:
-            log.warning(
-                "diameter: CER refused result_code=%d origin_host=%s address=%s",
-                code,
-                origin_host,
-                self.peer_address,
-            )
             if text is None and code == 3010:
                 text = "unknown peer"
             elif text is None:
                 text = "no common application"
+            log.warning(
+                "diameter: CER refused result_code=%d origin_host=%s address=%s reason=%s",
+                code,
+                origin_host,
+                self.peer_address,
+                text,
+            )
         server.count_answer("CER", code, ())
         out.append(
             build_cea(

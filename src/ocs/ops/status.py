@@ -140,6 +140,9 @@ def _diameter(server: Any) -> dict[str, Any]:
     bound = getattr(server, "bound", None)
     if bound:
         out["listeners"] = [f"{b[-2]}:{b[-1]}" if isinstance(b, tuple) else str(b) for b in bound]
+    bound_tls = getattr(server, "bound_tls", None)
+    if bound_tls:
+        out["tls_listeners"] = [f"{b[-2]}:{b[-1]}" for b in bound_tls]
     by_state = getattr(server, "peers_by_state", None)
     if callable(by_state):
         out["peers_by_state"] = dict(by_state())

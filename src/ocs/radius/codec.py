@@ -380,6 +380,7 @@ def encode_reply(
     attributes: Sequence[tuple[int, bytes]],
     *,
     request_code: int | None = None,
+    message_authenticator: bool = True,
 ) -> bytes:
     """The wire bytes of a reply, Message-Authenticator first, then ``attributes`` in order.
 
@@ -387,18 +388,27 @@ def encode_reply(
     for an Accounting-Response to a Status-Server. Proxy-State is not added here: pass
     ``copy_proxy_state(request)`` among the attributes. Raises ValueError for a value over 253
     octets, a packet over 4096 octets, or a bad identifier or authenticator.
+
+    ``message_authenticator=False`` leaves it out: for an Accounting-Response over RadSec,
+    where implementations disagree on how it is signed (FreeRADIUS 3 over 16 zero octets,
+    radsecproxy over the Request Authenticator; RFC 2866 defines none) and TLS protects the
+    packet anyway.
     """
     if len(request_authenticator) != AUTHENTICATOR_LENGTH:
         raise ValueError("request_authenticator must be 16 octets")
     if code in _ZERO_VECTOR_REQUESTS or code in _SELF_VECTOR_REQUESTS:
         raise ValueError(f"code {code} is a request code; use encode_request")
     body = _encode_attributes(attributes)
-    length = HEADER_LENGTH + len(_MA_PLACEHOLDER) + len(body)
+    ma_length = len(_MA_PLACEHOLDER) if message_authenticator else 0
+    length = HEADER_LENGTH + ma_length + len(body)
     _check_header_fields(identifier, length)
     header = _HEADER.pack(code, identifier, length)
-    vector = _reply_vector(code, request_authenticator, request_code)
-    message_authenticator = secret.hmac_md5(header + vector + _MA_PLACEHOLDER + body)
-    attributes_wire = _MA_HEADER + message_authenticator + body
+    if message_authenticator:
+        vector = _reply_vector(code, request_authenticator, request_code)
+        mac = secret.hmac_md5(header + vector + _MA_PLACEHOLDER + body)
+        attributes_wire = _MA_HEADER + mac + body
+    else:
+        attributes_wire = body
     response_authenticator = hashlib.md5(
         header + request_authenticator + attributes_wire + secret.secret
     ).digest()

@@ -18,6 +18,11 @@ Rules of this file:
 - A retransmission (same client address and port, identifier and authenticator) within
   ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
 - An Accounting-Response is sent only after the usage is durable.
+- Text from the wire is checked before it is used: an identity that cannot be one (a NUL,
+  bytes that are not UTF-8, control characters, too long) is an unknown subscriber, counted by
+  cause (``ocs_invalid_identities_total``); accounting whose identity, Acct-Session-Id or
+  NAS-Identifier is such text is kept in ``unmatched_usage`` with the reason and the value
+  escaped (``printable``). Such bytes never reach SQL.
 - Each client has a profile (``ocs.radius.profiles``): which reply attributes its Access-Accept
   and Access-Reject carry beyond Session-Timeout / Reply-Message, and which attribute names a
   call in its accounting.
@@ -47,6 +52,7 @@ from ocs.charging.pipeline import (
     CalledNumber,
     Charging,
     SessionId,
+    SourceRefused,
     SourceUnavailable,
     SpoolFull,
     unit_of_tariff,
@@ -56,7 +62,10 @@ from ocs.core.identity import (
     DialPlan,
     IdentityError,
     IdentityKind,
-    normalize_identity,
+    IdentityProblem,
+    check_text,
+    identity_from_bytes,
+    printable,
 )
 from ocs.core.ledger import Counting, ReportKind
 from ocs.core.model import CreditDecision, RefusalReason, ServiceUnit, Usage, refusal_text
@@ -96,11 +105,15 @@ class AttributeRef:
     vendor: int = 0
 
     def read(self, packet: Packet) -> str | None:
+        raw = self.read_bytes(packet)
+        return None if raw is None else raw.decode("utf-8", "replace")
+
+    def read_bytes(self, packet: Packet) -> bytes | None:
         if self.vendor == 0:
-            return packet.get_str(self.code)
+            return packet.get(self.code)
         for vendor_type, value in packet.vendor_attributes(self.vendor):
             if vendor_type == self.code:
-                return value.decode("utf-8", "replace")
+                return value
         return None
 
 
@@ -137,6 +150,7 @@ class RadiusClient:
     accounting: AccountingStyle = AccountingStyle.INTERVAL
     disconnect_port: int | None = 3799
     dial_plan: DialPlan = INTERNATIONAL  # how its called numbers are written
+    tls: bool = False  # RadSec only (radius/radsec.py); its UDP datagrams are dropped
 
 
 class ClientTable:
@@ -188,6 +202,8 @@ class _Exchange:
 
 class _Listener(asyncio.DatagramProtocol):
     """One UDP socket: bounded queue in, ``sendto`` out."""
+
+    tls = False  # RadSec's listeners (radius/radsec.py) say True
 
     def __init__(self, front: RadiusFront, kind: str) -> None:
         self.front = front
@@ -255,6 +271,7 @@ class RadiusFront:
         self._accept = m.requests.labels("radius", "access", "accept")
         self._rejects: dict[str, object] = {}
         self._acct_ok: dict[str, object] = {}
+        self._invalid = {p: m.invalid_identities.labels("radius", p.value) for p in IdentityProblem}
 
     # --- sockets -------------------------------------------------------------------------------
 
@@ -341,7 +358,7 @@ class RadiusFront:
         """Everything a datagram needs that does not await; schedules the rest."""
         host = str(addr[0])
         client = self.clients.lookup(host)
-        if client is None:
+        if client is None or client.tls != listener.tls:  # a RadSec client only over TLS
             self._drop["unknown_client"].inc()
             log.debug("radius: dropped datagram from unknown client %s", host)
             return
@@ -585,13 +602,26 @@ class RadiusFront:
         self._reply_access(ex, decision, checked)
 
     def _identity(self, client: RadiusClient, packet: Packet) -> tuple[IdentityKind, str] | None:
-        raw = client.identity.read(packet)
+        identity, _problem = self._checked_identity(client, packet)
+        return identity
+
+    def _checked_identity(
+        self, client: RadiusClient, packet: Packet
+    ) -> tuple[tuple[IdentityKind, str] | None, IdentityProblem | None]:
+        """The identity in normal form, or None and why not (None: the attribute is absent).
+        A value that cannot be an identity is counted by cause and never looked up."""
+        raw = client.identity.read_bytes(packet)
         if raw is None:
-            return None
+            return None, None
         try:
-            return client.identity_kind, normalize_identity(client.identity_kind, raw)
-        except IdentityError:
-            return None
+            return (client.identity_kind, identity_from_bytes(client.identity_kind, raw)), None
+        except IdentityError as exc:
+            self._invalid[exc.problem].inc()
+            log.debug(
+                "radius: not an identity",
+                extra={"reason": exc.problem.value, "source": client.name},
+            )
+            return None, exc.problem
 
     def _reply_access(
         self,
@@ -690,8 +720,13 @@ class RadiusFront:
         origin = _origin(packet, str(addr[0]))
         try:
             if status in (STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF):
-                closed = await self.charging.close_origin("radius", origin, name)
-                log.info("radius: %s from %s closed %d sessions", name, origin, closed)
+                if _bad_text(None, origin) is not None:
+                    # No session can be open under such an origin (their usage was kept
+                    # unmatched): nothing to close, and such text never goes to SQL.
+                    log.info("radius: %s from an origin that is no text; nothing closed", name)
+                else:
+                    closed = await self.charging.close_origin("radius", origin, name)
+                    log.info("radius: %s from %s closed %d sessions", name, origin, closed)
             elif status in (STATUS_START, STATUS_STOP, STATUS_INTERIM):
                 await self._usage(client, packet, origin, status)
             elif status == STATUS_FAILED:
@@ -708,6 +743,13 @@ class RadiusFront:
             self._drop["spool_full"].inc()
             log.error("radius: accounting not recorded: %s", exc)
             return
+        except SourceRefused as exc:
+            # The database refused a value of this request as data: the request's fault, not
+            # the database's. Not durable, so not acknowledged; counted, no traceback.
+            self._replies.pop(key, None)
+            self._drop["refused_by_database"].inc()
+            log.warning("radius: accounting refused by the database as data: %s", exc)
+            return
         except SourceUnavailable as exc:
             # Not durable, so not acknowledged: the NAS retransmits.
             self._replies.pop(key, None)
@@ -722,6 +764,7 @@ class RadiusFront:
             packet.authenticator,
             client.secret,
             attributes,
+            message_authenticator=not ex.listener.tls,  # RadSec: see codec.encode_reply
         )
         self._remember(key, reply)
         self._send(ex.listener, reply, addr)
@@ -735,12 +778,20 @@ class RadiusFront:
 
     async def _usage(self, client: RadiusClient, packet: Packet, origin: str, status: int) -> None:
         """Start, Interim-Update or Stop: a report for the session ledger (the pipeline and the
-        store decide its generation and whether it is a repeat, at any age)."""
+        store decide its generation and whether it is a repeat, at any age). An identity, call
+        key or NAS-Identifier that is no text SQL takes is kept unmatched with the reason,
+        escaped."""
         # The call's name is the profile's attribute: Acct-Session-Id, or h323-conf-id...
-        session_id = client.call_key.read(packet) or ""
+        raw_session = client.call_key.read_bytes(packet)
+        session_id = raw_session.decode("utf-8", "replace") if raw_session else ""
         usage = _usage_of(packet)
         status_name = _STATUS_NAMES[status]
         client_at = _event_time(packet)
+        identity, problem = self._checked_identity(client, packet)
+        bad_text = _bad_text(raw_session, origin)
+        if bad_text is not None:  # the session cannot be keyed in SQL: kept, escaped
+            identity = None
+            session_id, origin = printable(raw_session or b""), printable(origin)
         report_key = f"{status_name}|{usage.seconds}|{usage.octets}"
         ref = SessionId("radius", origin, session_id)
         # With the client's Event-Timestamp (the same in every retransmission of the message)
@@ -753,17 +804,17 @@ class RadiusFront:
         kind = {STATUS_START: ReportKind.OPEN, STATUS_STOP: ReportKind.FINAL}.get(
             status, ReportKind.USAGE
         )
-        identity = self._identity(client, packet)
         snapshot = await self.charging.account(*identity) if identity is not None else None
         if snapshot is None or not session_id:
-            reason = (
-                "no_session_id"
-                if not session_id
-                else "unknown_identity"
-                if identity is not None
-                else "no_identity"
-            )
-            raw = client.identity.read(packet) or ""
+            if bad_text is not None:
+                reason = bad_text
+            elif not session_id:
+                reason = "no_session_id"
+            elif problem is not None:
+                reason = f"identity_{problem.value}"
+            else:
+                reason = "unknown_identity" if identity is not None else "no_identity"
+            raw = printable(client.identity.read_bytes(packet) or b"")
             await self.charging.record_unmatched(
                 self.charging.unmatched_report(
                     SessionId("radius", origin, session_id or "-"),
@@ -922,6 +973,22 @@ def _origin(packet: Packet, source: str) -> str:
     if raw6 is not None and len(raw6) == 16:
         return str(ipaddress.IPv6Address(raw6))
     return source
+
+
+def _bad_text(raw_session: bytes | None, origin: str) -> str | None:
+    """Why the Acct-Session-Id or the origin cannot go into SQL as they are (None: they can)."""
+    for what, value in (("session_id", raw_session), ("origin", origin)):
+        if value is None:
+            continue
+        try:
+            text = value.decode("utf-8") if isinstance(value, bytes) else value
+        except UnicodeDecodeError:
+            return f"{what}_{IdentityProblem.INVALID_UTF8.value}"
+        try:
+            check_text(text, what=what)
+        except IdentityError as exc:
+            return f"{what}_{exc.problem.value}"
+    return None
 
 
 def _event_time(packet: Packet) -> datetime | None:

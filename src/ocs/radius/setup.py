@@ -107,6 +107,7 @@ def build_clients(config: RadiusConfig, dictionary: object) -> ClientTable:
                 accounting=profile.accounting,
                 disconnect_port=disconnect_port,
                 dial_plan=dial_plan_of(client, key),
+                tls=client.tls,
             )
         )
         if policy is MessageAuthenticatorPolicy.NOT_REQUIRED:

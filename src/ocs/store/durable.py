@@ -17,14 +17,16 @@ from zoneinfo import ZoneInfo
 from ocs.charging.pipeline import (
     OpenGeneration,
     SourceUnavailable,
+    SpoolFull,
     UsageOutcome,
     UsageReport,
 )
 from ocs.core.ledger import Counting, Generation, Hold, Report, ReportKind
 from ocs.core.model import AccountSnapshot, Tariff, Usage
+from ocs.metrics import Metrics
 from ocs.store.accounts import zone
 from ocs.store.source import PostgresAccounts
-from ocs.store.spool import Spool
+from ocs.store.spool import Spool, SpoolUnwritable
 
 log = logging.getLogger("ocs.spool")
 
@@ -145,9 +147,13 @@ def _legacy_report(record: dict[str, Any], tariff: Tariff, time_zone: tzinfo) ->
 class SpoolingSink:
     """``UsageSink``: PostgreSQL, else the spool. Raises ``SpoolFull`` when both are out."""
 
-    def __init__(self, database: PostgresAccounts, spool: Spool) -> None:
+    def __init__(
+        self, database: PostgresAccounts, spool: Spool, *, metrics: Metrics | None = None
+    ) -> None:
         self.database = database
         self.spool = spool
+        self.metrics = metrics
+        self.refused = 0  # records neither the database nor the spool could take
         self.spooled = 0
         self.replayed = 0
         self._replaying = asyncio.Lock()
@@ -156,13 +162,25 @@ class SpoolingSink:
     def depth_bytes(self) -> int:
         return self.spool.size_bytes
 
+    async def _append(self, entry: dict[str, Any]) -> None:
+        """Spool ``entry`` durably; raises ``SpoolFull`` (counted and logged with the reason)."""
+        try:
+            await asyncio.to_thread(self.spool.append, entry)
+        except SpoolFull as exc:
+            reason = exc.reason if isinstance(exc, SpoolUnwritable) else "full"
+            self.refused += 1
+            if self.metrics is not None:
+                self.metrics.spool_refused.labels(reason).inc()
+            log.error("usage not kept (database unavailable, spool refused: %s): %s", reason, exc)
+            raise
+        self.spooled += 1
+
     async def record(self, report: UsageReport) -> UsageOutcome:
         try:
             return await self.database.record(report)
         except SourceUnavailable as exc:
             entry = {"kind": "report", **report_to_record(report)}
-            await asyncio.to_thread(self.spool.append, entry)
-            self.spooled += 1
+            await self._append(entry)
             log.warning("usage spooled (database unavailable: %s) key=%s", exc, report.entry.uid)
             return UsageOutcome(charged=0, duplicate=False, snapshot=None, spooled=True)
 
@@ -171,8 +189,7 @@ class SpoolingSink:
             return await self.database.close_sessions(source, origin, reason)
         except SourceUnavailable:
             entry = {"kind": "close", "source": source, "origin": origin, "reason": reason}
-            await asyncio.to_thread(self.spool.append, entry)
-            self.spooled += 1
+            await self._append(entry)
             return []
 
     async def record_unmatched(
@@ -188,8 +205,7 @@ class SpoolingSink:
                 "reason": reason,
                 **report_to_record(report),
             }
-            await asyncio.to_thread(self.spool.append, entry)
-            self.spooled += 1
+            await self._append(entry)
             return True
 
     async def session_generations(

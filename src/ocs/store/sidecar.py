@@ -208,7 +208,9 @@ class Sidecar:
         for r in identities:
             self.cache.set_credential(r["kind"], r["value"], r["credential"])
         if rows:
-            self.cache.forget_unknown()  # a new identity may name a formerly unknown user
+            # Not forget_unknown(): every committed usage record changes an account, and
+            # clearing the negative cache on each would let an unknown identity cost a query
+            # per request. A new identity leaves it by itself (set_identities).
             self.changes_applied += len(rows)
             self._applied.inc(len(rows))
 

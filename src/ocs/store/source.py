@@ -2,8 +2,10 @@
 
 Implements ``ocs.charging.pipeline.AccountSource`` and ``UsageSink``. Database failures become
 ``SourceUnavailable`` so the pipeline can apply its stale-data policy; the spool (a sink wrapped
-around this one) keeps usage when the database is away. A data error (PostgreSQL refusing a
-value) is not an outage: it reaches the caller as is.
+around this one) keeps usage when the database is away. A value PostgreSQL refuses as data
+(``DATA_ERRORS``: a NUL or bad UTF-8 in text, a value too long for an index) becomes
+``SourceRefused``: the input's fault, never taken for the database being down, counted in
+``ocs_database_refused_total``.
 
 Reports are written by group commit. Every committed usage record changes an account, and the
 account-change trigger NOTIFYs; PostgreSQL serialises the commits of notifying transactions
@@ -38,6 +40,7 @@ import asyncpg
 
 from ocs.charging.pipeline import (
     OpenGeneration,
+    SourceRefused,
     SourceUnavailable,
     UsageOutcome,
     UsageReport,
@@ -57,14 +60,25 @@ from ocs.store.accounts import (
 
 log = logging.getLogger(__name__)
 
+# The database away or failing (not the input's fault): a lost connection, a server shutting
+# down (class 57: admin shutdown, cannot connect now, a statement cancelled or timed out), a
+# client whose protocol state a dying connection broke (InternalClientError: "cannot switch to
+# state 15; another operation is in progress" when the server goes away mid-transaction), or
+# a command timeout. Each is an outage for the pipeline: usage goes to the spool.
 DATABASE_ERRORS = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.InterfaceError,
-    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InternalClientError,
     asyncpg.TooManyConnectionsError,
 )
+
+# PostgreSQL (or asyncpg, encoding an argument) refusing a value: class 22 data exceptions
+# (CharacterNotInRepertoire for a NUL or bad UTF-8, string too long, ...), class 54 program
+# limits (an index row too large), and text Python cannot encode (a lone surrogate).
+DATA_ERRORS = (asyncpg.DataError, asyncpg.ProgramLimitExceededError, UnicodeError)
 
 _GENERATION_COLUMNS = (
     "s.id, s.source, s.origin, s.session_key, s.generation, s.account_id, s.start_ref, "
@@ -242,6 +256,11 @@ class PostgresAccounts:
         self._queue: list[_Queued] = []
         self._writing: set[asyncio.Task[None]] = set()
 
+    def _refused(self, operation: str, exc: BaseException) -> SourceRefused:
+        if self.metrics is not None:
+            self.metrics.database_refused.labels(operation).inc()
+        return SourceRefused(f"{operation}: {type(exc).__name__}: {exc}")
+
     async def find_account(self, kind: IdentityKind, value: str) -> AccountSnapshot | None:
         try:
             row = await self.pool.fetchrow(
@@ -253,6 +272,8 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("find_account", exc) from None
         return snapshot_from_row(tuple(row)) if row else None
 
     async def load_account(self, account_id: int) -> AccountSnapshot | None:
@@ -325,9 +346,12 @@ class PostgresAccounts:
             for queued in batch:
                 _settle(queued.answer, unavailable)
             return
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, UnicodeError) as exc:
             if len(batch) == 1:
-                _settle(batch[0].answer, exc)
+                refused: BaseException = (
+                    self._refused("record_usage", exc) if isinstance(exc, DATA_ERRORS) else exc
+                )
+                _settle(batch[0].answer, refused)
                 return
             self.batches_refused += 1
             if self.metrics is not None:
@@ -589,6 +613,8 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("close_sessions", exc) from None
         return [(r["account_id"], r["session_key"]) for r in rows]
 
     async def record_unmatched(
@@ -617,6 +643,8 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("record_unmatched", exc) from None
         return bool(status.endswith(" 1"))
 
     async def session_generations(
@@ -633,6 +661,8 @@ class PostgresAccounts:
             )
         except DATABASE_ERRORS as exc:
             raise _unavailable(exc) from exc
+        except DATA_ERRORS as exc:
+            raise self._refused("session_generations", exc) from None
         return [generation_from_row(r) for r in rows]
 
     async def open_generations(self, owner: str) -> list[OpenGeneration]:
