@@ -37,6 +37,7 @@ import asyncio
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -206,7 +207,9 @@ class SystemClock:
         return datetime.now(UTC)
 
     def mono(self) -> float:
-        return asyncio.get_running_loop().time()
+        # CLOCK_MONOTONIC, the event loops' clock too (uvloop's is the same clock to the
+        # millisecond); asking the running loop costs four times as much, on every request.
+        return time.monotonic()
 
 
 @dataclass(slots=True)
