@@ -270,7 +270,7 @@ class RadiusTarget:
         self.loop.run_until_complete(self._handle(listener, datagram, source))
 
     async def _handle(self, listener: _Listener, datagram: bytes, source: Any) -> None:
-        before = self._internal._value.get()
+        before = self._internal.value
         self.front.handle(listener, datagram, source, 0.0)  # type: ignore[arg-type]
         pending = list(self.front._pending)
         if pending:
@@ -278,7 +278,7 @@ class RadiusTarget:
             for result in results:
                 if isinstance(result, BaseException):
                     raise result
-        if self._internal._value.get() != before:
+        if self._internal.value != before:
             raise AssertionError("the RADIUS front counted an internal error")
 
 
@@ -430,7 +430,7 @@ class DiameterTarget:
 
     async def _handle(self, message: bytes, *, opened: bool, split: int) -> None:
         server = self.server
-        before = self._internal._value.get()
+        before = self._internal.value
         connection = self._connection(opened)
         if split and len(message) > 1:  # the same bytes in two reads
             cut = split % len(message)
@@ -448,7 +448,7 @@ class DiameterTarget:
         if not opened or self.runs % 64 == 0:
             connection.on_tick(self.loop.time() + 3600)  # every timer due
             connection.connection_lost(None)
-        if self._internal._value.get() != before:
+        if self._internal.value != before:
             raise AssertionError("the Diameter server counted an internal error")
 
 

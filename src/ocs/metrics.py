@@ -2,10 +2,20 @@
 
 Names follow Prometheus conventions (``ocs_`` prefix, base units, ``_total``, ``_seconds``).
 Labels are bounded sets (protocol, message type, outcome, reason, cause); never an account or a
-session id. Hot paths hold bound children (``.inc()`` ≈ 0.7 µs) instead of calling ``.labels()``.
+session id. Hot paths hold bound children instead of calling ``.labels()``.
+
+The families counted per request (requests, latency, drops, decisions, Diameter answers ...)
+are ``LocalCounter``/``LocalHistogram``: plain numbers on the event loop's thread, read by
+the registry only when it is scraped (``.inc()`` ≈ 0.08 µs, ``.observe()`` ≈ 0.3 µs, against
+≈ 0.7 and 1.6 µs for prometheus-client's locked values). Only the event loop's thread may
+count into them; families counted from other threads (the log handler, the collector's
+callbacks) stay prometheus-client's.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -17,6 +27,11 @@ from prometheus_client import (
     gc_collector,
     platform_collector,
     process_collector,
+)
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
 
 from ocs import __version__
@@ -71,6 +86,148 @@ DIAMETER_CLOSE_REASONS = (
 )
 
 
+class LocalCounterChild:
+    """One labelled counter: a float the event loop adds to."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+
+class LocalHistogramChild:
+    """One labelled histogram: a count per bucket (not cumulative) and the sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        self.counts[bisect_left(self.bounds, amount)] += 1
+        self.sum += amount
+
+
+class _LocalFamily:
+    """A labelled family of local children, collected when the registry is scraped."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], object] = {}
+        if not self.labelnames:
+            self._children[()] = self._new_child()
+        registry.register(self)  # type: ignore[arg-type]
+
+    def _new_child(self) -> object:
+        raise NotImplementedError
+
+    def _child(self, values: tuple[str, ...]) -> object:
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            child = self._children[values] = self._new_child()
+        return child
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+    def _items(self) -> list[tuple[tuple[str, ...], object]]:
+        # A copy: the event loop may add a child while a scrape in another thread reads.
+        return list(self._children.items())
+
+
+class LocalCounter(_LocalFamily):
+    """A counter family kept in plain floats (module docstring)."""
+
+    def _new_child(self) -> LocalCounterChild:
+        return LocalCounterChild()
+
+    def labels(self, *values: str) -> LocalCounterChild:
+        return self._child(tuple(str(v) for v in values))  # type: ignore[return-value]
+
+    def inc(self, amount: float = 1) -> None:
+        self.labels().inc(amount)
+
+    def _family(self) -> Metric:
+        name = self.name[: -len("_total")] if self.name.endswith("_total") else self.name
+        return CounterMetricFamily(name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        name = self.name[: -len("_total")] if self.name.endswith("_total") else self.name
+        family = CounterMetricFamily(name, self.documentation, labels=self.labelnames)
+        for values, child in self._items():
+            assert isinstance(child, LocalCounterChild)
+            family.add_metric(list(values), child.value)
+        yield family
+
+
+class LocalHistogram(_LocalFamily):
+    """A histogram family kept in plain lists (module docstring)."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+    ) -> None:
+        self.bounds = tuple(float(b) for b in buckets if b != float("inf"))
+        super().__init__(name, documentation, labelnames, registry=registry)
+
+    def _new_child(self) -> LocalHistogramChild:
+        return LocalHistogramChild(self.bounds)
+
+    def labels(self, *values: str) -> LocalHistogramChild:
+        return self._child(tuple(str(v) for v in values))  # type: ignore[return-value]
+
+    def observe(self, amount: float) -> None:
+        self.labels().observe(amount)
+
+    def _family(self) -> Metric:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        edges = [_bound_text(b) for b in self.bounds] + ["+Inf"]
+        for values, child in self._items():
+            assert isinstance(child, LocalHistogramChild)
+            counts = list(child.counts)  # one reading: the buckets agree with each other
+            running = 0
+            buckets = []
+            for edge, count in zip(edges, counts, strict=True):
+                running += count
+                buckets.append((edge, float(running)))
+            family.add_metric(list(values), buckets, child.sum)
+        yield family
+
+
+def _bound_text(bound: float) -> str:
+    """A bucket bound as prometheus-client writes it (``0.001``, ``1.0``)."""
+    return repr(float(bound))
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -79,26 +236,26 @@ class Metrics:
         gc_collector.GCCollector(registry=r)
         Info("ocs_build", "Version of the running ocsd.", registry=r).info({"version": __version__})
 
-        self.requests = Counter(
+        self.requests = LocalCounter(
             "ocs_requests_total",
             "Requests answered, by protocol, message type and outcome.",
             ["protocol", "type", "outcome"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = LocalHistogram(
             "ocs_request_duration_seconds",
             "Time from a request's arrival to its answer being sent.",
             ["protocol", "type"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.dropped = Counter(
+        self.dropped = LocalCounter(
             "ocs_dropped_packets_total",
             "Requests dropped without an answer, by protocol and cause.",
             ["protocol", "cause"],
             registry=r,
         )
-        self.invalid_identities = Counter(
+        self.invalid_identities = LocalCounter(
             "ocs_invalid_identities_total",
             "Identities refused before any lookup (answered as unknown), by protocol and cause "
             "(nul_byte, invalid_utf8, control_character, too_long, empty, malformed).",
@@ -112,13 +269,13 @@ class Metrics:
             ["operation"],
             registry=r,
         )
-        self.duplicates = Counter(
+        self.duplicates = LocalCounter(
             "ocs_duplicate_requests_total",
             "Retransmitted requests answered from the reply cache.",
             ["protocol"],
             registry=r,
         )
-        self.decisions = Counter(
+        self.decisions = LocalCounter(
             "ocs_new_sessions_total",
             "New-session decisions, by result (admitted or the refusal reason).",
             ["result"],
@@ -196,7 +353,7 @@ class Metrics:
             "Usage batches PostgreSQL refused for one bad report, then written report by report.",
             registry=r,
         )
-        self.usage_records = Counter(
+        self.usage_records = LocalCounter(
             "ocs_usage_reports_total",
             "Usage reports made durable, by protocol and result (charged, duplicate, unmatched).",
             ["protocol", "result"],
@@ -287,14 +444,14 @@ class Metrics:
             registry=r,
         )
         # Diameter answers and connections (diameter.enabled; peers by state above).
-        self.diameter_answers = Counter(
+        self.diameter_answers = LocalCounter(
             "ocs_diameter_answers_total",
             "Diameter requests answered, by command (CER, DWR, DPR, CCR-I/U/T/E, CCR for "
             "refused ones, other) and Result-Code.",
             ["command", "result_code"],
             registry=r,
         )
-        self.diameter_mscc_results = Counter(
+        self.diameter_mscc_results = LocalCounter(
             "ocs_diameter_mscc_results_total",
             "Multiple-Services-Credit-Control answers, by command and their own Result-Code.",
             ["command", "result_code"],
@@ -307,7 +464,7 @@ class Metrics:
             ["command", "result_code"],
             registry=r,
         )
-        self.diameter_tolerances = Counter(
+        self.diameter_tolerances = LocalCounter(
             "ocs_diameter_tolerances_total",
             "CCRs accepted although a strict reading would refuse them, by tolerance "
             "(base_avp, auth_application_id_in_vsai, duplicate_origin_host, "

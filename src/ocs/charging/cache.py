@@ -170,7 +170,7 @@ class AccountCache:
     # --- reads (the hot path) ----------------------------------------------------------------
 
     def account_for(self, kind: IdentityKind, normalized_value: str) -> int | None:
-        return self._identities[kind.value].get(normalized_value)
+        return self._identities[kind._value_].get(normalized_value)
 
     def known_unknown(self, kind: IdentityKind, normalized_value: str, now: float) -> bool:
         """True while the identity is remembered as not existing."""

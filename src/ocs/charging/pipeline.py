@@ -74,6 +74,7 @@ from ocs.core.rating import (
     usage_charge,
     volume_charge,
 )
+from ocs.core.trusted import trusted_builder
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +375,10 @@ def usage_of(unit: ServiceUnit, amount: int) -> Usage:
         return Usage(octets=amount)
     return Usage(events=amount)
 
+
+_trusted_request = trusted_builder(
+    SessionRequest, "unit", "active_sessions", "setups_last_s", "reserved", "requested_units"
+)
 
 _UID_PREFIX = secrets.token_hex(8)  # this process's: uids of two processes never meet
 _uid_counter = itertools.count(1)
@@ -701,18 +706,22 @@ class Charging:
                 if tariff.price_per_minute == 0 and tariff.price_per_mb > 0
                 else ServiceUnit.TIME
             )
-        reserved = self.sessions.reserved(account)
+        reserved, active, setups = self.sessions.figures(account, now)
         if reservation_key is not None and reserved:
             # The same admission again (a call attempted again under its name): its earlier
             # hold is what this one replaces, not credit another session holds.
             reserved -= self.sessions.held_for(reservation_key)
-        request = SessionRequest(
-            unit=unit,
-            active_sessions=self.sessions.active_sessions(account),
-            setups_last_s=self.sessions.setups_in_window(account, now),
-            reserved=reserved,
-            requested_units=requested,
-        )
+        if requested is None or (type(requested) is int and requested >= 0):
+            # The book's own counts and a parsed amount: valid by construction.
+            request = _trusted_request(unit, active, setups, reserved, requested)
+        else:
+            request = SessionRequest(
+                unit=unit,
+                active_sessions=active,
+                setups_last_s=setups,
+                reserved=reserved,
+                requested_units=requested,
+            )
         rated = tariff if tariff is not snapshot.tariff else None
         decision = decide(snapshot, request, self.clock.wall(), self.limits, tariff=rated)
         if (

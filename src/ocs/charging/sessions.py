@@ -105,6 +105,22 @@ class SessionBook:
         remote = self._remote.get(account_id)
         return local if remote is None else local + remote[1]
 
+    def figures(self, account_id: int, now: float) -> tuple[int, int, int]:
+        """``reserved``, ``active_sessions`` and ``setups_in_window`` at once (a decision
+        needs all three)."""
+        state = self._accounts.get(account_id)
+        remote = self._remote.get(account_id)
+        if state is None:
+            return (0, 0, 0) if remote is None else (remote[0], remote[1], 0)
+        setups = state.setups
+        if setups:
+            horizon = now - self._window
+            while setups and setups[0] <= horizon:
+                setups.popleft()
+        if remote is None:
+            return state.reserved, state.sessions, len(setups)
+        return state.reserved + remote[0], state.sessions + remote[1], len(setups)
+
     def setups_in_window(self, account_id: int, now: float) -> int:
         state = self._accounts.get(account_id)
         if state is None:

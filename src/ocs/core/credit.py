@@ -24,6 +24,21 @@ from ocs.core.model import (
     Tariff,
 )
 from ocs.core.rating import affordable_units
+from ocs.core.trusted import trusted_builder
+
+# ``decide`` builds one decision per request: its fields are the core's own arithmetic.
+_decision = trusted_builder(
+    CreditDecision,
+    "admitted",
+    "reason",
+    "unit",
+    "granted_units",
+    "available",
+    "effective_limit",
+    "changes_at",
+    "volume_quota_bytes",
+    "rate_limit",
+)
 
 
 def billing_period_start(now: datetime, snapshot: AccountSnapshot) -> date:
@@ -45,9 +60,11 @@ def next_billing_period_start(now: datetime, snapshot: AccountSnapshot) -> datet
 
 def effective_credit_limit(snapshot: AccountSnapshot, now: datetime) -> int:
     """Permanent limit plus the temporary increase while it is valid (micro-units)."""
-    increase = snapshot.temporary_increase
-    extra = increase.amount_at(snapshot.credit_limit, now) if increase is not None else 0
-    return snapshot.credit_limit + extra
+    terms = snapshot.terms
+    increase = terms.temporary_increase
+    if increase is None:
+        return terms.credit_limit
+    return terms.credit_limit + increase.amount_at(terms.credit_limit, now)
 
 
 def unbilled_in_current_period(snapshot: AccountSnapshot, now: datetime) -> int:
@@ -72,6 +89,9 @@ def available_credit(snapshot: AccountSnapshot, now: datetime, reserved: int = 0
 
 def figure_changes_at(snapshot: AccountSnapshot, now: datetime) -> datetime | None:
     """The next instant the same snapshot gives a different available figure, if any."""
+    terms = snapshot.terms
+    if terms.temporary_increase is None and terms.limit_basis is LimitBasis.BALANCE:
+        return None  # the common case, tested first: this runs for every decision
     candidates: list[datetime] = []
     increase = snapshot.temporary_increase
     if increase is not None and now < increase.valid_until:
@@ -122,15 +142,20 @@ def decide(
     ``tariff``: what prices this session (the rate for its destination), when not the
     account's own tariff.
     """
+    terms = snapshot.terms
     if tariff is None:
-        tariff = snapshot.tariff
+        tariff = terms.tariff
     limit = effective_credit_limit(snapshot, now)
-    available = available_credit(snapshot, now, request.reserved)
+    # available_credit(snapshot, now, reserved), with the limit computed once
+    if terms.limit_basis is LimitBasis.UNBILLED:
+        available = limit - unbilled_in_current_period(snapshot, now) - request.reserved
+    else:
+        available = snapshot.balance + limit - terms.min_balance - request.reserved
     changes = figure_changes_at(snapshot, now)
 
-    if snapshot.status is AccountStatus.CLOSED:
+    if terms.status is AccountStatus.CLOSED:
         return _refuse(RefusalReason.CLOSED, request, available, limit, changes)
-    if snapshot.status is AccountStatus.BLOCKED:
+    if terms.status is AccountStatus.BLOCKED:
         return _refuse(RefusalReason.BLOCKED, request, available, limit, changes)
     if available <= 0:
         return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
@@ -144,12 +169,12 @@ def decide(
     if granted < minimum:
         return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
 
-    if snapshot.max_sessions is not None and request.active_sessions >= snapshot.max_sessions:
+    if terms.max_sessions is not None and request.active_sessions >= terms.max_sessions:
         return _refuse(RefusalReason.TOO_MANY_SESSIONS, request, available, limit, changes)
-    if snapshot.max_setups_per_s is not None and request.setups_last_s >= snapshot.max_setups_per_s:
+    if terms.max_setups_per_s is not None and request.setups_last_s >= terms.max_setups_per_s:
         return _refuse(RefusalReason.SETUP_RATE_EXCEEDED, request, available, limit, changes)
 
-    increase = snapshot.temporary_increase
+    increase = terms.temporary_increase
     if increase is not None and now < increase.valid_until and request.unit is ServiceUnit.TIME:
         # Do not grant time past the instant the temporary increase ends: the client
         # comes back then and is decided again on the lower limit.
@@ -158,22 +183,14 @@ def decide(
             granted = max(seconds_left, minimum)
 
     volume_quota: int | None = None
-    if request.unit is ServiceUnit.TIME and snapshot.tariff.price_per_mb > 0:
+    if request.unit is ServiceUnit.TIME and terms.tariff.price_per_mb > 0:
         # The same credit, spent on bytes instead: the NAS stops whichever runs out first.
         volume_quota = affordable_units(
-            snapshot.tariff, ServiceUnit.VOLUME, budget, limits.max_volume_bytes
+            terms.tariff, ServiceUnit.VOLUME, budget, limits.max_volume_bytes
         )
 
-    return CreditDecision(
-        admitted=True,
-        reason=None,
-        unit=request.unit,
-        granted_units=granted,
-        available=available,
-        effective_limit=limit,
-        changes_at=changes,
-        volume_quota_bytes=volume_quota,
-        rate_limit=snapshot.rate_limit,
+    return _decision(
+        True, None, request.unit, granted, available, limit, changes, volume_quota, terms.rate_limit
     )
 
 

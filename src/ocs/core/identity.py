@@ -56,6 +56,7 @@ class IdentityError(ValueError):
 
 
 _DIGIT_KINDS = (IdentityKind.E164, IdentityKind.IMSI)
+_CALLING = IdentityKind.CALLING_STATION_ID
 
 
 def _is_control(char: str) -> bool:
@@ -100,6 +101,8 @@ def check_text(value: str, *, what: str = "identity") -> None:
 def identity_from_bytes(kind: IdentityKind, raw: bytes) -> str:
     """The normal form of an identity received as octets (a RADIUS attribute, a Diameter AVP).
     Raises ``IdentityError`` with its cause for anything that cannot be one."""
+    if raw.isascii() and len(raw) <= MAX_IDENTITY_BYTES:  # the common case: no decode error
+        return normalize_identity(kind, raw.decode("ascii"))
     if len(raw) > MAX_IDENTITY_BYTES * 4:  # do not even decode a huge value
         raise IdentityError(
             f"the {kind.value} identity is longer than {MAX_IDENTITY_BYTES} octets",
@@ -122,9 +125,12 @@ def normalize_identity(kind: IdentityKind, value: str) -> str:
     """The stored form of ``value``: trimmed; E.164 and IMSI as bare digits; SIP URIs and NAIs
     with a lower-case scheme and domain. Raises ``IdentityError`` for an unusable value."""
     text = value.strip(" ")  # only spaces: any other character Python calls space is a control
-    check_text(text, what=f"{kind.value} identity")
+    if not (text.isascii() and text.isprintable() and len(text) <= MAX_IDENTITY_BYTES):
+        check_text(text, what=f"{kind.value} identity")  # raises with the cause, or passes
     if not text:
         raise IdentityError(f"an empty {kind.value} identity", IdentityProblem.EMPTY)
+    if kind is IdentityKind.USER_NAME or kind is IdentityKind.PRIVATE or kind is _CALLING:
+        return text  # the common kinds first: compared by identity, not by the enum's hash
     if kind in _DIGIT_KINDS:
         digits = text.removeprefix("+").replace(" ", "").replace("-", "")
         if not (digits.isascii() and digits.isdigit()) or not 1 <= len(digits) <= 15:

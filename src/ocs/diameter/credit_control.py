@@ -49,6 +49,7 @@ from enum import IntEnum
 from typing import Final
 
 from ocs.core.identity import sip_uri_has_extras
+from ocs.core.trusted import trusted_builder
 from ocs.diameter import codec
 from ocs.diameter.codec import (
     APP_CREDIT_CONTROL,
@@ -457,8 +458,25 @@ def _utf8(data: bytes, span: AvpSpan) -> str:
     return text
 
 
+# DiameterIdentities already checked, by their octets: a peer sends the same few (its own
+# Origin-Host and realm, ours) in every request. Bounded; cleared when full.
+_IDENTITIES: dict[bytes, str] = {}
+_IDENTITIES_MAX: Final = 4096
+
+
 def _identity(data: bytes, span: AvpSpan) -> str:
     raw = data[span[4] : span[5]]
+    known = _IDENTITIES.get(raw)
+    if known is not None:
+        return known
+    text = _check_identity(data, span, raw)
+    if len(_IDENTITIES) >= _IDENTITIES_MAX:
+        _IDENTITIES.clear()
+    _IDENTITIES[raw] = text
+    return text
+
+
+def _check_identity(data: bytes, span: AvpSpan, raw: bytes) -> str:
     try:
         text = raw.decode("ascii")
     except UnicodeDecodeError:
@@ -567,14 +585,8 @@ def _units(
     empty = time_s is None and total is None and uplink is None and downlink is None
     if empty and specific is None:  # an empty Requested-Service-Unit, as in most CCR-I
         return _NO_UNITS, reason
-    units = ServiceUnits(
-        time_s=time_s,
-        total_octets=total,
-        input_octets=uplink,
-        output_octets=downlink,
-        service_specific=specific,
-    )
-    return units, reason
+    # Read from Unsigned32/64 fields: in range by construction (ServiceUnits' own check).
+    return _trusted_units(time_s, total, uplink, downlink, specific), reason
 
 
 _U64_UNITS: Final = frozenset(
@@ -615,12 +627,12 @@ def _mscc(data: bytes, span: AvpSpan, max_depth: int) -> Mscc:
     except MalformedMessage as error:
         wrap_failed_avp(error, span[0], span[1], span[2])
         raise
-    return Mscc(
-        rating_group=rating_group,
-        service_identifier=service_identifier,
-        requested=requested,
-        used=tuple(used),
-        reporting_reason=reporting_reason if reporting_reason is not None else usu_reason,
+    return _trusted_mscc(
+        rating_group,
+        service_identifier,
+        requested,
+        tuple(used),
+        reporting_reason if reporting_reason is not None else usu_reason,
     )
 
 
@@ -921,20 +933,21 @@ def parse_ccr(
     used_units: list[ServiceUnits] = []
     multiple_services: list[Mscc] = []
     proxy_infos: list[bytes] = []
+    sip_uri_extras = False
     for kind, span in repeated:
         if kind == _MSCC:
             multiple_services.append(_mscc(data, span, max_depth))
         elif kind == _SUBSCRIPTION_ID:
-            subscription_ids.append(_subscription_id(data, span, max_depth))
+            found = _subscription_id(data, span, max_depth)
+            subscription_ids.append(found)
+            if found[0] == SubscriptionIdType.END_USER_SIP_URI and not sip_uri_extras:
+                sip_uri_extras = sip_uri_has_extras(found[1])
         elif kind == _USED_SERVICE_UNIT:
             used_units.append(_units(data, span, 1, max_depth)[0])
         elif kind == _PROXY_INFO:
             proxy_infos.append(_raw(data, span[3], span[5]))
         # _VSAI: read above for Auth-Application-Id only.
-    if any(
-        id_type == SubscriptionIdType.END_USER_SIP_URI and sip_uri_has_extras(text)
-        for id_type, text in subscription_ids
-    ):
+    if sip_uri_extras:
         tolerances.append("sip_uri_normalized")
 
     called_party_address = (
@@ -945,31 +958,66 @@ def parse_ccr(
     destination_avp_value = _utf8(data, destination_span) if destination_span else None
 
     assert request_type is not None  # 1 <= value <= 4 above
-    return CreditControlRequest(
-        session_id=session_id,
-        origin_host=origin_host,
-        origin_realm=origin_realm,
-        destination_realm=destination_realm,
-        destination_host=destination_host,
-        auth_application_id=auth_application_id,
-        service_context_id=service_context_id,
-        request_type=request_type,
-        request_number=request_number,
-        user_name=user_name,
-        subscription_ids=tuple(subscription_ids),
-        requested_action=requested_action,
-        requested_unit=requested_unit,
-        used_units=tuple(used_units),
-        multiple_services=tuple(multiple_services),
-        termination_cause=termination_cause,
-        event_timestamp=event_timestamp,
-        origin_state_id=origin_state_id,
-        proxy_infos=tuple(proxy_infos),
-        raw_header=data[:HEADER_LENGTH],
-        tolerances=tuple(tolerances),
-        called_party_address=called_party_address,
-        destination_avp_value=destination_avp_value,
+    return _trusted_request(
+        session_id,
+        origin_host,
+        origin_realm,
+        destination_realm,
+        destination_host,
+        auth_application_id,
+        service_context_id,
+        request_type,
+        request_number,
+        user_name,
+        tuple(subscription_ids) if subscription_ids else (),
+        requested_action,
+        requested_unit,
+        tuple(used_units) if used_units else (),
+        tuple(multiple_services) if multiple_services else (),
+        termination_cause,
+        event_timestamp,
+        origin_state_id,
+        tuple(proxy_infos) if proxy_infos else (),
+        data[:HEADER_LENGTH],
+        tuple(tolerances) if tolerances else (),
+        called_party_address,
+        destination_avp_value,
     )
+
+
+# The parser's constructors: every value was read and checked above (``ocs.core.trusted``).
+_trusted_request = trusted_builder(
+    CreditControlRequest,
+    "session_id",
+    "origin_host",
+    "origin_realm",
+    "destination_realm",
+    "destination_host",
+    "auth_application_id",
+    "service_context_id",
+    "request_type",
+    "request_number",
+    "user_name",
+    "subscription_ids",
+    "requested_action",
+    "requested_unit",
+    "used_units",
+    "multiple_services",
+    "termination_cause",
+    "event_timestamp",
+    "origin_state_id",
+    "proxy_infos",
+    "raw_header",
+    "tolerances",
+    "called_party_address",
+    "destination_avp_value",
+)
+_trusted_units = trusted_builder(
+    ServiceUnits, "time_s", "total_octets", "input_octets", "output_octets", "service_specific"
+)
+_trusted_mscc = trusted_builder(
+    Mscc, "rating_group", "service_identifier", "requested", "used", "reporting_reason"
+)
 
 
 def _auth_application_in_vsai(

@@ -1,0 +1,52 @@
+"""Positional constructors for frozen dataclasses, for values already known to be valid.
+
+Rules of this file:
+- A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` and takes
+  keywords: about 0.1 µs a field, 2-4 µs for a parsed CCR, on every request. ``trusted_builder``
+  makes a function that sets the slots directly (about 0.04 µs a field) and skips
+  ``__post_init__``. It is for the hot paths only, where the values come from code that has
+  already checked them (a parser that read them from fixed-width fields, the core's own
+  arithmetic); everything else builds the dataclass as usual, validated.
+- The instance is the same class, as immutable and as comparable as one built by its
+  ``__init__``; fields the builder does not take get their defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
+    """``build(value, ...)`` for the fields ``names`` of the frozen, slotted dataclass ``cls``,
+    in that order (all fields, in declaration order, when none are named)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    chosen = list(names) if names else list(fields)
+    unknown = [n for n in chosen if n not in fields]
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def build({', '.join(chosen)}):", "    o = _new(_cls)"]
+    for index, name in enumerate(fields):
+        setter = getattr(cls, name).__set__  # the slot's member descriptor
+        namespace[f"_set{index}"] = setter
+        if name in chosen:
+            lines.append(f"    _set{index}(o, {name})")
+            continue
+        spec = fields[name]
+        if spec.default is not dataclasses.MISSING:
+            namespace[f"_default{index}"] = spec.default
+            lines.append(f"    _set{index}(o, _default{index})")
+        elif spec.default_factory is not dataclasses.MISSING:
+            namespace[f"_factory{index}"] = spec.default_factory
+            lines.append(f"    _set{index}(o, _factory{index}())")
+        else:
+            raise TypeError(f"{cls.__name__}.{name} has no default: the builder must take it")
+    lines.append("    return o")
+    exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
+    build: Callable[..., T] = namespace["build"]
+    build.__qualname__ = build.__name__ = f"trusted_{cls.__name__}"
+    return build
