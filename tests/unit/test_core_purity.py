@@ -16,6 +16,7 @@ ALLOWED = {
     "__future__",
     "collections.abc",
     "typing",
+    "re",  # pure text matching (the identity check scans non-ASCII text with one regex)
 }
 
 
