@@ -479,6 +479,7 @@ class Daemon:
         second: refresh gauges."""
         loop = asyncio.get_running_loop()
         last_hits = last_misses = last_spooled = last_replayed = 0
+        published = LedgerCounters(self.metrics)
         tick = 0
         worst_lag = 0.0
         expected = loop.time()
@@ -525,6 +526,7 @@ class Daemon:
                 m.cache_lookups.labels("hit").inc(stats.cache_hits - last_hits)
                 m.cache_lookups.labels("miss").inc(stats.cache_misses - last_misses)
                 last_hits, last_misses = stats.cache_hits, stats.cache_misses
+                published.publish(stats, self.charging.behind_depth)
             expected = loop.time() + 0.1
             await asyncio.sleep(0.1)
 
@@ -670,6 +672,36 @@ class ApiChild:
             log.warning("api did not stop in time; killing pid=%d", self.pid)
             self.process.kill()
             self.process.wait()
+
+
+class LedgerCounters:
+    """Publishes the pipeline's session-ledger counters (plain ints) to Prometheus as deltas."""
+
+    _FIELDS = (
+        ("session_events", "expired", "sessions_expired"),
+        ("session_events", "rebuilt", "holds_rebuilt"),
+        ("writes_behind", "written", "behind_written"),
+        ("writes_behind", "coalesced", "behind_coalesced"),
+        ("writes_behind", "failed", "behind_failed"),
+        ("shared_admissions", "confirmed", "atomic_confirmed"),
+        ("shared_admissions", "conflict", "atomic_conflicts"),
+        ("shared_admissions", "unavailable", "atomic_unavailable"),
+    )
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.children = [
+            (getattr(metrics, family).labels(label), field) for family, label, field in self._FIELDS
+        ]
+        self.last = dict.fromkeys((field for _, field in self.children), 0)
+
+    def publish(self, stats: object, behind_depth: int) -> None:
+        for child, field in self.children:
+            value = getattr(stats, field)
+            if value > self.last[field]:
+                child.inc(value - self.last[field])
+            self.last[field] = value
+        self.metrics.writes_behind_queued.set(behind_depth)
 
 
 # --- process model ---------------------------------------------------------------------------

@@ -370,6 +370,35 @@ class Metrics:
         self.reservations = Gauge(
             "ocs_reservations", "Credit reservations held for admitted sessions.", registry=r
         )
+        # The session ledger (ocs.charging.pipeline): counters kept by the pipeline as plain
+        # ints and published here once a second, off the request path.
+        self.session_events = Counter(
+            "ocs_session_events_total",
+            "Session life events: expired (grant ended, no news: closed and charged its grant), "
+            "rebuilt (holds rebuilt from the database at start-up).",
+            ["event"],
+            registry=r,
+        )
+        self.writes_behind = Counter(
+            "ocs_session_writes_behind_total",
+            "Session starts, holds and closes written behind the answers: written, coalesced "
+            "(replaced or never needed), failed (kept for the next flush, or dropped when the "
+            "queue is full).",
+            ["result"],
+            registry=r,
+        )
+        self.writes_behind_queued = Gauge(
+            "ocs_session_writes_behind_queued",
+            "Session changes waiting to be written behind the answers.",
+            registry=r,
+        )
+        self.shared_admissions = Counter(
+            "ocs_shared_admissions_total",
+            "Admissions confirmed in Redis against the other instances (low credit, or an "
+            "unsynced hold): confirmed, conflict (decided again), unavailable (decided locally).",
+            ["result"],
+            registry=r,
+        )
         self.database_errors = Counter(
             "ocs_database_errors_total",
             "Database operations that failed (unreachable, timed out, refused).",

@@ -6,6 +6,8 @@ scheduled to change during a call does not change that call's price."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,6 +35,7 @@ from ocs.radius import codec
 pytestmark = pytest.mark.integration
 
 INITIAL, UPDATE, TERMINATION = 1, 2, 3
+RADCLIENT = shutil.which("radclient")
 
 # Prices per minute, billed per second: a landline call is cheap, a mobile one ten times dearer.
 DECK = """prefix,description,price_per_minute,minimum,increment,connection_fee,effective_from
@@ -90,6 +93,54 @@ def test_radius_grants_and_charges_by_the_called_number(rated: Lab) -> None:
     assert refused.code == codec.ACCESS_REJECT
     assert reply_message(refused) == "no rate for the destination"
     assert_ledger(rated.dsn, "prepaid-ok", before, parse_amount("0.33"))  # 0.03 + 0.30
+    assert daemon.stop() == 0
+
+
+def test_radclient_sees_the_grant_of_the_number_it_calls(rated: Lab) -> None:
+    """FreeRADIUS's radclient, as a NAS would send it: a national Swiss number (the client's
+    dial plan says 41 / 0) and an international one get the grants of their rates."""
+    assert RADCLIENT is not None, "radclient (freeradius-utils) is required in CI"
+    rated.config.write_text(
+        rated.config.read_text().replace(
+            'secret = "testing123"\n',
+            'secret = "testing123"\ncountry_code = "41"\nnational_prefix = "0"\n',
+            1,
+        )
+        # each admission's hold lapses at once: the calls below never start
+        + "[grant]\nring_timeout_s = 0.1\n"
+    )
+    daemon = rated.start()
+
+    def radclient(called: str) -> str:
+        done = subprocess.run(
+            [
+                RADCLIENT,
+                "-x",
+                "-r",
+                "1",
+                "-t",
+                "2",
+                f"127.0.0.1:{rated.radius.auth}",
+                "auth",
+                "testing123",
+            ],
+            input=(
+                'User-Name = "prepaid-ok", NAS-IP-Address = 127.0.0.1, '
+                f'Called-Station-Id = "{called}", Message-Authenticator = 0x00'
+            ),
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+        time.sleep(0.3)  # the hold has lapsed
+        return done.stdout + done.stderr
+
+    assert "Session-Timeout = 1000" in radclient("044 668 18 00")  # national: 41 44...
+    assert "Session-Timeout = 100" in radclient("079 123 45 67")  # national mobile: 4179...
+    assert "Session-Timeout = 100" in radclient("+41 79 123 45 67")
+    refused = radclient("+86 138 0000 0000")
+    assert "Access-Reject" in refused and "no rate for the destination" in refused
     assert daemon.stop() == 0
 
 

@@ -16,7 +16,7 @@ ALLOWED = {
     "__future__",
     "collections.abc",
     "typing",
-    "re",  # identity text checked by one C scan (ocs.core.identity)
+    "re",  # pure text matching (the identity check scans non-ASCII text with one regex)
 }
 
 
