@@ -49,7 +49,7 @@ from ocs.core.identity import (
     IdentityProblem,
     normalize_identity,
 )
-from ocs.core.ledger import Counting, ReportKind
+from ocs.core.ledger import NO_USAGE, Counting, ReportKind
 from ocs.core.model import (
     AccountSnapshot,
     AccountStatus,
@@ -58,6 +58,7 @@ from ocs.core.model import (
     ServiceUnit,
     Usage,
 )
+from ocs.core.trusted import trusted_builder
 from ocs.diameter.cc_state import CcAction, CcEvent, CcState, transition
 from ocs.diameter.codec import (
     AVP_REQUESTED_ACTION,
@@ -195,6 +196,8 @@ def requested_amount(units: ServiceUnits | None, unit: ServiceUnit) -> int | Non
 
 
 def granted_units(unit: ServiceUnit, amount: int) -> ServiceUnits:
+    if unit is ServiceUnit.TIME and type(amount) is int and amount >= 0:
+        return _time_units(min(amount, 0xFFFFFFFF))  # in range: ServiceUnits' own check
     if unit is ServiceUnit.TIME:
         return ServiceUnits(time_s=min(amount, 0xFFFFFFFF))
     if unit is ServiceUnit.VOLUME:
@@ -202,8 +205,13 @@ def granted_units(unit: ServiceUnit, amount: int) -> ServiceUnits:
     return ServiceUnits(service_specific=amount)
 
 
+_time_units = trusted_builder(ServiceUnits, "time_s")
+
+
 def used_increment(request: CreditControlRequest) -> Usage:
     """Usage reported by this CCR: every Used-Service-Unit, top level and in every MSCC."""
+    if not request.used_units and not request.multiple_services:
+        return NO_USAGE  # a CCR-I, or a CCR-T with nothing to report
     seconds = octets = events = 0
     reports = list(request.used_units)
     for mscc in request.multiple_services:
