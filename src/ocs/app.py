@@ -15,6 +15,7 @@ import gc
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -43,6 +44,7 @@ from ocs.diameter.server import DiameterServer, PeerAllowList
 from ocs.metrics import DIAMETER_PEER_STATES, Metrics
 from ocs.ops import notify
 from ocs.ops import status as ops_status
+from ocs.ops.aggregate import WorkerAggregator
 from ocs.ops.http import OpsEndpoint
 from ocs.ops.reload import apply_reload
 from ocs.ops.tasks import log_summaries, refresh_billing_gauges
@@ -172,6 +174,13 @@ class Daemon:
         self._reload_task: asyncio.Task[bool] | None = None
         self.api_child: ApiChild | None = None
         self.config_path: str | None = None
+        # A worker of a supervisor (daemon.workers > 1): its index, the spools it replays at
+        # start besides its own (worker 0: those of a one-process run and of workers that are
+        # no more), and the port its metrics endpoint got.
+        self.worker_index: int | None = None
+        self.worker_count = 1
+        self.orphan_spools: list[str] = []
+        self.metrics_port = 0
 
     def request_stop(self, reason: str) -> None:
         if not self.stopping.is_set():
@@ -253,6 +262,7 @@ class Daemon:
             if self.sink.depth_bytes:
                 replayed = await self.sink.replay()
                 log.info("usage spool replayed at start records=%d", replayed)
+            await self._replay_orphan_spools(database)
             watermark = await warm_cache(db, self.cache, self.metrics)
             await self._load_rate_plans(db)
             self.charging = self._pipeline(db, self.sink)
@@ -295,6 +305,7 @@ class Daemon:
                         raise DaemonError(
                             f"cannot serve metrics on {cfg.metrics.listen}: {exc.strerror or exc}"
                         ) from exc
+                    self.metrics_port = port
                     log.info("metrics listening address=%s port=%d path=/metrics", host, port)
                 if radius_clients is not None:
                     await self._start_radius(radius_clients, db.pool)
@@ -310,23 +321,58 @@ class Daemon:
                         self.charging.atomic = self.redis_sync
                         self.charging.atomic_below_grants = cfg.redis.atomic_below_grants
                 self._start_operations(db)
-                if cfg.api.with_daemon and self.config.daemon.workers == 1:
+                if cfg.api.with_daemon and self.worker_index is None:
                     await self._start_api(db)
                 # What start-up built lives as long as the daemon: the session book, the
                 # duplicate caches and their orders. Left to the cyclic collector, the large
                 # ones (hundreds of thousands of entries under load) would be walked entry by
                 # entry on every full pass: 15-40 ms stalls measured at 7,500 requests/s
                 # (see ocs.longlived).
+                await self._wait_for_other_workers()
                 gc.collect()
                 gc.freeze()
                 log.info("ready pid=%d accounts=%d", os.getpid(), len(self.cache))
                 self.ready = True
-                _signal_ready()
+                _signal_ready(self.worker_index, self.metrics_port)
                 notify.sd_notify(f"READY=1\nSTATUS=serving, {len(self.cache)} accounts cached")
                 await self.stopping.wait()
             finally:
                 await self._shutdown()
         log.info("stopped")
+
+    async def _wait_for_other_workers(self, timeout_s: float = 15.0) -> None:
+        """A worker is ready once it sees the others in the shared store: an admission it
+        confirms there must count their holds from the first request on."""
+        sync = self.redis_sync
+        if self.worker_index is None or sync is None or self.worker_count < 2:
+            return
+        deadline = time.monotonic() + timeout_s
+        while len(sync.live) < self.worker_count - 1 and time.monotonic() < deadline:  # noqa: ASYNC110  # the sync task sets it, no event to wait on
+            await asyncio.sleep(0.02)
+        if len(sync.live) < self.worker_count - 1:
+            log.warning(
+                "ready before seeing every other worker in redis (%d of %d)",
+                len(sync.live),
+                self.worker_count - 1,
+            )
+
+    async def _replay_orphan_spools(self, database: PostgresAccounts) -> None:
+        """Usage spooled by a process that is no more (a one-process run before workers, a
+        worker index beyond today's count): replayed once, exactly once as any spool is; a
+        file that cannot be replayed completely now stays for the next start."""
+        for path in self.orphan_spools:
+            try:
+                spool = Spool(path, max_bytes=self.config.usage.spool_max_bytes)
+            except SpoolError as exc:
+                log.warning("usage spool %s not replayed: %s", path, exc)
+                continue
+            try:
+                sink = SpoolingSink(database, spool, metrics=self.metrics)
+                if sink.depth_bytes:
+                    replayed = await sink.replay()
+                    log.info("usage spool replayed at start records=%d file=%s", replayed, path)
+            finally:
+                spool.close()
 
     async def _load_rate_plans(self, db: Database) -> None:
         """Rate plans for rating by destination, kept current per plan by their own feed."""
@@ -711,19 +757,50 @@ READY_FD_ENV = "OCS_READY_FD"
 _SYSTEMD_ENV = (notify.NOTIFY_SOCKET_ENV, notify.WATCHDOG_USEC_ENV, notify.WATCHDOG_PID_ENV)
 
 
+WORKER_COUNT_ENV = "OCS_WORKER_COUNT"
+REDIS_SERVER = "redis-server"
+
+
+def worker_count(config: Config) -> int:
+    """``daemon.workers`` as a number: "auto" is one per core this process may run on."""
+    workers = config.daemon.workers
+    if workers == "auto":
+        try:
+            return max(len(os.sched_getaffinity(0)), 1)
+        except AttributeError:  # not Linux
+            return os.cpu_count() or 1
+    return int(workers)
+
+
 def for_worker(config: Config, index: int) -> Config:
-    """A worker's view of the configuration: shared ports, its own metrics port and lock."""
-    host, port = split_host_port(config.metrics.listen)
-    bracketed = f"[{host}]" if ":" in host else host
-    metrics_port = port + index if port else 0
+    """A worker's view of the configuration: shared ports (RADIUS and Diameter, SO_REUSEPORT),
+    its own lock, spool and instance name, and a metrics endpoint on a free loopback port that
+    the supervisor aggregates (it serves ``metrics.listen`` itself)."""
     return dataclasses.replace(
         config,
         daemon=dataclasses.replace(
             config.daemon, workers=1, lock_file=f"{config.daemon.lock_file}.worker{index}"
         ),
         radius=dataclasses.replace(config.radius, reuse_port=True),
-        metrics=dataclasses.replace(config.metrics, listen=f"{bracketed}:{metrics_port}"),
+        metrics=dataclasses.replace(config.metrics, listen="127.0.0.1:0"),
+        usage=dataclasses.replace(
+            config.usage, spool_file=f"{config.usage.spool_file}.worker{index}"
+        ),
     )
+
+
+def orphan_spools(config: Config, index: int, count: int) -> list[str]:
+    """The spools worker ``index`` of ``count`` replays at start besides its own: worker 0
+    takes the one-process spool and those of worker indexes ``count`` and beyond."""
+    if index != 0:
+        return []
+    base = Path(config.usage.spool_file)
+    found = [str(base)] if base.exists() else []
+    for path in sorted(base.parent.glob(f"{base.name}.worker*")):
+        suffix = path.name[len(base.name) + len(".worker") :]
+        if suffix.isdigit() and int(suffix) >= count:
+            found.append(str(path))
+    return found
 
 
 def _die_with_parent() -> None:
@@ -739,28 +816,117 @@ def _die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _signal_ready() -> None:
-    """Tell a supervising process (``daemon.workers`` > 1) that this worker is ready."""
+def _signal_ready(index: int | None, metrics_port: int) -> None:
+    """Tell a supervising process (``daemon.workers`` > 1) that this worker is ready, and
+    where its metrics endpoint listens: ``ready INDEX PORT``."""
     fd = os.environ.get(READY_FD_ENV)
     if fd is None:
         return
     with contextlib.suppress(OSError, ValueError):
-        os.write(int(fd), b"ready\n")
+        os.write(int(fd), f"ready {index if index is not None else -1} {metrics_port}\n".encode())
         os.close(int(fd))
 
 
-class Supervisor:
-    """``daemon.workers`` > 1: hold the lock, prepare the database once, run N workers that
-    share the ports with SO_REUSEPORT, forward SIGTERM/SIGINT, and stop them all (exit 1) if one
-    dies on its own, so the service manager restarts the whole."""
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes  # noqa: PLC0415
 
-    def __init__(self, config: Config, config_path: str | None, load_demo: bool) -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class LocalRedis:
+    """The redis-server a supervisor starts when its workers have no ``redis.url`` to share
+    holds and session counts through: a Unix socket in a private directory beside the lock
+    file, no TCP port, no persistence (the holds are rebuilt from PostgreSQL at start)."""
+
+    def __init__(self, lock_file: str) -> None:
+        self.directory = Path(f"{lock_file}.redis")
+        self.socket = self.directory / "redis.sock"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket.resolve()}?db=0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        binary = shutil.which(REDIS_SERVER)
+        if binary is None:
+            raise DaemonError("no redis-server to share holds between workers")
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.socket.unlink()
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                "0",
+                "--unixsocket",
+                str(self.socket.resolve()),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory.resolve()),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_terminate_with_parent,  # noqa: PLW1509  # no thread runs yet; a SIGKILLed supervisor leaves no redis behind
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise DaemonError(f"the local redis-server exited with {self.proc.returncode}")
+            if self._answers():
+                log.info("local redis started pid=%d socket=%s", self.proc.pid, self.socket)
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise DaemonError(f"the local redis-server did not answer within {timeout_s:.0f} s")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                probe.settimeout(0.5)
+                probe.connect(str(self.socket))
+                probe.sendall(b"PING\r\n")
+                return probe.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Supervisor:
+    """``daemon.workers`` > 1: hold the lock, prepare the database once, start the store the
+    workers share holds and session counts through (``redis.url``, else a local
+    redis-server), run N workers that share the ports with SO_REUSEPORT, serve one metrics
+    endpoint for all of them (``ocs.ops.aggregate``), forward SIGHUP, SIGTERM and SIGINT, and
+    stop them all (exit 1) if one dies on its own, so the service manager restarts the whole."""
+
+    def __init__(
+        self, config: Config, config_path: str | None, load_demo: bool, *, workers: int
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.load_demo = load_demo
+        self.workers = workers
         self.children: list[subprocess.Popen[bytes]] = []
         self.stopping = False
         self.api_child: ApiChild | None = None
+        self.local_redis: LocalRedis | None = None
+        self.aggregator: WorkerAggregator | None = None
+        self.worker_env: dict[str, str] = {}
 
     def _prepare(self) -> None:
         async def prepare() -> None:
@@ -774,6 +940,21 @@ class Supervisor:
 
         asyncio.run(prepare())
 
+    def _shared_store(self) -> None:
+        """Without ``redis.url``, the workers share holds through a local redis-server; an
+        admission is confirmed in it atomically whenever the account's credit is below
+        ``workers`` grants (at least ``redis.atomic_below_grants``), so N workers never admit
+        more than the credit covers (README, "Sessions and the ledger")."""
+        redis = self.config.redis
+        threshold = redis.atomic_below_grants
+        if redis.url is None:
+            self.local_redis = LocalRedis(self.config.daemon.lock_file)
+            self.local_redis.start()
+            self.worker_env["OCS_REDIS__URL"] = self.local_redis.url
+            if threshold > 0:
+                threshold = max(threshold, float(self.workers))
+        self.worker_env["OCS_REDIS__ATOMIC_BELOW_GRANTS"] = repr(float(threshold))
+
     def _spawn(self, index: int, ready_w: int) -> subprocess.Popen[bytes]:
         command = [
             sys.executable,
@@ -784,13 +965,17 @@ class Supervisor:
         ]
         if self.config_path is not None:
             command += ["--config", self.config_path]
-        env = dict(os.environ, **{READY_FD_ENV: str(ready_w)})
+        env = dict(
+            os.environ,
+            **self.worker_env,
+            **{READY_FD_ENV: str(ready_w), WORKER_COUNT_ENV: str(self.workers)},
+        )
         for name in (notify.NOTIFY_SOCKET_ENV, notify.WATCHDOG_USEC_ENV, notify.WATCHDOG_PID_ENV):
             env.pop(name, None)  # the supervisor speaks to systemd for all of them
         return subprocess.Popen(command, env=env, pass_fds=(ready_w,))
 
     def run(self) -> int:
-        workers = self.config.daemon.workers
+        workers = self.workers
         with exclusive_lock(self.config.daemon.lock_file):
             self._prepare()
             ready_r, ready_w = os.pipe()
@@ -800,11 +985,17 @@ class Supervisor:
             }
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_reload)
             try:
+                self._shared_store()
                 for index in range(workers):
                     self.children.append(self._spawn(index, ready_w))
                     log.info("worker started index=%d pid=%d", index, self.children[-1].pid)
                 os.close(ready_w)
-                self._wait_ready(ready_r, workers)
+                ports = self._wait_ready(ready_r, workers)
+                if ports is not None and self.config.metrics.enabled:
+                    self._serve_metrics(ports)
+                if ports is not None:
+                    log.info("ready pid=%d workers=%d", os.getpid(), workers)
+                    notify.sd_notify(f"READY=1\nSTATUS=serving with {workers} workers")
                 if self.config.api.with_daemon:
                     self.api_child = ApiChild(self.config_path)
                     log.info("api started pid=%d", self.api_child.pid)
@@ -817,26 +1008,55 @@ class Supervisor:
                     signal.signal(signum, handler)
                 self._stop(signal.SIGTERM)
                 self._reap()
+                if self.aggregator is not None:
+                    self.aggregator.close()
+                if self.local_redis is not None:
+                    self.local_redis.stop()
 
-    def _wait_ready(self, ready_r: int, workers: int) -> None:
-        seen = 0
+    def _serve_metrics(self, ports: dict[int, int]) -> None:
+        host, port = split_host_port(self.config.metrics.listen)
+        workers = [
+            (index, child.pid, ports.get(index, 0)) for index, child in enumerate(self.children)
+        ]
+        self.aggregator = WorkerAggregator(workers, supervisor_pid=os.getpid())
+        try:
+            bound = self.aggregator.start(host, port)
+        except OSError as exc:
+            raise DaemonError(
+                f"cannot serve metrics on {self.config.metrics.listen}: {exc.strerror or exc}"
+            ) from exc
+        log.info(
+            "metrics listening address=%s port=%d path=/metrics workers=%d",
+            host,
+            bound,
+            len(workers),
+        )
+
+    def _wait_ready(self, ready_r: int, workers: int) -> dict[int, int] | None:
+        """Each worker's metrics port by index, once all are ready; None if one died or the
+        supervisor was told to stop first."""
+        ports: dict[int, int] = {}
         buffer = b""
         deadline = time.monotonic() + 300
-        while seen < workers and not self.stopping and time.monotonic() < deadline:
+        while len(ports) < workers and not self.stopping and time.monotonic() < deadline:
             readable, _, _ = select.select([ready_r], [], [], 0.2)
             if readable:
                 chunk = os.read(ready_r, 4096)
                 if not chunk:
                     break  # every worker closed its end
                 buffer += chunk
-                seen = buffer.count(b"ready\n")
+                *lines, rest = buffer.split(b"\n")
+                buffer = rest
+                for line in lines:
+                    parts = line.split()
+                    if len(parts) == 3 and parts[0] == b"ready":
+                        ports[int(parts[1])] = int(parts[2])
             if any(child.poll() is not None for child in self.children):
-                return
-        if seen == workers:
-            log.info("ready pid=%d workers=%d", os.getpid(), workers)
-            notify.sd_notify(f"READY=1\nSTATUS=serving with {workers} workers")
+                return None
+        return ports if len(ports) == workers else None
 
     def _forward_reload(self, _signum: int, _frame: object) -> None:
+        log.info("reload requested: forwarded to workers=%d", len(self.children))
         for child in self.children:
             if child.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -853,6 +1073,11 @@ class Supervisor:
                 code = child.poll()
                 if code is not None and not self.stopping:
                     log.error("worker exited index=%d pid=%d code=%d", index, child.pid, code)
+                    return 1
+            if self.local_redis is not None and self.local_redis.proc is not None:
+                code = self.local_redis.proc.poll()
+                if code is not None and not self.stopping:
+                    log.error("local redis exited code=%d", code)
                     return 1
             time.sleep(0.2)
         return 0
@@ -879,6 +1104,28 @@ class Supervisor:
         log.info("stopped")
 
 
+def resolve_workers(config: Config) -> int:
+    """How many processes ``ocsd`` runs: ``daemon.workers`` resolved, and one when the workers
+    would have no store to share holds through ("auto" falls back with a warning; a number
+    asked for is refused)."""
+    count = worker_count(config)
+    if count > 1 and config.redis.url is None and shutil.which(REDIS_SERVER) is None:
+        if config.daemon.workers == "auto":
+            log.warning(
+                "daemon.workers = auto runs one process of %d cores: the workers would share "
+                "holds through a local redis-server, and none is installed (Debian: apt-get "
+                "install redis-server), nor is redis.url set",
+                count,
+            )
+            return 1
+        raise DaemonError(
+            f"daemon.workers = {count} needs redis.url or an installed redis-server: the "
+            "workers share holds and session counts through it (Debian: apt-get install "
+            "redis-server), or set daemon.workers = 1"
+        )
+    return count
+
+
 def main(config: Config, *, config_path: str | None, load_demo: bool, worker: int | None) -> int:
     """``ocsd``: run the daemon (or, with ``daemon.workers`` > 1, its supervisor). Exit codes:
     0 stopped cleanly, 1 start-up refused (message on stderr), 3 database unavailable."""
@@ -890,8 +1137,15 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
         if warning is not None:
             log.warning(warning)
     try:
-        if worker is None and config.daemon.workers > 1:
-            return Supervisor(config, config_path, load_demo).run()
+        if worker is None:
+            count = resolve_workers(config)
+            if count > 1:
+                return Supervisor(config, config_path, load_demo, workers=count).run()
+            config = dataclasses.replace(
+                config, daemon=dataclasses.replace(config.daemon, workers=1)
+            )
+        count = int(os.environ.get(WORKER_COUNT_ENV, "1") or 1)
+        base = config
         if worker is not None:
             config = for_worker(config, worker)
             _die_with_parent()
@@ -899,6 +1153,9 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
         daemon.config_path = config_path
         if worker is not None:
             index = worker
+            daemon.worker_index = index
+            daemon.worker_count = count
+            daemon.orphan_spools = orphan_spools(base, index, count)
             daemon.config_view = lambda c: for_worker(c, index)
         if config.daemon.use_uvloop:
             import uvloop  # noqa: PLC0415

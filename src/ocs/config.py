@@ -68,6 +68,12 @@ def _range(low: float, high: float | None = None) -> Check:
     return check
 
 
+def _check_workers(value: Any) -> str | None:
+    if value == "auto" or (type(value) is int and 1 <= value <= 64):
+        return None
+    return '"auto" or a number from 1 to 64'
+
+
 def check_host_port(value: Any) -> str | None:
     """``host:port`` with an IPv4 address or ``[IPv6]``, port 1..65535 (0 = any free port)."""
     allowed = 'an address and port such as "127.0.0.1:9812" or "[::1]:9812"'
@@ -138,10 +144,13 @@ class DaemonConfig:
         check=_range(0, 3600),
     )
     use_uvloop: bool = _spec(True, "Run on uvloop (false: the standard asyncio loop).")
-    workers: int = _spec(
-        1,
-        "Worker processes sharing the listening ports (SO_REUSEPORT); 1 runs in one process.",
-        check=_range(1, 64),
+    workers: int | str = _spec(
+        "auto",
+        'Worker processes sharing the listening ports (SO_REUSEPORT): "auto" (one per core '
+        "this process may run on), or a number from 1 to 64; 1 runs in one process. Workers "
+        "share holds and session counts through redis.url, or through a local redis-server "
+        "the daemon starts itself when redis.url is unset.",
+        check=_check_workers,
     )
     instance_name: str | None = _spec(
         None,
@@ -903,6 +912,13 @@ def env_overrides(env: Mapping[str, str], problems: list[str]) -> dict[str, dict
             problems.append(f"environment variable {name} names no configuration key")
             continue
         tp = sections[section][key]
+        if (
+            typing.get_origin(tp) in (types.UnionType,)
+            and int in typing.get_args(tp)
+            and raw.strip().isdigit()  # OCS_DAEMON__WORKERS=4 is the number, "auto" the text
+        ):
+            out.setdefault(section, {})[key] = int(raw)
+            continue
         if tp is str or (
             typing.get_origin(tp) in (types.UnionType,) and str in typing.get_args(tp)
         ):

@@ -78,7 +78,22 @@ def _states(states: dict[str, int] | None) -> str:
 
 
 def format_status(data: dict[str, Any]) -> str:
-    """A readable summary: one ``name  value`` line each, sections in operational order."""
+    """A readable summary: one ``name  value`` line each, sections in operational order; a
+    supervisor's (``daemon.workers`` > 1) lists every worker in turn."""
+    workers = data.get("workers")
+    if isinstance(workers, list):
+        blocks = [f"supervisor pid {data.get('supervisor_pid', '?')}, {len(workers)} workers"]
+        for worker in workers:
+            title = f"--- worker {worker.get('worker', '?')} (pid {worker.get('pid', '?')})"
+            if "error" in worker:
+                blocks.append(f"{title}: {worker['error']}")
+            else:
+                blocks.append(f"{title}\n{_format_one(worker)}")
+        return "\n".join(blocks)
+    return _format_one(data)
+
+
+def _format_one(data: dict[str, Any]) -> str:
     ready = data.get("ready") or {}
     cache = data.get("cache") or {}
     loader = data.get("loader") or {}

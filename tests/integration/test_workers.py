@@ -1,0 +1,240 @@
+"""``daemon.workers = "auto"``, the default: one worker per core behind one supervisor.
+
+The supervisor starts a local redis-server the workers share holds through, serves one
+metrics endpoint for all of them (counters summed, gauges per worker), lists every worker in
+``/status`` and ``ocs status``, and forwards SIGHUP; RADIUS datagrams and Diameter connections
+are spread over the workers by the kernel (SO_REUSEPORT). The rest of the suite runs each
+daemon as one process (``support.ocs_env``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from support import free_port, run_ocs, write_config
+
+from ocs.diameter import codec as dcodec
+from ocs.diameter.codec import avp_address, avp_u32, avp_utf8, encode_avp, encode_message
+from ocs.radius import codec
+
+pytestmark = pytest.mark.integration
+
+SECRET = codec.SharedSecret(b"testing123")
+CORES = len(os.sched_getaffinity(0))
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def access(user: str, identifier: int) -> bytes:
+    return codec.encode_request(
+        codec.ACCESS_REQUEST,
+        identifier,
+        SECRET,
+        [codec.attr_str(codec.USER_NAME, user), (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01")],
+    )
+
+
+def exchange(port: int, packet: bytes) -> codec.Packet | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(3.0)
+        sock.sendto(packet, ("127.0.0.1", port))
+        try:
+            data, _ = sock.recvfrom(4096)
+        except TimeoutError:
+            return None
+    return codec.parse_packet(data)
+
+
+def cer(host: str) -> bytes:
+    return encode_message(
+        command_code=dcodec.CMD_CAPABILITIES_EXCHANGE,
+        application_id=0,
+        hop_by_hop=1,
+        end_to_end=1,
+        avps=[
+            encode_avp(dcodec.AVP_ORIGIN_HOST, host.encode()),
+            encode_avp(dcodec.AVP_ORIGIN_REALM, b"localdomain"),
+            avp_address(dcodec.AVP_HOST_IP_ADDRESS, "127.0.0.1"),
+            avp_u32(dcodec.AVP_VENDOR_ID, 0),
+            avp_utf8(dcodec.AVP_PRODUCT_NAME, "test_workers", mandatory=False),
+            avp_u32(dcodec.AVP_AUTH_APPLICATION_ID, 4),
+        ],
+        flags=dcodec.FLAG_REQUEST,
+    )
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return int(reply.status), reply.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def sample(text: str, name: str, **labels: str) -> list[float]:
+    """Every value of ``name`` whose labels include ``labels``."""
+    found = []
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        head, _, value = line.rpartition(" ")
+        if all(f'{k}="{v}"' in head for k, v in labels.items()):
+            found.append(float(value))
+    return found
+
+
+@pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
+def test_auto_runs_a_worker_per_core_as_one_daemon(dsn: str, daemons, tmp_path: Path) -> None:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
+        pytest.skip("redis-server not installed")
+    auth, acct, metrics, diameter = free_udp_port(), free_udp_port(), free_port(), free_port()
+    config = write_config(
+        tmp_path / "auto.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+[metrics]
+listen = "127.0.0.1:{metrics}"
+[usage]
+spool_file = "{tmp_path / "spool"}"
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{auth}"]
+acct_listen = ["127.0.0.1:{acct}"]
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "testing123"
+[diameter]
+enabled = true
+listen = ["127.0.0.1:{diameter}"]
+[[diameter.peers]]
+origin_host = "*.localdomain"
+address = "127.0.0.1"
+""",
+    )
+    supervisor = daemons(
+        "--config", str(config), "--load-demo", dsn=dsn, OCS_DAEMON__WORKERS="auto"
+    )
+    out = supervisor.wait_for(f"workers={CORES}'", timeout=90)
+    assert out.count("msg='worker started") == CORES
+    assert "local redis started" in out
+
+    # RADIUS: datagrams from many source ports reach every worker; the holds are shared.
+    answers = [exchange(auth, access("postpaid", identifier=i % 256)) for i in range(40)]
+    assert all(a is not None for a in answers)
+    accepted = sum(a.code == codec.ACCESS_ACCEPT for a in answers if a is not None)
+    assert 13 <= accepted <= 13 + CORES  # one process: 13; one unknown grant per worker
+
+    # Diameter: connections are spread over the workers too.
+    connections = []
+    for n in range(16):
+        conn = socket.create_connection(("127.0.0.1", diameter), timeout=5)
+        conn.sendall(cer(f"peer{n}.localdomain"))
+        assert conn.recv(4096)[:1] == b"\x01"  # a CEA
+        connections.append(conn)
+
+    status, body = get(f"http://127.0.0.1:{metrics}/status")
+    assert status == 200
+    data = json.loads(body)
+    assert data["supervisor_pid"] == supervisor.proc.pid
+    workers = data["workers"]
+    assert [w["worker"] for w in workers] == list(range(CORES))
+    held = [w["sessions"]["reservations"] for w in workers]
+    assert sum(held) == accepted and all(h > 0 for h in held), held
+    peers = [w["diameter"]["peers_by_state"].get("open", 0) for w in workers]
+    assert sum(peers) == 16 and all(p > 0 for p in peers), peers
+    for conn in connections:
+        conn.close()
+
+    # One metrics endpoint: counters summed over the workers, gauges one series per worker.
+    status, body = get(f"http://127.0.0.1:{metrics}/metrics")
+    assert status == 200
+    text = body.decode()
+    assert sample(text, "ocs_workers") == [float(CORES)]
+    assert sample(text, "ocs_workers_unreachable") == [0.0]
+    radius_answers = sample(text, "ocs_requests_total", protocol="radius", type="access")
+    assert sum(radius_answers) == 40
+    assert sample(text, "ocs_requests_total", outcome="accept", type="access") == [accepted]
+    entries = sample(text, "ocs_cache_entries")
+    assert len(entries) == CORES and len(set(entries)) == 1 and entries[0] > 0
+    for index in range(CORES):
+        assert sample(text, "ocs_database_up", worker=str(index)) == [1.0]
+    assert get(f"http://127.0.0.1:{metrics}/readyz")[0] == 200
+    assert get(f"http://127.0.0.1:{metrics}/healthz")[0] == 200
+
+    # ocs status shows every worker.
+    shown = run_ocs("status", "--url", f"http://127.0.0.1:{metrics}", dsn=dsn)
+    assert shown.code == 0, shown.err
+    assert f"{CORES} workers" in shown.out
+    for index in range(CORES):
+        assert f"--- worker {index} (pid " in shown.out
+
+    # SIGHUP reaches every worker.
+    supervisor.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if supervisor.output().count("configuration reloaded") >= CORES:
+            break
+        time.sleep(0.1)
+    out = supervisor.output()
+    assert f"forwarded to workers={CORES}" in out
+    assert out.count("configuration reloaded") == CORES
+
+    assert supervisor.stop() == 0
+    out = supervisor.output()
+    assert out.count("msg='stopped'") == CORES + 1
+    assert "Traceback" not in out
+    assert not [p for p in _processes() if str(tmp_path / "ocsd.lock.redis") in p]
+
+
+def _processes() -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace"))
+            except OSError:
+                continue
+    return found
+
+
+def test_workers_without_a_store_are_refused_and_auto_runs_one(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """No redis-server on the PATH and no redis.url: a number of workers asked for is refused
+    with the fix named; "auto" runs one process and says why."""
+    config = write_config(
+        tmp_path / "nostore.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+[metrics]
+enabled = false
+""",
+    )
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    path = str(empty)  # no redis-server to be found
+    refused = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2", PATH=path)
+    assert refused.proc.wait(60) == 1
+    assert "daemon.workers = 2 needs redis.url or an installed redis-server" in refused.output()
+    single = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="auto", PATH=path)
+    if CORES > 1:
+        single.wait_for("daemon.workers = auto runs one process", timeout=60)
+    single.wait_for("msg='ready pid=", timeout=60)
+    assert "worker started" not in single.output()
+    assert single.stop() == 0
