@@ -997,26 +997,20 @@ class Charging:
             )
         else:
             assert snapshot is not None
-            report = UsageReport(
-                source=ref.source,
-                origin=ref.origin,
-                session_key=ref.key,
-                entry=Report(
-                    kind=kind,
-                    account_id=snapshot.account_id,
-                    uid=new_uid(),
-                    report_key=report_key,
-                    received_at=self.clock.wall(),
-                    time_zone=snapshot.time_zone,
-                    tariff=snapshot.tariff,
-                    usage=usage,
-                    counting=counting,
-                    wire_key=wire_key,
-                    client_at=client_at,
-                    request_number=request_number,
-                    close_reason=close_reason,
-                    timed=timed,
-                ),
+            report = self._new_report(
+                ref,
+                kind,
+                report_key,
+                account_id=snapshot.account_id,
+                time_zone=snapshot.time_zone,
+                tariff=snapshot.tariff,
+                usage=usage,
+                counting=counting,
+                wire_key=wire_key,
+                client_at=client_at,
+                request_number=request_number,
+                close_reason=close_reason,
+                timed=timed,
             )
         final = kind is ReportKind.FINAL
         if final and session is not None:
@@ -1270,21 +1264,16 @@ class Charging:
         client_at: datetime | None = None,
     ) -> UsageReport:
         """A report that names no account (for ``record_unmatched``)."""
-        return UsageReport(
-            source=ref.source,
-            origin=ref.origin,
-            session_key=ref.key,
-            entry=Report(
-                kind=kind,
-                account_id=0,
-                uid=f"{ref.book_key}|{report_key}",
-                report_key=report_key,
-                received_at=self.clock.wall(),
-                time_zone=UTC,
-                tariff=Tariff(),
-                usage=usage,
-                client_at=client_at,
-            ),
+        return self._new_report(
+            ref,
+            kind,
+            report_key,
+            account_id=0,
+            time_zone=UTC,
+            tariff=Tariff(),
+            uid=f"{ref.book_key}|{report_key}",
+            usage=usage,
+            client_at=client_at,
         )
 
     # --- holds rebuilt at start-up ----------------------------------------------------------
@@ -1351,27 +1340,50 @@ class Charging:
     ) -> UsageReport:
         if kind is ReportKind.OPEN:
             wire_key = session.start_wire_key
+        return self._new_report(
+            session.ref,
+            kind,
+            report_key,
+            account_id=session.account_id,
+            time_zone=session.time_zone,
+            tariff=session.tariff,
+            usage=usage,
+            counting=counting,
+            wire_key=wire_key,
+            start_ref=session.start_ref,
+            client_at=client_at,
+            request_number=request_number,
+            close_reason=close_reason,
+            hold=self._hold(session) if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
+            timed=timed,
+        )
+
+    def _new_report(
+        self,
+        ref: SessionId,
+        kind: ReportKind,
+        report_key: str,
+        *,
+        account_id: int,
+        time_zone: tzinfo,
+        tariff: Tariff,
+        uid: str | None = None,
+        **details: Any,
+    ) -> UsageReport:
+        """A report about ``ref``, received now (``details``: the rest of ``Report``'s fields)."""
         return UsageReport(
-            source=session.ref.source,
-            origin=session.ref.origin,
-            session_key=session.ref.key,
+            source=ref.source,
+            origin=ref.origin,
+            session_key=ref.key,
             entry=Report(
                 kind=kind,
-                account_id=session.account_id,
-                uid=new_uid(),
+                account_id=account_id,
+                uid=uid or new_uid(),
                 report_key=report_key,
                 received_at=self.clock.wall(),
-                time_zone=session.time_zone,
-                tariff=session.tariff,
-                usage=usage,
-                counting=counting,
-                wire_key=wire_key,
-                start_ref=session.start_ref,
-                client_at=client_at,
-                request_number=request_number,
-                close_reason=close_reason,
-                hold=self._hold(session) if kind in (ReportKind.OPEN, ReportKind.USAGE) else None,
-                timed=timed,
+                time_zone=time_zone,
+                tariff=tariff,
+                **details,
             ),
         )
 
@@ -1604,24 +1616,18 @@ class Charging:
         if snapshot is None:
             return _unknown(unit), None
         tariff = self.tariff_for(snapshot, destination) or snapshot.tariff
-        report = UsageReport(
-            source=ref.source,
-            origin=ref.origin,
-            session_key=ref.key,
-            entry=Report(
-                kind=ReportKind.EVENT,
-                account_id=snapshot.account_id,
-                uid=new_uid(),
-                report_key=report_key,
-                received_at=self.clock.wall(),
-                time_zone=snapshot.time_zone,
-                tariff=tariff,
-                usage=usage_of(unit, amount),
-                counting=Counting.INCREMENT,
-                wire_key=wire_key,
-                client_at=client_at,
-                close_reason="event",
-            ),
+        report = self._new_report(
+            ref,
+            ReportKind.EVENT,
+            report_key,
+            account_id=snapshot.account_id,
+            time_zone=snapshot.time_zone,
+            tariff=tariff,
+            usage=usage_of(unit, amount),
+            counting=Counting.INCREMENT,
+            wire_key=wire_key,
+            client_at=client_at,
+            close_reason="event",
         )
         return decision, await self._record(report)
 
