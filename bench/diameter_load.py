@@ -34,11 +34,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
 import statistics
 import struct
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 from ocs.diameter import codec
 from ocs.diameter.codec import (
@@ -253,6 +255,52 @@ class Bench:
         self.codes[("CCR-I" if initial else "CCR-T", code)] += 1
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(children.get(current, []))
+    return out
+
+
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """CPU seconds (user + system) of these processes and their descendants: (the server's,
+    its embedded PostgreSQL's), the latter told apart by the process name."""
+    server = database = 0.0
+    seen: set[int] = set()
+    for root in pids:
+        for pid in _tree(root):
+            if pid in seen:
+                continue
+            seen.add(pid)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat.rsplit(")", 1)[1].split()
+            spent = (int(fields[11]) + int(fields[12])) / _CLK_TCK
+            if name.startswith(("postgres", "postmaster")):
+                database += spent
+            else:
+                server += spent
+    return server, database
+
+
 async def run(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     bench = Bench(args)
@@ -264,10 +312,14 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.wait_for(connection.opened, 5)
         connections.append(connection)
     bench.started = time.perf_counter()
+    cpu_before = cpu_seconds(args.server_pid)
+    own_before = time.process_time()
     for connection in connections:
         connection.start(args.depth)
     await asyncio.wait_for(asyncio.gather(*(c.done for c in connections)), args.duration_s + 30)
     elapsed = time.perf_counter() - bench.started
+    cpu_after = cpu_seconds(args.server_pid)
+    own = time.process_time() - own_before
     for connection in connections:
         if connection.transport is not None:
             connection.transport.close()
@@ -290,6 +342,20 @@ async def run(args: argparse.Namespace) -> None:
     )
     for (kind, code), count in sorted(bench.codes.items()):
         print(f"  {kind} {code}: {count}")
+    print(f"  client CPU {own / elapsed * 100:6.0f} %   {own / bench.answers * 1e6:.1f} µs per CCR")
+    if args.server_pid:
+        server = cpu_after[0] - cpu_before[0]
+        database = cpu_after[1] - cpu_before[1]
+        print(
+            f"  server CPU {server / elapsed * 100:6.0f} %   "
+            f"{server / bench.answers * 1e6:.1f} µs per CCR (pids {args.server_pid} and "
+            "descendants, PostgreSQL apart)"
+        )
+        if database:
+            print(
+                f"  PostgreSQL {database / elapsed * 100:6.0f} %   "
+                f"{database / bench.answers * 1e6:.1f} µs per CCR"
+            )
 
 
 def main() -> int:
@@ -306,6 +372,13 @@ def main() -> int:
     )
     parser.add_argument("--used-s", type=int, default=0, help="seconds reported in each CCR-T")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        action="append",
+        default=[],
+        help="measure this server's CPU per CCR (with its descendants; repeatable)",
+    )
     args = parser.parse_args()
     if not ipaddress.ip_address(args.host).is_loopback:
         parser.error("loopback addresses only: this is a load generator")

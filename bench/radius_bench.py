@@ -10,8 +10,11 @@ Started by ``bench/run_radius_bench.sh`` (see there for usage). Configurations, 
    threaded) on both cores, as operators run it; generator pinned to CPU 1.
 3. ``freeradius-cpu0``: the same FreeRADIUS with all its threads pinned to CPU 0 (a per-core
    comparison with ``ocsd-1p``).
-4. ``ocsd-Nw``: ocsd with ``daemon.workers = N`` (SO_REUSEPORT), only if this ocsd accepts the
-   key (checked with ``--check-config``); daemon on both cores, generator unpinned.
+4. ``ocsd-auto``: ocsd as ``make run`` starts it (``daemon.workers`` unset: "auto", one worker
+   per core, SO_REUSEPORT, holds shared through the local redis-server the supervisor starts;
+   ``--workers N`` writes ``daemon.workers = N`` instead, named ``ocsd-Nw``); daemon on both
+   cores, generator unpinned. Its CPU is every process of the daemon (supervisor, workers,
+   redis-server); its metrics come from the supervisor's one endpoint.
    Or ``external``: an ocsd someone else started (``--external-port``), measured as it is.
 
 Per configuration: a warm-up pass over every user before each run (so a 60 s cache TTL, the same
@@ -428,14 +431,16 @@ class Bench:
 
     # ----------------------------------------------------------------- ocsd
 
-    def ocsd_config(self, name: str, auth: int, acct: int, workers: int | None) -> Path:
+    def ocsd_config(self, name: str, auth: int, acct: int, workers: int | str | None) -> Path:
         d = self.work / name
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o755)
         pg = self.work / "ocs-pg"  # shared by every ocsd configuration: seeded once
         daemon = f'lock_file = "{d}/ocsd.lock"\n'
-        if workers:
-            daemon += f"workers = {workers}\n"
+        if workers is None:
+            daemon += "workers = 1\n"  # one process (ocsd-1p)
+        elif workers != "auto":
+            daemon += f"workers = {workers}\n"  # else the default: auto
         text = f"""# Written by bench/radius_bench.py for one benchmark run.
 [daemon]
 {daemon}
@@ -504,13 +509,19 @@ secret = "{SECRET}"
             time.sleep(0.2)
         else:
             raise RuntimeError(f"{name} not listening on {port} after 120 s")
-        time.sleep(1.0)  # let every worker (if any) bind as well
+        deadline = time.monotonic() + 120
+        while not listening_tcp_ports([proc.pid]) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the metrics endpoint: a supervisor opens it once all workers are
+        time.sleep(0.5)
         server = Server(
             name=name, port=port, root_pid=proc.pid, gen_cpus=None,
             server_cpus=",".join(map(str, sorted(cpus))) if cpus else "any",
             log_path=log_path,
         )  # fmt: skip
-        server.metrics_ports = listening_tcp_ports(server.server_pids())
+        # One process: its own endpoint; a supervisor: its endpoint aggregates the workers'.
+        server.metrics_ports = listening_tcp_ports([proc.pid]) or listening_tcp_ports(
+            server.server_pids()
+        )
         log(
             f"{name} pid {proc.pid} ready on 127.0.0.1:{port} (processes {server.server_pids()}, "
             f"metrics ports {server.metrics_ports})"
@@ -703,20 +714,21 @@ secret = "{SECRET}"
                 self.stop_freeradius()
 
         if not a.skip_workers and not a.skip_ocsd:
-            workers = a.workers
+            workers = a.workers if a.workers == "auto" else int(a.workers)
+            name = "ocsd-auto" if workers == "auto" else f"ocsd-{workers}w"
             auth, acct = free_port(), free_port()
-            config = self.ocsd_config(f"ocsd-{workers}w", auth, acct, workers)
+            config = self.ocsd_config(name, auth, acct, workers)
             ok, msg = self.config_ok(config)
             if not ok:
                 log(
-                    f"ocsd-{workers}w skipped: this ocsd does not accept daemon.workers "
+                    f"{name} skipped: this ocsd does not accept daemon.workers "
                     f"({msg.splitlines()[-1] if msg else 'no message'})"
                 )
-                self.results[f"ocsd-{workers}w"] = {"skipped": msg}
+                self.results[name] = {"skipped": msg}
             else:
                 if not seeded:
                     self.seed(config)
-                server = self.start_ocsd(f"ocsd-{workers}w", config, None, auth)
+                server = self.start_ocsd(name, config, None, auth)
                 try:
                     self.measure(server, half_rate)
                 finally:
@@ -963,7 +975,11 @@ def parse_args() -> argparse.Namespace:
         default=[],
         help="also measure latency at this paced rate (repeatable), e.g. 7500",
     )
-    p.add_argument("--workers", type=int, default=2, help="daemon.workers for ocsd-Nw")
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help='daemon.workers for the workers run: "auto" (the default, as make run) or N',
+    )
     p.add_argument(
         "--no-settle",
         action="store_true",

@@ -157,6 +157,72 @@ async def test_unbilled_follows_the_month_in_the_account_time_zone(
     assert snap.balance == parse_amount("-492")
 
 
+async def test_one_statement_of_usage_gives_the_figures_of_one_record_at_a_time(
+    conn: asyncpg.Connection,
+) -> None:
+    """0060's statement-level trigger: the records of one INSERT (the usage writer's batch),
+    in any order and across months in the account's zone, change the balance, the unbilled
+    amount and its period exactly as inserting them one by one does; records that charge
+    nothing change nothing; one announcement per account."""
+    rows = [  # (amount, instant): November, December, late November, zero, December again
+        ("400.000001", datetime(2026, 11, 10, tzinfo=UTC)),
+        ("5", datetime(2026, 11, 30, 23, 30, tzinfo=UTC)),  # December in Zurich
+        ("7.5", datetime(2026, 11, 29, tzinfo=UTC)),
+        ("0", datetime(2026, 12, 2, tzinfo=UTC)),
+        ("0.000002", datetime(2026, 12, 3, tzinfo=UTC)),
+    ]
+    settings = {
+        "credit_limit": parse_amount("500"),
+        "limit_basis": LimitBasis.UNBILLED,
+        "time_zone": "Europe/Zurich",
+    }
+    one_by_one = await _account(conn, "one-by-one", **settings)
+    together = await _account(conn, "together", **settings)
+    earlier = await _account(conn, "earlier", **settings)
+    insert = """INSERT INTO usage_records (account_id, idempotency_key, source, amount, occurred_at)
+                SELECT $1, $2 || n, 'test', a, t
+                FROM unnest($3::numeric[], $4::timestamptz[]) WITH ORDINALITY AS u(a, t, n)"""
+    for n, (amount, at) in enumerate(rows):
+        await conn.execute(insert, one_by_one, f"one{n}-", [Decimal(amount)], [at])
+    # The same records in one statement, and in another order for a third account that had
+    # usage of a later month already (its period must not go back).
+    announced: list[str] = []
+    heard = asyncio.Event()
+
+    def hear(*args: object) -> None:
+        announced.append(str(args[3]))
+        heard.set()
+
+    await conn.add_listener("ocs_account_changed", hear)
+    await conn.execute(
+        insert, together, "tog-", [Decimal(a) for a, _ in rows], [t for _, t in rows]
+    )
+    await asyncio.wait_for(heard.wait(), 5)
+    await asyncio.sleep(0.3)  # any further announcement of the statement arrives with it
+    await conn.remove_listener("ocs_account_changed", hear)
+    assert [p.split()[0] for p in announced] == [str(together)]
+    await conn.execute(
+        insert, earlier, "early-", [Decimal("3")], [datetime(2027, 1, 5, tzinfo=UTC)]
+    )
+    await conn.execute(
+        insert,
+        earlier,
+        "late-",
+        [Decimal(a) for a, _ in reversed(rows)],
+        [t for _, t in reversed(rows)],
+    )
+    first = await store.snapshot_by_id(conn, one_by_one)
+    second = await store.snapshot_by_id(conn, together)
+    third = await store.snapshot_by_id(conn, earlier)
+    assert first is not None and second is not None and third is not None
+    expected_balance = -sum(parse_amount(a) for a, _ in rows)
+    assert first.balance == second.balance == expected_balance
+    assert (first.unbilled, first.unbilled_period) == (parse_amount("5.000002"), date(2026, 12, 1))
+    assert (second.unbilled, second.unbilled_period) == (first.unbilled, first.unbilled_period)
+    assert third.balance == expected_balance - parse_amount("3")
+    assert (third.unbilled, third.unbilled_period) == (parse_amount("3"), date(2027, 1, 1))
+
+
 @pytest.mark.dates
 async def test_one_active_temporary_increase_and_the_history(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, credit_limit=parse_amount("200"))
