@@ -595,7 +595,11 @@ secret = "{SECRET}"
     # ----------------------------------------------------------------- FreeRADIUS
 
     def start_freeradius(self) -> Server:
-        if shutil.which("freeradius") is None:
+        # The baseline needs the server and its PostgreSQL driver (a separate package).
+        if shutil.which("freeradius") is None or not any(
+            Path(d, "rlm_sql_postgresql.so").exists()
+            for d in ("/usr/lib/freeradius", "/usr/lib/x86_64-linux-gnu/freeradius")
+        ):
             if os.geteuid() == 0 and not self.args.no_install:
                 log("installing freeradius freeradius-utils freeradius-postgresql postgresql")
                 env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")

@@ -16,7 +16,13 @@ of the hot path (inflated by profiling overhead;
 read it for proportions).
 
     .venv/bin/python bench/radius_front_profile.py [--accounts 10000] [--requests 200000]
-        [--rate 20000] [--hold-s 30]
+        [--rate 20000] [--hold-s 30] [--rate-plan 100000]
+
+With ``--rate-plan N`` every admitting account is rated by destination: one rate plan of N
+synthetic prefixes (``bench/rate_lookup.py``'s), a Called-Station-Id in every request (90 %
+under a deck prefix), so the figure includes the lookup the pipeline makes per admission.
+Compare it with ``--priced`` (the same accounts priced at one flat tariff, no plan): the
+baseline's accounts are free, and a free admission holds no money.
 """
 
 from __future__ import annotations
@@ -24,22 +30,35 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import gc
 import io
 import ipaddress
 import os
 import pstats
+import random
 import statistics
 import time
+from datetime import UTC, datetime
 from typing import Any
 
+import rate_lookup
 from ocs.app import EXPIRY_SLICE
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
+from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config
+from ocs.core.destinations import RateDeck, RatePlan
 from ocs.core.identity import IdentityKind
-from ocs.core.model import AccountSnapshot, AccountStatus, CreditDecision, RefusalReason
+from ocs.core.model import (
+    FREE_TARIFF,
+    AccountSnapshot,
+    AccountStatus,
+    CreditDecision,
+    RefusalReason,
+    Tariff,
+)
 from ocs.metrics import Metrics
 from ocs.radius import codec
 from ocs.radius.front import (
@@ -54,7 +73,7 @@ from ocs.radius.front import (
 SECRET = b"testing123"
 
 
-def snapshots(n: int) -> list[AccountSnapshot]:
+def snapshots(n: int, priced: bool = False, rate_plan: bool = False) -> list[AccountSnapshot]:
     """The baseline's accounts (bench/seed_accounts.py), as the cache holds them."""
     out = []
     for i in range(1, n + 1):
@@ -72,6 +91,8 @@ def snapshots(n: int) -> list[AccountSnapshot]:
                 status=AccountStatus.BLOCKED if blocked else AccountStatus.ACTIVE,
                 balance=balance,
                 credit_limit=limit,
+                tariff=Tariff(price_per_minute=60_000) if priced or rate_plan else FREE_TARIFF,
+                rate_plan_id=1 if rate_plan else None,
             )
         )
     return out
@@ -87,10 +108,28 @@ class DropTransport:
         self.sent += 1
 
 
-def build(accounts: int, hold_s: float) -> tuple[RadiusFront, _Listener, SessionBook, Metrics]:
+def rate_plan(prefix_count: int) -> tuple[RatePlanCache, list[str]]:
+    """A rate plan of ``prefix_count`` prefixes (one deck), and its prefixes."""
+    rng = random.Random(prefix_count)
+    # Effective since 2000: the pipeline prices at the machine's clock.
+    table = [
+        dataclasses.replace(rate, effective_from=datetime(2000, 1, 1, tzinfo=UTC))
+        for rate in rate_lookup.prices(rng)
+    ]
+    prefixes = rate_lookup.synthetic_prefixes(prefix_count)
+    rows = [(p, table[rng.randrange(len(table))]) for p in prefixes]
+    deck = RateDeck(deck_id=1, name="bench", rates=rows)
+    rates = RatePlanCache()
+    rates.put(RatePlan(plan_id=1, name="bench", currency="USD", decks=(deck,)), 1)
+    return rates, prefixes
+
+
+def build(
+    accounts: int, hold_s: float, rates: RatePlanCache | None = None, priced: bool = False
+) -> tuple[RadiusFront, _Listener, SessionBook, Metrics]:
     config = Config()
     cache = AccountCache(negative_ttl_s=config.cache.negative_ttl_s)
-    snaps = snapshots(accounts)
+    snaps = snapshots(accounts, priced=priced, rate_plan=rates is not None)
     loop_time = asyncio.get_running_loop().time()
     cache.replace_all(snaps, [("user_name", s.name, s.account_id) for s in snaps], loop_time)
     sessions = SessionBook()
@@ -105,6 +144,7 @@ def build(accounts: int, hold_s: float) -> tuple[RadiusFront, _Listener, Session
             ttl_s=3600.0,  # nothing goes stale during the measurement
             pending_reservation_ttl_s=hold_s,
         ),
+        rates=rates,
     )
     results = {
         reason: metrics.decisions.labels(reason)
@@ -130,9 +170,10 @@ def build(accounts: int, hold_s: float) -> tuple[RadiusFront, _Listener, Session
     return front, listener, sessions, metrics
 
 
-def requests(n: int, accounts: int) -> list[bytes]:
+def requests(n: int, accounts: int, prefixes: list[str] | None = None) -> list[bytes]:
     secret = codec.SharedSecret(SECRET)
     out = []
+    numbers = rate_lookup.numbers_for(prefixes, n, random.Random(n)) if prefixes else None
     for k in range(n):
         user = f"4178{k % accounts + 1:07d}".encode()
         auth = os.urandom(16)
@@ -141,6 +182,8 @@ def requests(n: int, accounts: int) -> list[bytes]:
             (codec.USER_PASSWORD, os.urandom(16)),  # hidden "pw": opaque to the daemon
             (codec.NAS_IP_ADDRESS, bytes((127, 0, 0, 1))),
         ]
+        if numbers is not None:
+            attrs.append((codec.CALLED_STATION_ID, ("+" + numbers[k]).encode()))
         out.append(
             codec.encode_request(codec.ACCESS_REQUEST, k % 256, secret, attrs, authenticator=auth)
         )
@@ -148,8 +191,9 @@ def requests(n: int, accounts: int) -> list[bytes]:
 
 
 async def main(args: argparse.Namespace) -> None:
-    front, listener, sessions, _metrics = build(args.accounts, args.hold_s)
-    wires = requests(args.requests, args.accounts)
+    rates, prefixes = rate_plan(args.rate_plan) if args.rate_plan else (None, None)
+    front, listener, sessions, _metrics = build(args.accounts, args.hold_s, rates, args.priced)
+    wires = requests(args.requests, args.accounts, prefixes)
     addrs = [("127.0.0.1", 40000 + k % 16) for k in range(16)]
     handle = front.handle
     perf = time.perf_counter
@@ -165,8 +209,10 @@ async def main(args: argparse.Namespace) -> None:
     slices = [wires[i::5] for i in range(5)]
     per_request = [run(s) for s in slices]
     sent = listener.transport.sent  # type: ignore[union-attr]
+    rated = f", rated by destination ({args.rate_plan:,} prefixes)" if args.rate_plan else ""
+    rated = rated or (", priced at one flat tariff" if args.priced else "")
     print(
-        f"RadiusFront.handle, warm cache, {args.accounts} accounts: "
+        f"RadiusFront.handle, warm cache, {args.accounts} accounts{rated}: "
         f"{statistics.median(per_request):.1f} µs CPU per Access-Request "
         f"(median of 5 slices: {', '.join(f'{x:.1f}' for x in per_request)}); "
         f"{sent} replies; reservations held {sessions.reservation_count}"
@@ -215,7 +261,7 @@ async def main(args: argparse.Namespace) -> None:
     del book
 
     # cProfile of the hot path (proportions; cProfile inflates small calls).
-    front2, listener2, _sessions2, _m2 = build(args.accounts, args.hold_s)
+    front2, listener2, _sessions2, _m2 = build(args.accounts, args.hold_s, rates, args.priced)
     batch = wires[: min(len(wires), 50_000)]
     profiler = cProfile.Profile()
     profiler.enable()
@@ -238,6 +284,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=20_000.0, help="rate for the housekeeping part")
     p.add_argument("--hold-s", type=float, default=30.0, help="grant.admission_hold_s")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument(
+        "--priced", action="store_true", help="accounts priced at one tariff (no rate plan)"
+    )
+    p.add_argument(
+        "--rate-plan", type=int, default=0, help="rate every account by a plan of N prefixes"
+    )
     args = p.parse_args()
     if not 1 <= args.accounts <= 1_000_000 or not 1_000 <= args.requests <= 2_000_000:
         p.error("--accounts 1..1e6, --requests 1e3..2e6")
