@@ -49,7 +49,7 @@ from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config
-from ocs.core.destinations import RateDeck, RatePlan
+from ocs.core.destinations import Rate, RateDeck, RatePlan
 from ocs.core.identity import IdentityKind
 from ocs.core.model import (
     FREE_TARIFF,
@@ -71,6 +71,7 @@ from ocs.radius.front import (
 )
 
 SECRET = b"testing123"
+FLAT_PRICE = 60_000  # micro-units a minute: --priced, and every prefix of --flat-rates
 
 
 def snapshots(n: int, priced: bool = False, rate_plan: bool = False) -> list[AccountSnapshot]:
@@ -91,7 +92,7 @@ def snapshots(n: int, priced: bool = False, rate_plan: bool = False) -> list[Acc
                 status=AccountStatus.BLOCKED if blocked else AccountStatus.ACTIVE,
                 balance=balance,
                 credit_limit=limit,
-                tariff=Tariff(price_per_minute=60_000) if priced or rate_plan else FREE_TARIFF,
+                tariff=Tariff(price_per_minute=FLAT_PRICE) if priced or rate_plan else FREE_TARIFF,
                 rate_plan_id=1 if rate_plan else None,
             )
         )
@@ -108,14 +109,17 @@ class DropTransport:
         self.sent += 1
 
 
-def rate_plan(prefix_count: int) -> tuple[RatePlanCache, list[str]]:
-    """A rate plan of ``prefix_count`` prefixes (one deck), and its prefixes."""
+def rate_plan(prefix_count: int, flat: bool = False) -> tuple[RatePlanCache, list[str]]:
+    """A rate plan of ``prefix_count`` prefixes (one deck), and its prefixes. ``flat``: every
+    prefix at the flat tariff's price (so the decisions are those of ``--priced``)."""
     rng = random.Random(prefix_count)
     # Effective since 2000: the pipeline prices at the machine's clock.
-    table = [
-        dataclasses.replace(rate, effective_from=datetime(2000, 1, 1, tzinfo=UTC))
-        for rate in rate_lookup.prices(rng)
-    ]
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    table = (
+        [Rate(price_per_minute=FLAT_PRICE, effective_from=since)]
+        if flat
+        else [dataclasses.replace(rate, effective_from=since) for rate in rate_lookup.prices(rng)]
+    )
     prefixes = rate_lookup.synthetic_prefixes(prefix_count)
     rows = [(p, table[rng.randrange(len(table))]) for p in prefixes]
     deck = RateDeck(deck_id=1, name="bench", rates=rows)
@@ -191,7 +195,7 @@ def requests(n: int, accounts: int, prefixes: list[str] | None = None) -> list[b
 
 
 async def main(args: argparse.Namespace) -> None:
-    rates, prefixes = rate_plan(args.rate_plan) if args.rate_plan else (None, None)
+    rates, prefixes = rate_plan(args.rate_plan, args.flat_rates) if args.rate_plan else (None, None)
     front, listener, sessions, _metrics = build(args.accounts, args.hold_s, rates, args.priced)
     wires = requests(args.requests, args.accounts, prefixes)
     addrs = [("127.0.0.1", 40000 + k % 16) for k in range(16)]
@@ -209,7 +213,8 @@ async def main(args: argparse.Namespace) -> None:
     slices = [wires[i::5] for i in range(5)]
     per_request = [run(s) for s in slices]
     sent = listener.transport.sent  # type: ignore[union-attr]
-    rated = f", rated by destination ({args.rate_plan:,} prefixes)" if args.rate_plan else ""
+    flat = ", each at the flat price" if args.flat_rates else ""
+    rated = f", rated by destination ({args.rate_plan:,} prefixes{flat})" if args.rate_plan else ""
     rated = rated or (", priced at one flat tariff" if args.priced else "")
     print(
         f"RadiusFront.handle, warm cache, {args.accounts} accounts{rated}: "
@@ -286,6 +291,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--top", type=int, default=25)
     p.add_argument(
         "--priced", action="store_true", help="accounts priced at one tariff (no rate plan)"
+    )
+    p.add_argument(
+        "--flat-rates",
+        action="store_true",
+        help="every prefix of --rate-plan at --priced's price: the same decisions, so the "
+        "difference is the cost of rating alone",
     )
     p.add_argument(
         "--rate-plan", type=int, default=0, help="rate every account by a plan of N prefixes"
