@@ -24,7 +24,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -487,6 +487,8 @@ def test_redis_away_under_load_falls_back_to_local_holds(
 
 FAKETIME_LIBRARY = next(iter(sorted(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"))), None)
 MONTH_END = datetime(2027, 1, 31, 23, 30, tzinfo=UTC)
+THIS_MONTH = MONTH_END.strftime("%Y-%m")
+NEXT_MONTH = (MONTH_END + timedelta(hours=1)).strftime("%Y-%m")
 
 
 async def _clock_steps(
@@ -497,9 +499,9 @@ async def _clock_steps(
     radius, diameter = loads(stack, give_up_s=60)
     load = asyncio.create_task(run_loads(radius, diameter, rate=12, duration_s=15))
     await asyncio.sleep(5)
-    await asyncio.to_thread(control.write_text, f"+{offset_s + 3600}\n")
+    await asyncio.to_thread(control.write_text, f"{offset_s + 3600:+d}\n")
     await asyncio.sleep(5)
-    await asyncio.to_thread(control.write_text, f"+{offset_s}\n")
+    await asyncio.to_thread(control.write_text, f"{offset_s:+d}\n")
     await load
     return radius, diameter
 
@@ -511,7 +513,8 @@ def test_wall_clock_stepped_an_hour_both_ways_under_load(stack: Stack, daemons) 
         pytest.skip("no libfaketime")
     control = stack.tmp / "faketime.rc"
     offset_s = int(MONTH_END.timestamp() - time.time())
-    control.write_text(f"+{offset_s}\n")
+    # Signed: once MONTH_END is in the past the offset is negative (libfaketime takes "-N").
+    control.write_text(f"{offset_s:+d}\n")
     daemon = daemons(
         "--config",
         str(stack.config),
@@ -522,7 +525,8 @@ def test_wall_clock_stepped_an_hour_both_ways_under_load(stack: Stack, daemons) 
         FAKETIME_DONT_FAKE_MONOTONIC="1",
     )
     daemon.wait_for("msg='ready")
-    assert "2027-01-31T23:" in daemon.output()  # the daemon's own clock is the faked one
+    # The daemon's own clock is the faked one.
+    assert MONTH_END.strftime("%Y-%m-%dT%H:") in daemon.output()
     radius, diameter = asyncio.run(_clock_steps(stack, control, offset_s))
     # Monotonic timers unaffected: no session, hold or peer expired early or late.
     for load in (radius, diameter):
@@ -560,8 +564,8 @@ def test_wall_clock_stepped_an_hour_both_ways_under_load(stack: Stack, daemons) 
         skew = row["skew_s"]
         stepped = abs(skew - offset_s - 3600) <= 5
         assert abs(skew - offset_s) <= 5 or stepped, skew
-        assert month == ("2027-02" if stepped else "2027-01"), (month, skew)
-    assert by_month.get("2027-01", 0) > 0 and by_month.get("2027-02", 0) > 0, by_month
+        assert month == (NEXT_MONTH if stepped else THIS_MONTH), (month, skew)
+    assert by_month.get(THIS_MONTH, 0) > 0 and by_month.get(NEXT_MONTH, 0) > 0, by_month
     figures["usage_records_by_month"] = by_month
     report("wall clock stepped +1 h and -1 h", figures)
     assert daemon.stop() == 0
