@@ -49,8 +49,12 @@ def real_clock_env() -> dict[str, str]:
 def ocs_env(dsn: str | None, **extra: str) -> dict[str, str]:
     """The environment of an ``ocs``/``ocsd`` subprocess. ``daemon.workers`` defaults to
     "auto" (one process per core); the suite runs each daemon as one process, except where a
-    test asks for workers (``OCS_DAEMON__WORKERS="2"``, ``"auto"``): those test the default."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
+    test asks for workers (``OCS_DAEMON__WORKERS="2"``, ``"auto"``): those test the default.
+    A daemon with workers starts its own redis-server, which dies under libfaketime, so such a
+    daemon runs on the real clock when the suite runs under faketime (no date test uses one)."""
+    workers = extra.get("OCS_DAEMON__WORKERS", "1")
+    base = real_clock_env() if workers != "1" else os.environ
+    env = {k: v for k, v in base.items() if not k.startswith("OCS_")}
     if dsn is not None:
         env["OCS_DATABASE__DSN"] = dsn
     env["OCS_DAEMON__WORKERS"] = "1"
