@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml scripts/bootstrap-venv.sh
 	@touch $@
 
 run: $(STAMP)
+	@scripts/install-run-deps.sh
 	$(BIN)/ocsd --config $(CONFIG) --load-demo
 
 test: $(STAMP)
