@@ -37,7 +37,7 @@ from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, permission_warning, split_host_port
-from ocs.core.identity import DialPlan, IdentityError, IdentityKind
+from ocs.core.identity import DialPlan, IdentityKind
 from ocs.core.model import CreditDecision, RefusalReason
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
@@ -50,7 +50,7 @@ from ocs.ops.reload import apply_reload
 from ocs.ops.tasks import log_summaries, refresh_billing_gauges
 from ocs.radius.front import ClientTable, RadiusFront
 from ocs.radius.radsec import RadSecServer
-from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
+from ocs.radius.setup import RadiusSetupError, build_clients, dial_plan_of, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
 from ocs.store.durable import SpoolingSink
@@ -508,15 +508,10 @@ class Daemon:
         log.info("diameter origin_host=%s peers=%d", cfg.origin_host, len(cfg.peers))
 
     def _diameter_dial_plan(self) -> DialPlan:
-        cfg = self.config.diameter
         try:
-            return DialPlan(
-                country_code=cfg.country_code or "",
-                international_prefix=cfg.international_prefix,
-                national_prefix=cfg.national_prefix or "",
-            )
-        except IdentityError as exc:
-            raise DaemonError(f"diameter: {exc}") from None
+            return dial_plan_of(self.config.diameter, "diameter")
+        except RadiusSetupError as exc:  # the same keys as a RADIUS client's
+            raise DaemonError(str(exc)) from None
 
     async def _housekeeping(self) -> None:
         """Ten times a second: expire reservations and lost sessions, in slices with the loop

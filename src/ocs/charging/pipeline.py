@@ -599,14 +599,7 @@ class Charging:
         ):
             return False
         unit = decision.unit
-        cap = (
-            self.limits.max_time_s
-            if unit is ServiceUnit.TIME
-            else self.limits.max_volume_bytes
-            if unit is ServiceUnit.VOLUME
-            else self.limits.max_events
-        )
-        largest = grant_cost(snapshot.tariff, unit, cap, new_session=True)
+        largest = grant_cost(snapshot.tariff, unit, self.limits.max_for(unit), new_session=True)
         # Little credit left, or this instance admitted for the account since the last sync
         # (the others do not know that hold yet): confirm. So an account's credit is never
         # spent by more than one unconfirmed grant per instance within a sync interval.
@@ -1112,11 +1105,7 @@ class Charging:
         held = 0
         longest = 0.0
         for unit, requested in services:
-            cap = {
-                ServiceUnit.TIME: limits.max_time_s,
-                ServiceUnit.VOLUME: limits.max_volume_bytes,
-                ServiceUnit.EVENT: limits.max_events,
-            }[unit]
+            cap = limits.max_for(unit)
             if requested:
                 cap = min(cap, requested)
             if snapshot is None:  # not cached (the stale policy admitted it): no figures

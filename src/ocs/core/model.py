@@ -429,6 +429,14 @@ class GrantLimits:
     overdraft_events: int = 0
     overdraft_amount: int | None = None
 
+    def max_for(self, unit: ServiceUnit) -> int:
+        """The largest grant of ``unit``."""
+        if unit is ServiceUnit.TIME:
+            return self.max_time_s
+        if unit is ServiceUnit.VOLUME:
+            return self.max_volume_bytes
+        return self.max_events
+
     def __post_init__(self) -> None:
         _require_int("max_time_s", self.max_time_s, minimum=1)
         _require_int("min_time_s", self.min_time_s, minimum=0)
