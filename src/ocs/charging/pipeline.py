@@ -639,9 +639,7 @@ class Charging:
                 )
                 if decision.admitted:
                     return decision
-            cap = (
-                self.limits.max_time_s if unit is ServiceUnit.TIME else self.limits.max_volume_bytes
-            )
+            cap = self.limits.max_for(unit)
             return self._count(
                 CreditDecision(
                     admitted=True,
