@@ -94,6 +94,16 @@ def test_shipped_files_are_valid(name: str) -> None:
             "database.usage_writers = 0 is not allowed: expected a number from 1 to 100",
         ),
         ({"database": {"usage_batch_max": 0}}, "database.usage_batch_max = 0 is not allowed"),
+        (
+            {"daemon": {"workers": "many"}},
+            "daemon.workers = 'many' is not allowed: expected \"auto\" or a number from 1 to 64",
+        ),
+        ({"daemon": {"workers": 0}}, "daemon.workers = 0 is not allowed"),
+        ({"daemon": {"workers": 65}}, "daemon.workers = 65 is not allowed"),
+        (
+            {"diameter": {"national_prefix": "0x"}},
+            "diameter.national_prefix = '0x' is not allowed",
+        ),
         ({"grant": {"min_time_s": 100, "max_time_s": 50}}, "grant.min_time_s = 100"),
         ({"cache": {"ttl": 60}}, "cache.ttl is not a known key"),
         ({"caches": {}}, "caches is not a known key"),
@@ -255,3 +265,20 @@ def test_message_authenticator_policy_refuses_other_values(value: object) -> Non
     )
     with pytest.raises(ConfigError, match=r"radius\.require_message_authenticator = "):
         parse_config({"radius": {"require_message_authenticator": value}}, env={}, source="t")
+
+
+@pytest.mark.parametrize("section", ["radius client", "diameter"])
+def test_a_national_prefix_needs_its_country_code(section: str) -> None:
+    """Each key is valid alone; together they must make a dial plan. The RADIUS clients and
+    the Diameter front build theirs with one function (``radius.setup.dial_plan_of``), and the
+    daemon refuses to start with its message."""
+    from types import SimpleNamespace
+
+    from ocs.radius.setup import RadiusSetupError, dial_plan_of
+
+    keys = SimpleNamespace(country_code=None, national_prefix="0", international_prefix="00")
+    with pytest.raises(RadiusSetupError, match=f"^{section}: .*national prefix needs"):
+        dial_plan_of(keys, section)
+    keys.country_code = "41"
+    plan = dial_plan_of(keys, section)
+    assert (plan.country_code, plan.national_prefix, plan.international_prefix) == ("41", "0", "00")
