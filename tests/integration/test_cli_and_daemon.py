@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import time
 import urllib.request
@@ -284,6 +286,30 @@ def test_embedded_server_of_a_killed_daemon_is_taken_over(daemons, tmp_path: Pat
     assert result.code == 0, result.err
     # The CLI was the last live user: it stopped the orphaned server on the way out.
     assert not (pgdata / "postmaster.pid").exists()
+
+
+def test_embedded_server_stops_after_a_killed_worker(daemons, tmp_path: Path) -> None:
+    """A worker killed (SIGKILL) takes the whole daemon down (the service manager restarts
+    it); the last process to leave stops the embedded server although the dead worker never
+    let go of it."""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
+        pytest.skip("no redis-server: workers need it")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    config = str(_daemon_config(tmp_path))
+    daemon = daemons("--config", config, dsn=None, cwd=workdir, OCS_DAEMON__WORKERS="2")
+    out = daemon.wait_for("workers=2'", timeout=60)
+    worker = int(out.split("worker started index=0 pid=")[1].split("'")[0].split()[0])
+    pgdata = workdir / "var" / "postgres"
+    assert (pgdata / "postmaster.pid").exists()
+    os.kill(worker, signal.SIGKILL)
+    assert daemon.proc.wait(30) == 1
+    deadline = time.monotonic() + 15
+    while (pgdata / "postmaster.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not (pgdata / "postmaster.pid").exists(), "the embedded server outlived the daemon"
 
 
 def test_make_run_config_is_what_the_readme_says() -> None:

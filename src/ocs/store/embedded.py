@@ -106,6 +106,10 @@ class EmbeddedPostgres:
         if server is None:
             return
         try:
+            # A user killed without letting go (a worker's SIGKILL) would keep the last one
+            # from stopping the server: forget the dead before counting, as start() does.
+            with type(server)._lock:
+                _prune_dead_handles(self.data_dir)
             server.cleanup()
         except (subprocess.CalledProcessError, OSError) as exc:
             log.warning("embedded PostgreSQL did not stop cleanly: %s", exc)
