@@ -225,6 +225,35 @@ def test_1_an_acct_session_id_reused_by_the_nas_is_charged_in_full(lab: Lab) -> 
     assert daemon.stop() == 0
 
 
+def test_1b_a_session_id_reused_while_open_across_a_kill_9_is_answered_and_charged(
+    lab: Lab,
+) -> None:
+    """Start and an Interim-Update (100 s), the daemon killed, the NAS reboots and reuses the
+    Acct-Session-Id with a new Start while the old session is still open in the store: the
+    new Start is answered (the old generation closed as superseded, in the same transaction
+    as the new one opens), and both are charged: 100 s + 250 s."""
+    daemon = lab.start()
+    before = balance(lab.dsn, "postpaid")
+    nas = lab.radius
+    assert nas.accounting(START, "postpaid", "reboot-1").code == codec.ACCOUNTING_RESPONSE
+    interim = nas.accounting(INTERIM, "postpaid", "reboot-1", seconds=100)
+    assert interim.code == codec.ACCOUNTING_RESPONSE
+    daemon.kill()
+    again = lab.start()
+    assert nas.accounting(START, "postpaid", "reboot-1").code == codec.ACCOUNTING_RESPONSE
+    stop = nas.accounting(STOP, "postpaid", "reboot-1", seconds=250)
+    assert stop.code == codec.ACCOUNTING_RESPONSE
+    assert_ledger(lab.dsn, "postpaid", before, money("0.35"))
+    rows = sql(
+        lab.dsn,
+        "SELECT generation, seconds, close_reason FROM sessions WHERE session_key = 'reboot-1' "
+        "ORDER BY generation",
+    )
+    assert [tuple(r) for r in rows] == [(1, 100, "superseded"), (2, 250, "stop")]
+    assert "sessions_one_open" not in again.output()
+    assert again.stop() == 0
+
+
 def test_2_an_acct_session_id_reused_for_another_account_is_answered_and_charged(
     lab: Lab,
 ) -> None:

@@ -145,6 +145,72 @@ async def test_a_report_postgresql_refuses_fails_alone(pool: asyncpg.Pool) -> No
     assert keys == {("taken", "interim|5|0"), ("a", "stop|10|0"), ("b", "stop|10|0")}
 
 
+def start(account: int, session: str, start_ref: str, key: str) -> UsageReport:
+    """A RADIUS Start as the daemon writes it: ``start_ref`` names the daemon's session."""
+    return UsageReport(
+        source="radius",
+        origin="peer.test",
+        session_key=session,
+        entry=Report(
+            kind=ReportKind.OPEN,
+            account_id=account,
+            uid=f"u{next(_uids)}",
+            report_key=key,
+            received_at=NOW,
+            time_zone=UTC,
+            tariff=TARIFF,
+            start_ref=start_ref,
+        ),
+    )
+
+
+async def test_a_start_supersedes_the_open_generation_the_store_has(pool: asyncpg.Pool) -> None:
+    """A key restarted while its generation is open in the store (a NAS reusing its session
+    id after a reboot; a daemon restarted, or another one, that does not run the old session):
+    the old generation is closed as superseded and the new one opened, in one transaction.
+    Written the other way round, the new open row met the old one in the one-open-per-key
+    index, and the start was refused at every retry."""
+    prepaid = await account_id(pool, "prepaid-ok")
+    db = PostgresAccounts(pool, writers=1)
+    first = await db.record(start(prepaid, "reused-open", "daemon-1", "start|a"))
+    second = await db.record(start(prepaid, "reused-open", "daemon-2", "start|b"))
+    assert first.generation is not None and second.generation is not None
+    assert (first.generation.generation, second.generation.generation) == (1, 2)
+    assert db.batches_refused == 0
+    rows = await pool.fetch(
+        "SELECT generation, start_ref, close_reason, closed_at IS NULL AS open FROM sessions "
+        "WHERE session_key = 'reused-open' ORDER BY generation"
+    )
+    assert [tuple(r) for r in rows] == [
+        (1, "daemon-1", "superseded", False),
+        (2, "daemon-2", None, True),
+    ]
+
+
+async def test_a_batch_that_restarts_keys_is_written_whole(pool: asyncpg.Pool) -> None:
+    """Starts of new sessions on keys with open generations, queued together with other
+    reports: one transaction, none refused, each key with one open generation after it."""
+    prepaid, postpaid = await account_id(pool, "prepaid-ok"), await account_id(pool, "postpaid")
+    db = PostgresAccounts(pool, writers=1, batch_max=64)
+    await asyncio.gather(
+        *(db.record(start(prepaid, f"k{i}", f"old-{i}", "start|1")) for i in range(5))
+    )
+    outcomes = await asyncio.gather(
+        *(db.record(start(postpaid, f"k{i}", f"new-{i}", "start|2")) for i in range(5)),
+        db.record(report(prepaid, "other", 10)),
+    )
+    assert db.batches_refused == 0
+    assert [o.generation.generation for o in outcomes[:5]] == [2] * 5  # type: ignore[union-attr]
+    assert outcomes[5].charged == 1_000
+    open_rows = await pool.fetch(
+        "SELECT session_key, account_id FROM sessions WHERE session_key LIKE 'k%' "
+        "AND closed_at IS NULL ORDER BY session_key"
+    )
+    assert [(r["session_key"], r["account_id"]) for r in open_rows] == [
+        (f"k{i}", postpaid) for i in range(5)
+    ]
+
+
 async def test_text_postgresql_cannot_store_is_refused_alone(pool: asyncpg.Pool) -> None:
     """A NUL or a lone surrogate in a key cannot be stored as text: that report is refused as
     data (never taken for the database being down), the rest of its batch is written."""

@@ -20,8 +20,9 @@ queued (up to ``batch_max``) in one transaction:
    key; its report key for the key's generations);
 3. the pure ledger (``ocs.core.ledger.apply_report``) decides each report in arrival order on
    that state, so reports of one session in one batch see each other;
-4. new generations are inserted, changed ones updated and usage records inserted, one
-   set-based statement each; the accounts' snapshots are read back.
+4. changed generations are updated (a superseded one closed first: one open generation per
+   key), new ones inserted and usage records inserted, one set-based statement each; the
+   accounts' snapshots are read back.
 
 Every caller is answered only after that commit. A batch that PostgreSQL refuses (two daemons
 opening a generation of one key at once, say) is retried one report per transaction, so only a
@@ -520,6 +521,27 @@ class PostgresAccounts:
             plan.changed[changed.ref] = changed
 
     async def _apply(self, conn: asyncpg.Connection, plan: _Plan) -> None:
+        # Changed generations first: a generation this batch supersedes must be closed before
+        # the one that replaces it is inserted (one open generation per key, a unique index).
+        if plan.changed:
+            changed = [
+                (
+                    ref,
+                    g.usage.seconds,
+                    g.usage.octets,
+                    g.usage.events,
+                    g.charged,
+                    _micros(g.closed_at),
+                    g.close_reason,
+                    g.closed_by_final,
+                    g.final_number,
+                    g.hold.amount if g.hold is not None else 0,
+                    _micros(g.hold.until) if g.hold is not None else None,
+                    g.assumed_seconds,
+                )
+                for ref, g in plan.changed.items()
+            ]
+            await conn.execute(_UPDATE_GENERATIONS, _dumps(changed), self.owner)
         real: dict[int, int] = {}
         if plan.new:
             rows_in: list[tuple[Any, ...]] = []
@@ -562,25 +584,6 @@ class PostgresAccounts:
             }
             for n, (key, g) in enumerate(plan.new):
                 real[-(n + 1)] = made[(*key, g.generation)]
-        if plan.changed:
-            changed = [
-                (
-                    ref,
-                    g.usage.seconds,
-                    g.usage.octets,
-                    g.usage.events,
-                    g.charged,
-                    _micros(g.closed_at),
-                    g.close_reason,
-                    g.closed_by_final,
-                    g.final_number,
-                    g.hold.amount if g.hold is not None else 0,
-                    _micros(g.hold.until) if g.hold is not None else None,
-                    g.assumed_seconds,
-                )
-                for ref, g in plan.changed.items()
-            ]
-            await conn.execute(_UPDATE_GENERATIONS, _dumps(changed), self.owner)
         if plan.lines:
             lines: list[tuple[Any, ...]] = []
             for report, ref, step in plan.lines:
