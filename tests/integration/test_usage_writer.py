@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 import pytest
 
 from ocs.admin.demo import load_demo
-from ocs.charging.pipeline import SourceUnavailable, UsageReport
-from ocs.core.ledger import Counting, Report, ReportKind
+from ocs.charging.pipeline import SourceRefused, SourceUnavailable, UsageReport
+from ocs.core.ledger import Counting, Hold, Report, ReportKind
 from ocs.core.model import Tariff, Usage
 from ocs.metrics import Metrics
 from ocs.store.source import PostgresAccounts
@@ -142,6 +143,63 @@ async def test_a_report_postgresql_refuses_fails_alone(pool: asyncpg.Pool) -> No
         for r in await pool.fetch("SELECT session_id, report_key FROM usage_records")
     }
     assert keys == {("taken", "interim|5|0"), ("a", "stop|10|0"), ("b", "stop|10|0")}
+
+
+async def test_text_postgresql_cannot_store_is_refused_alone(pool: asyncpg.Pool) -> None:
+    """A NUL or a lone surrogate in a key cannot be stored as text: that report is refused as
+    data (never taken for the database being down), the rest of its batch is written."""
+    prepaid = await account_id(pool, "prepaid-ok")
+    metrics = Metrics()
+    db = PostgresAccounts(pool, writers=1, batch_max=64, metrics=metrics)
+    results = await asyncio.gather(
+        db.record(report(prepaid, "good", 10)),
+        db.record(report(prepaid, "nul\x00key", 10)),
+        db.record(report(prepaid, "half\ud800pair", 10)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], SourceRefused) and isinstance(results[2], SourceRefused)
+    assert results[0].charged == 1_000  # type: ignore[union-attr]
+    refused = metrics.registry.get_sample_value(
+        "ocs_database_refused_total", {"operation": "record_usage"}
+    )
+    assert refused == 2
+    keys = [r["session_id"] for r in await pool.fetch("SELECT session_id FROM usage_records")]
+    assert keys == ["good"]
+
+
+async def test_instants_are_written_to_the_microsecond(pool: asyncpg.Pool) -> None:
+    """The writer's instants (start, end, hold, when usage counts) reach PostgreSQL exactly,
+    microseconds included, whatever the offset they were made in."""
+    prepaid = await account_id(pool, "prepaid-ok")
+    db = PostgresAccounts(pool, writers=1)
+    started = NOW + timedelta(microseconds=123_457)
+    held_until = (NOW + timedelta(seconds=60, microseconds=999_999)).astimezone(
+        timezone(timedelta(hours=-5))
+    )
+    interim = report(prepaid, "exact", 10, final=False)
+    interim = replace(
+        interim,
+        entry=replace(interim.entry, received_at=started, hold=Hold(amount=500, until=held_until)),
+    )
+    await db.record(interim)
+    row = await pool.fetchrow(
+        "SELECT started_at, hold_until, hold_micros FROM sessions WHERE session_key = 'exact'"
+    )
+    assert (row["started_at"], row["hold_until"], row["hold_micros"]) == (started, held_until, 500)
+    ended = started + timedelta(seconds=20, microseconds=1)
+    final = report(prepaid, "exact", 30)
+    await db.record(replace(final, entry=replace(final.entry, received_at=ended)))
+    row = await pool.fetchrow(
+        "SELECT closed_at, hold_until FROM sessions WHERE session_key = 'exact'"
+    )
+    assert (row["closed_at"], row["hold_until"]) == (ended, None)
+    counted = [
+        r["occurred_at"]
+        for r in await pool.fetch(
+            "SELECT occurred_at FROM usage_records WHERE session_id = 'exact' ORDER BY id"
+        )
+    ]
+    assert counted == [started, ended]
 
 
 async def test_the_same_key_for_another_account_starts_that_accounts_session(

@@ -35,6 +35,7 @@ from enum import StrEnum
 from ocs.core.credit import billing_period_start_in
 from ocs.core.model import Tariff, Usage
 from ocs.core.rating import usage_charge
+from ocs.core.trusted import trusted_builder, trusted_replacer
 
 NO_USAGE = Usage()  # immutable: safe to share as a default
 
@@ -136,6 +137,12 @@ class Recorded:
 NOTHING_RECORDED = Recorded()
 
 
+# ``dataclasses.replace`` for generations without its cost (the writer runs the ledger on every
+# report of a batch): the ledger's own arithmetic made the values.
+_evolve = trusted_replacer(Generation)
+_usage = trusted_builder(Usage, "seconds", "octets", "events")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsageLine:
     """The row a report leaves in the usage records: what it added, and when it counts."""
@@ -213,7 +220,7 @@ def apply_report(
             return Step(duplicate=True)
         if not report.usage.is_empty or report.timed:
             return _charge(target, report)  # closed with what it is charged (its grant)
-        closed = replace(
+        closed = _evolve(
             target,
             closed_at=report.received_at,
             close_reason=report.close_reason or "closed",
@@ -282,7 +289,7 @@ def _within(usage: Usage, total: Usage) -> bool:
 def _open(latest: Generation | None, report: Report, *, close_at_once: bool = False) -> Step:
     superseded = None
     if latest is not None and latest.is_open:
-        superseded = replace(
+        superseded = _evolve(
             latest, closed_at=report.received_at, close_reason=SUPERSEDED, hold=None
         )
     generation = Generation(
@@ -306,7 +313,7 @@ def _open(latest: Generation | None, report: Report, *, close_at_once: bool = Fa
 def _held(generation: Generation, report: Report) -> Step:
     if report.hold == generation.hold:
         return Step(duplicate=True)
-    return Step(duplicate=False, generation=replace(generation, hold=report.hold))
+    return Step(duplicate=False, generation=_evolve(generation, hold=report.hold))
 
 
 def _charge(
@@ -327,45 +334,46 @@ def _charge(
         covered = min(assumed, used.seconds)  # reported at last: already charged
         assumed -= covered
         used = replace(used, seconds=used.seconds - covered)
+    # Sums and maxima of valid figures, and their differences to ``before`` (never negative):
+    # built without ``Usage``'s checks.
     if report.counting is Counting.INCREMENT:
-        total = Usage(
-            seconds=before.seconds + used.seconds,
-            octets=before.octets + used.octets,
-            events=before.events + used.events,
+        total = _usage(
+            before.seconds + used.seconds,
+            before.octets + used.octets,
+            before.events + used.events,
         )
     else:
-        total = Usage(
-            seconds=max(before.seconds, used.seconds),
-            octets=max(before.octets, used.octets),
-            events=max(before.events, used.events),
+        total = _usage(
+            max(before.seconds, used.seconds),
+            max(before.octets, used.octets),
+            max(before.events, used.events),
         )
     amount = max(usage_charge(generation.tariff, total) - generation.charged, 0)
     final = report.kind in (ReportKind.FINAL, ReportKind.EVENT)
     closing = report.kind is ReportKind.CLOSE
-    after = replace(
+    ends: dict[str, object] = {}  # the generation's end, when this report ends it
+    if final and generation.is_open:
+        ends = {
+            "closed_at": report.received_at,
+            "close_reason": report.close_reason or "stop",
+            "closed_by_final": True,
+            "final_number": report.request_number,
+        }
+    elif closing and generation.is_open:
+        ends = {"closed_at": report.received_at, "close_reason": report.close_reason or "closed"}
+    after = _evolve(
         generation,
         usage=total,
         charged=generation.charged + amount,
         hold=None if final or closing else (report.hold or generation.hold),
         assumed_seconds=assumed,
+        **ends,
     )
-    if final and after.is_open:
-        after = replace(
-            after,
-            closed_at=report.received_at,
-            close_reason=report.close_reason or "stop",
-            closed_by_final=True,
-            final_number=report.request_number,
-        )
-    elif closing and after.is_open:
-        after = replace(
-            after, closed_at=report.received_at, close_reason=report.close_reason or "closed"
-        )
     line = UsageLine(
-        usage=Usage(
-            seconds=total.seconds - before.seconds,
-            octets=total.octets - before.octets,
-            events=total.events - before.events,
+        usage=_usage(
+            total.seconds - before.seconds,
+            total.octets - before.octets,
+            total.events - before.events,
         ),
         amount=amount,
         occurred_at=counts_at(report, generation),

@@ -32,8 +32,9 @@ and the whole batch within ``batch_timeout_s``; past them the reports are unavai
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, cast
 
 import asyncpg
@@ -49,6 +50,7 @@ from ocs.core.identity import IdentityKind
 from ocs.core.ledger import Generation, Hold, Recorded, ReportKind, Step, apply_report
 from ocs.core.model import AccountSnapshot, Usage
 from ocs.core.money import to_decimal
+from ocs.core.trusted import trusted_replacer
 from ocs.metrics import Metrics
 from ocs.store.accounts import (
     SNAPSHOT_COLUMNS,
@@ -103,7 +105,13 @@ _RECORDED = """
     WHERE u.idempotency_key = ANY($1::text[])
        OR (u.session_ref = ANY($2::bigint[]) AND u.report_key = ANY($3::text[]))
        OR u.wire_key = ANY($4::text[])"""
-_INSERT_GENERATIONS = """
+# The batch's rows travel as one JSON array of positional arrays (one parameter), not as one
+# array parameter per column: asyncpg encodes an array element by element (4.9 µs of client
+# CPU per generation row of 27 values, measured), json.dumps the same rows in 2.0, and
+# PostgreSQL reads them faster too. Instants travel as integer microseconds since the epoch
+# (``_micros``): exact both ways.
+_AT = "timestamptz 'epoch' + (({})::bigint * interval '1 microsecond')"
+_INSERT_GENERATIONS = f"""
     INSERT INTO sessions (source, origin, session_key, generation, account_id, start_ref,
                           started_at, updated_at, seconds, octets, events, charged, start_key,
                           start_wire_key, closed_at, close_reason, closed_by_final,
@@ -111,52 +119,54 @@ _INSERT_GENERATIONS = """
                           price_per_minute_micros, billing_increment_s, minimum_s,
                           price_per_mb_micros, connection_fee_micros, price_per_event_micros,
                           assumed_seconds)
-    SELECT g.source, g.origin, g.session_key, g.generation, g.account_id, g.start_ref,
-           g.started_at, g.started_at, g.seconds, g.octets, g.events, g.charged / 1000000.0,
-           g.start_key, g.start_wire_key, g.closed_at, g.close_reason, g.closed_by_final,
-           g.final_number, g.hold_micros, g.hold_until, $28,
-           g.ppm, g.inc, g.min, g.ppmb, g.fee, g.ppe, g.assumed
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::bigint[], $6::text[],
-                $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
-                $12::text[], $13::text[], $14::timestamptz[], $15::text[], $16::boolean[],
-                $17::bigint[], $18::bigint[], $19::timestamptz[], $20::bigint[], $21::int[],
-                $22::int[], $23::bigint[], $24::bigint[], $25::bigint[], $26::int[],
-                $27::bigint[])
-         AS g(source, origin, session_key, generation, account_id, start_ref, started_at,
-              seconds, octets, events, charged, start_key, start_wire_key, closed_at,
-              close_reason, closed_by_final, final_number, hold_micros, hold_until, ppm, inc,
-              min, ppmb, fee, ppe, n, assumed)
+    SELECT e->>0, e->>1, e->>2, (e->>3)::int, (e->>4)::bigint, e->>5,
+           {_AT.format("e->>6")}, {_AT.format("e->>6")},
+           (e->>7)::bigint, (e->>8)::bigint, (e->>9)::bigint, (e->>10)::bigint / 1000000.0,
+           e->>11, e->>12, {_AT.format("e->>13")}, e->>14, (e->>15)::boolean,
+           (e->>16)::bigint, (e->>17)::bigint, {_AT.format("e->>18")}, $2,
+           (e->>19)::bigint, (e->>20)::int, (e->>21)::int, (e->>22)::bigint, (e->>23)::bigint,
+           (e->>24)::bigint, (e->>25)::bigint
+    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS g(e, n)
     ORDER BY g.n
     RETURNING id, source, origin, session_key, generation"""
-_UPDATE_GENERATIONS = """
+_UPDATE_GENERATIONS = f"""
     UPDATE sessions s SET
-        seconds = g.seconds, octets = g.octets, events = g.events,
-        charged = g.charged / 1000000.0, closed_at = g.closed_at, close_reason = g.close_reason,
-        closed_by_final = g.closed_by_final, final_number = g.final_number,
-        hold_micros = g.hold_micros, hold_until = g.hold_until, owner = $11,
-        assumed_seconds = g.assumed, updated_at = now()
-    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                $6::timestamptz[], $7::text[], $8::boolean[], $9::bigint[], $10::bigint[],
-                $12::timestamptz[], $13::bigint[])
-         AS g(id, seconds, octets, events, charged, closed_at, close_reason, closed_by_final,
-              final_number, hold_micros, hold_until, assumed)
-    WHERE s.id = g.id"""
-_INSERT_USAGE = """
+        seconds = (e->>1)::bigint, octets = (e->>2)::bigint, events = (e->>3)::bigint,
+        charged = (e->>4)::bigint / 1000000.0, closed_at = {_AT.format("e->>5")},
+        close_reason = e->>6, closed_by_final = (e->>7)::boolean,
+        final_number = (e->>8)::bigint, hold_micros = (e->>9)::bigint,
+        hold_until = {_AT.format("e->>10")}, owner = $2,
+        assumed_seconds = (e->>11)::bigint, updated_at = now()
+    FROM jsonb_array_elements($1::jsonb) AS g(e)
+    WHERE s.id = (e->>0)::bigint"""
+_INSERT_USAGE = f"""
     INSERT INTO usage_records (account_id, idempotency_key, source, session_id, seconds,
                                octets, events, amount, occurred_at, session_ref, origin,
                                report_key, wire_key)
-    SELECT u.account_id, u.uid, u.source, u.session_key, u.seconds, u.octets, u.events,
-           u.amount / 1000000.0, u.occurred_at, u.session_ref, u.origin, u.report_key, u.wire_key
-    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                $7::bigint[], $8::bigint[], $9::timestamptz[], $10::bigint[], $11::text[],
-                $12::text[], $13::text[])
-         AS u(account_id, uid, source, session_key, seconds, octets, events, amount,
-              occurred_at, session_ref, origin, report_key, wire_key)"""
+    SELECT (e->>0)::bigint, e->>1, e->>2, e->>3, (e->>4)::bigint, (e->>5)::bigint,
+           (e->>6)::bigint, (e->>7)::bigint / 1000000.0, {_AT.format("e->>8")},
+           (e->>9)::bigint, e->>10, e->>11, e->>12
+    FROM jsonb_array_elements($1::jsonb) AS g(e)"""
 _SNAPSHOTS = (
     f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
     "WHERE account_id = ANY($1::bigint[])"
 )
 _ZONES = "SELECT id, time_zone FROM accounts WHERE id = ANY($1::bigint[])"
+
+
+# ``dataclasses.replace`` without its cost, for the ledger's own values (every report of a batch)
+_evolve_generation = trusted_replacer(Generation)
+_evolve_step = trusted_replacer(Step)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # one batch's rows, as the SQL reads
+
+
+def _micros(at: datetime | None) -> int | None:
+    """An instant as integer microseconds since the epoch (``_AT`` reads it back exactly)."""
+    return None if at is None else (at - _EPOCH) // _MICROSECOND
 
 
 class _Queued(NamedTuple):
@@ -393,16 +403,20 @@ class PostgresAccounts:
             plan = self._plan(reports, generations, recorded)
             await self._apply(conn, plan)
             snaps = await conn.fetch(_SNAPSHOTS, accounts)
-        by_account = {snap["account_id"]: snap for snap in snaps}
+        # One snapshot per account, shared by its reports' outcomes (immutable).
+        by_account = {
+            snap["account_id"]: (snapshot_from_row(tuple(snap)), snap["changed_at"])
+            for snap in snaps
+        }
         outcomes = []
         for report, step in zip(reports, plan.steps, strict=True):
-            snap = by_account.get(report.account_id)
+            snapshot, version = by_account.get(report.account_id, (None, None))
             outcomes.append(
                 UsageOutcome(
                     charged=step.charged,
                     duplicate=step.duplicate,
-                    snapshot=snapshot_from_row(tuple(snap)) if snap else None,
-                    version=snap["changed_at"] if snap else None,
+                    snapshot=snapshot,
+                    version=version,
                     generation=step.generation,
                 )
             )
@@ -469,7 +483,7 @@ class PostgresAccounts:
                 continue
             if step.created:
                 ref = -(len(plan.new) + 1)
-                target = replace(target, ref=ref)
+                target = _evolve_generation(target, ref=ref)
                 plan.new.append((key, target))
                 placeholders[ref] = target
                 gens.append(target)
@@ -508,12 +522,11 @@ class PostgresAccounts:
     async def _apply(self, conn: asyncpg.Connection, plan: _Plan) -> None:
         real: dict[int, int] = {}
         if plan.new:
-            columns: list[list[Any]] = [[] for _ in range(27)]
-            for n, (key, g) in enumerate(plan.new):
+            rows_in: list[tuple[Any, ...]] = []
+            for key, g in plan.new:
                 hold = g.hold
                 t = g.tariff
-                for column, value in zip(
-                    columns,
+                rows_in.append(
                     (
                         key[0],
                         key[1],
@@ -521,55 +534,53 @@ class PostgresAccounts:
                         g.generation,
                         g.account_id,
                         g.start_ref,
-                        g.started_at,
+                        _micros(g.started_at),
                         g.usage.seconds,
                         g.usage.octets,
                         g.usage.events,
                         g.charged,
                         g.start_key,
                         g.start_wire_key,
-                        g.closed_at,
+                        _micros(g.closed_at),
                         g.close_reason,
                         g.closed_by_final,
                         g.final_number,
                         hold.amount if hold is not None else 0,
-                        hold.until if hold is not None else None,
+                        _micros(hold.until) if hold is not None else None,
                         t.price_per_minute,
                         t.billing_increment_s,
                         t.minimum_s,
                         t.price_per_mb,
                         t.connection_fee,
                         t.price_per_event,
-                        n,
                         g.assumed_seconds,
-                    ),
-                    strict=True,
-                ):
-                    column.append(value)
-            rows = await conn.fetch(_INSERT_GENERATIONS, *columns, self.owner)
+                    )
+                )
+            rows = await conn.fetch(_INSERT_GENERATIONS, _dumps(rows_in), self.owner)
             made = {
                 (r["source"], r["origin"], r["session_key"], r["generation"]): r["id"] for r in rows
             }
             for n, (key, g) in enumerate(plan.new):
                 real[-(n + 1)] = made[(*key, g.generation)]
         if plan.changed:
-            gens = list(plan.changed.items())
-            await conn.execute(
-                _UPDATE_GENERATIONS,
-                [ref for ref, _ in gens],
-                [g.usage.seconds for _, g in gens],
-                [g.usage.octets for _, g in gens],
-                [g.usage.events for _, g in gens],
-                [g.charged for _, g in gens],
-                [g.closed_at for _, g in gens],
-                [g.close_reason for _, g in gens],
-                [g.closed_by_final for _, g in gens],
-                [g.final_number for _, g in gens],
-                [g.hold.amount if g.hold is not None else 0 for _, g in gens],
-                self.owner,
-                [g.hold.until if g.hold is not None else None for _, g in gens],
-                [g.assumed_seconds for _, g in gens],
-            )
+            changed = [
+                (
+                    ref,
+                    g.usage.seconds,
+                    g.usage.octets,
+                    g.usage.events,
+                    g.charged,
+                    _micros(g.closed_at),
+                    g.close_reason,
+                    g.closed_by_final,
+                    g.final_number,
+                    g.hold.amount if g.hold is not None else 0,
+                    _micros(g.hold.until) if g.hold is not None else None,
+                    g.assumed_seconds,
+                )
+                for ref, g in plan.changed.items()
+            ]
+            await conn.execute(_UPDATE_GENERATIONS, _dumps(changed), self.owner)
         if plan.lines:
             lines: list[tuple[Any, ...]] = []
             for report, ref, step in plan.lines:
@@ -586,20 +597,22 @@ class PostgresAccounts:
                         line.usage.octets,
                         line.usage.events,
                         line.amount,
-                        line.occurred_at,
+                        _micros(line.occurred_at),
                         real.get(ref, ref),
                         report.origin,
                         entry.report_key,
                         entry.wire_key,
                     )
                 )
-            await conn.execute(_INSERT_USAGE, *(list(c) for c in zip(*lines, strict=True)))
+            await conn.execute(_INSERT_USAGE, _dumps(lines))
         # The steps the callers see carry the real row ids.
         for i, step in enumerate(plan.steps):
             generation = step.generation
             if generation is not None and generation.ref is not None and generation.ref < 0:
                 final = plan.new[-generation.ref - 1][1]
-                plan.steps[i] = replace(step, generation=replace(final, ref=real[generation.ref]))
+                plan.steps[i] = _evolve_step(
+                    step, generation=_evolve_generation(final, ref=real[generation.ref])
+                )
 
     # --- the rest of the sink ---------------------------------------------------------------
 
