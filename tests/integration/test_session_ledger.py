@@ -291,6 +291,40 @@ def test_3_a_session_id_reused_after_its_termination_is_charged_again(lab: Lab) 
     assert daemon.stop() == 0
 
 
+def test_3b_a_session_id_restarted_while_its_usage_is_in_the_store_is_charged_in_full(
+    lab: Lab,
+) -> None:
+    """A PCEF restarts a Session-Id whose session reported 100 s (so its generation is open
+    in the store) with a new CCR-Initial, then ends it with 50 s: both CCAs 2001; the first
+    generation closed as superseded with its 100 s, the second charged its 50 s."""
+    daemon = lab.start()
+    before = balance(lab.dsn, "postpaid")
+
+    async def scenario() -> None:
+        peer = await lab.peer()
+        assert result_code(await peer.request(ccr("again;1", INITIAL, 0, user="postpaid"))) == (
+            2001
+        )
+        update = ccr("again;1", UPDATE, 1, user="postpaid", used=units(446, time_s=100))
+        assert result_code(await peer.request(update)) == 2001
+        assert result_code(await peer.request(ccr("again;1", INITIAL, 0, user="postpaid"))) == (
+            2001
+        )
+        final = ccr("again;1", TERMINATION, 1, user="postpaid", used=units(446, time_s=50))
+        assert result_code(await peer.request(final)) == 2001
+        peer.close()
+
+    asyncio.run(scenario())
+    assert_ledger(lab.dsn, "postpaid", before, money("0.15"))
+    rows = sql(
+        lab.dsn,
+        "SELECT generation, seconds, close_reason FROM sessions WHERE session_key = 'again;1' "
+        "ORDER BY generation",
+    )
+    assert [tuple(r) for r in rows] == [(1, 100, "superseded"), (2, 50, "ccr_t")]
+    assert daemon.stop() == 0
+
+
 def test_4_tcc_never_ends_a_session_whose_grant_runs_and_late_usage_is_charged(
     dsn: str, daemons, tmp_path: Path
 ) -> None:
