@@ -295,8 +295,9 @@ def test_3b_a_session_id_restarted_while_its_usage_is_in_the_store_is_charged_in
     lab: Lab,
 ) -> None:
     """A PCEF restarts a Session-Id whose session reported 100 s (so its generation is open
-    in the store) with a new CCR-Initial, then ends it with 50 s: both CCAs 2001; the first
-    generation closed as superseded with its 100 s, the second charged its 50 s."""
+    in the store) with a new CCR-Initial, reports 30 s (opening the new generation in the
+    store while the old one is still open there) and ends it with 20 s more: every CCA 2001;
+    the first generation closed as superseded with its 100 s, the second charged its 50 s."""
     daemon = lab.start()
     before = balance(lab.dsn, "postpaid")
 
@@ -310,7 +311,9 @@ def test_3b_a_session_id_restarted_while_its_usage_is_in_the_store_is_charged_in
         assert result_code(await peer.request(ccr("again;1", INITIAL, 0, user="postpaid"))) == (
             2001
         )
-        final = ccr("again;1", TERMINATION, 1, user="postpaid", used=units(446, time_s=50))
+        update = ccr("again;1", UPDATE, 1, user="postpaid", used=units(446, time_s=30))
+        assert result_code(await peer.request(update)) == 2001
+        final = ccr("again;1", TERMINATION, 2, user="postpaid", used=units(446, time_s=20))
         assert result_code(await peer.request(final)) == 2001
         peer.close()
 
