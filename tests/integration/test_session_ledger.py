@@ -113,6 +113,7 @@ class Lab:
     tmp_path: Path
     name: str = "ocs"
     extra: str = ""
+    write_behind_s: float = 0.05
     radius: Radius = field(init=False)
     diameter_port: int = field(init=False)
     config: Path = field(init=False)
@@ -130,7 +131,7 @@ graceful_timeout_s = 3.0
 listen = "127.0.0.1:0"
 [usage]
 spool_file = "{self.tmp_path / (self.name + ".spool")}"
-write_behind_s = 0.05
+write_behind_s = {self.write_behind_s}
 [radius]
 enabled = true
 auth_listen = ["127.0.0.1:{self.radius.auth}"]
@@ -325,6 +326,45 @@ def test_3b_a_session_id_restarted_while_its_usage_is_in_the_store_is_charged_in
         "ORDER BY generation",
     )
     assert [tuple(r) for r in rows] == [(1, 100, "superseded"), (2, 50, "ccr_t")]
+    assert daemon.stop() == 0
+
+
+def test_3c_a_session_id_restarted_for_a_refused_subscriber_closes_the_old_session(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """CCR-I and a CCR-U (100 s) whose report opened the generation in the store while the
+    session's start was still queued behind its answer; then the Session-Id is restarted for a
+    subscriber without credit (4012). The old session ends here, and its generation must be
+    closed in the store too, its hold released: before, the queued start and the close were
+    dropped together ("started and ended between two flushes"), leaving the generation open
+    with its hold, to be resumed at the next start-up."""
+    run_ocs("demo", "load", dsn=dsn)
+    lab = Lab(dsn, daemons, tmp_path, write_behind_s=2.0)  # the start stays queued
+    daemon = lab.start()
+    before = balance(lab.dsn, "postpaid")
+
+    async def scenario() -> None:
+        peer = await lab.peer()
+        assert result_code(await peer.request(ccr("gone;1", INITIAL, 0, user="postpaid"))) == (2001)
+        update = ccr("gone;1", UPDATE, 1, user="postpaid", used=units(446, time_s=100))
+        assert result_code(await peer.request(update)) == 2001
+        again = ccr("gone;1", INITIAL, 0, user="prepaid-empty")
+        assert result_code(await peer.request(again)) == 4012
+        peer.close()
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the close is written behind (2 s here)
+        rows = sql(
+            lab.dsn,
+            "SELECT generation, seconds, close_reason, hold_micros FROM sessions "
+            "WHERE session_key = 'gone;1' ORDER BY generation",
+        )
+        if rows and rows[0]["close_reason"] is not None:
+            break
+        time.sleep(0.2)
+    assert [tuple(r) for r in rows] == [(1, 100, "superseded", 0)]
+    assert_ledger(lab.dsn, "postpaid", before, money("0.10"))
     assert daemon.stop() == 0
 
 

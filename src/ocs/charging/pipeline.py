@@ -1400,8 +1400,13 @@ class Charging:
             if cached is not None and step.charged:
                 snapshot = cached.replace(balance=cached.balance - step.charged)
                 self.cache.put(snapshot, self.cache.loaded_at(account), self.cache.version(account))
-        if session is not None and outcome.generation is not None:
-            self._adopt_generation(session, outcome.generation)
+        if session is not None:
+            # Its generation is in the store (or the spool) now, opened by this report when
+            # the start was still queued behind: a later close must be written, not dropped
+            # with the queued start as if nothing of the session had been.
+            session.written = True
+            if outcome.generation is not None:
+                self._adopt_generation(session, outcome.generation)
         return outcome
 
     def _generation_of(self, session: LiveSession) -> Generation:
