@@ -368,6 +368,45 @@ def test_3c_a_session_id_restarted_for_a_refused_subscriber_closes_the_old_sessi
     assert daemon.stop() == 0
 
 
+def test_3d_a_ccr_t_without_usage_closes_a_session_whose_start_is_still_queued(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """CCR-I, a CCR-U with all the usage (100 s), then a CCR-T reporting nothing more, all
+    before the start's write behind: the CCR-T's close must reach the store (the CCR-U's
+    report had opened the generation there), so the generation ends closed by its final
+    request with no hold left."""
+    run_ocs("demo", "load", dsn=dsn)
+    lab = Lab(dsn, daemons, tmp_path, write_behind_s=2.0)  # the start stays queued
+    daemon = lab.start()
+    before = balance(lab.dsn, "postpaid")
+
+    async def scenario() -> None:
+        peer = await lab.peer()
+        assert result_code(await peer.request(ccr("quick;1", INITIAL, 0, user="postpaid"))) == (
+            2001
+        )
+        update = ccr("quick;1", UPDATE, 1, user="postpaid", used=units(446, time_s=100))
+        assert result_code(await peer.request(update)) == 2001
+        final = ccr("quick;1", TERMINATION, 2, user="postpaid")
+        assert result_code(await peer.request(final)) == 2001
+        peer.close()
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:  # the close is written behind (2 s here)
+        rows = sql(
+            lab.dsn,
+            "SELECT generation, seconds, closed_by_final, hold_micros FROM sessions "
+            "WHERE session_key = 'quick;1' ORDER BY generation",
+        )
+        if rows and rows[0]["closed_by_final"]:
+            break
+        time.sleep(0.2)
+    assert [tuple(r) for r in rows] == [(1, 100, True, 0)]
+    assert_ledger(lab.dsn, "postpaid", before, money("0.10"))
+    assert daemon.stop() == 0
+
+
 def test_4_tcc_never_ends_a_session_whose_grant_runs_and_late_usage_is_charged(
     dsn: str, daemons, tmp_path: Path
 ) -> None:
