@@ -110,7 +110,8 @@ _RECORDED = """
 # array parameter per column: asyncpg encodes an array element by element (4.9 µs of client
 # CPU per generation row of 27 values, measured), json.dumps the same rows in 2.0, and
 # PostgreSQL reads them faster too. Instants travel as integer microseconds since the epoch
-# (``_micros``): exact both ways.
+# (``_micros``), exact both ways below 2**53 µs (PostgreSQL multiplies the interval by a
+# double), that is before the year 2255: every instant written here is near the present.
 _AT = "timestamptz 'epoch' + (({})::bigint * interval '1 microsecond')"
 _INSERT_GENERATIONS = f"""
     INSERT INTO sessions (source, origin, session_key, generation, account_id, start_ref,
@@ -166,8 +167,13 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode  # one batch's rows, as 
 
 
 def _micros(at: datetime | None) -> int | None:
-    """An instant as integer microseconds since the epoch (``_AT`` reads it back exactly)."""
-    return None if at is None else (at - _EPOCH) // _MICROSECOND
+    """An instant as integer microseconds since the epoch (``_AT`` reads it back exactly); a
+    naive one is taken as UTC, as asyncpg takes it for a timestamptz parameter."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return (at - _EPOCH) // _MICROSECOND
 
 
 class _Queued(NamedTuple):
