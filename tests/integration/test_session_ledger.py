@@ -329,15 +329,24 @@ def test_3b_a_session_id_restarted_while_its_usage_is_in_the_store_is_charged_in
     assert daemon.stop() == 0
 
 
-def test_3c_a_session_id_restarted_for_a_refused_subscriber_closes_the_old_session(
-    dsn: str, daemons, tmp_path: Path
+@pytest.mark.parametrize(
+    ("ending", "expected"),  # expected: (its Result-Code, close_reason, closed_by_final)
+    [
+        # The Session-Id restarted for a subscriber without credit: the old session ends here.
+        (ccr("gone;1", INITIAL, 0, user="prepaid-empty"), (4012, "superseded", False)),
+        # A CCR-T reporting nothing more: the CCR-U before it carried all the usage.
+        (ccr("gone;1", TERMINATION, 2, user="postpaid"), (2001, "final", True)),
+    ],
+    ids=["restarted-for-a-refused-subscriber", "ccr-t-without-usage"],
+)
+def test_3c_a_session_ended_while_its_start_is_queued_is_closed_in_the_store(
+    dsn: str, daemons, tmp_path: Path, ending: bytes, expected: tuple[int, str, bool]
 ) -> None:
     """CCR-I and a CCR-U (100 s) whose report opened the generation in the store while the
-    session's start was still queued behind its answer; then the Session-Id is restarted for a
-    subscriber without credit (4012). The old session ends here, and its generation must be
-    closed in the store too, its hold released: before, the queued start and the close were
-    dropped together ("started and ended between two flushes"), leaving the generation open
-    with its hold, to be resumed at the next start-up."""
+    session's start was still queued behind its answer; then the session ends. Its
+    generation must be closed in the store too, its hold released. Before, the queued start
+    and the close were dropped together ("started and ended between two flushes"), leaving
+    the generation open with its hold, to be resumed at the next start-up."""
     run_ocs("demo", "load", dsn=dsn)
     lab = Lab(dsn, daemons, tmp_path, write_behind_s=2.0)  # the start stays queued
     daemon = lab.start()
@@ -348,61 +357,20 @@ def test_3c_a_session_id_restarted_for_a_refused_subscriber_closes_the_old_sessi
         assert result_code(await peer.request(ccr("gone;1", INITIAL, 0, user="postpaid"))) == (2001)
         update = ccr("gone;1", UPDATE, 1, user="postpaid", used=units(446, time_s=100))
         assert result_code(await peer.request(update)) == 2001
-        again = ccr("gone;1", INITIAL, 0, user="prepaid-empty")
-        assert result_code(await peer.request(again)) == 4012
+        assert result_code(await peer.request(ending)) == expected[0]
         peer.close()
 
     asyncio.run(scenario())
+    query = (
+        "SELECT generation, seconds, close_reason, closed_by_final, hold_micros FROM sessions "
+        "WHERE session_key = 'gone;1' ORDER BY generation"
+    )
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # the close is written behind (2 s here)
-        rows = sql(
-            lab.dsn,
-            "SELECT generation, seconds, close_reason, hold_micros FROM sessions "
-            "WHERE session_key = 'gone;1' ORDER BY generation",
-        )
-        if rows and rows[0]["close_reason"] is not None:
-            break
-        time.sleep(0.2)
-    assert [tuple(r) for r in rows] == [(1, 100, "superseded", 0)]
-    assert_ledger(lab.dsn, "postpaid", before, money("0.10"))
-    assert daemon.stop() == 0
-
-
-def test_3d_a_ccr_t_without_usage_closes_a_session_whose_start_is_still_queued(
-    dsn: str, daemons, tmp_path: Path
-) -> None:
-    """CCR-I, a CCR-U with all the usage (100 s), then a CCR-T reporting nothing more, all
-    before the start's write behind: the CCR-T's close must reach the store (the CCR-U's
-    report had opened the generation there), so the generation ends closed by its final
-    request with no hold left."""
-    run_ocs("demo", "load", dsn=dsn)
-    lab = Lab(dsn, daemons, tmp_path, write_behind_s=2.0)  # the start stays queued
-    daemon = lab.start()
-    before = balance(lab.dsn, "postpaid")
-
-    async def scenario() -> None:
-        peer = await lab.peer()
-        assert result_code(await peer.request(ccr("quick;1", INITIAL, 0, user="postpaid"))) == (
-            2001
-        )
-        update = ccr("quick;1", UPDATE, 1, user="postpaid", used=units(446, time_s=100))
-        assert result_code(await peer.request(update)) == 2001
-        final = ccr("quick;1", TERMINATION, 2, user="postpaid")
-        assert result_code(await peer.request(final)) == 2001
-        peer.close()
-
-    asyncio.run(scenario())
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # the close is written behind (2 s here)
-        rows = sql(
-            lab.dsn,
-            "SELECT generation, seconds, closed_by_final, hold_micros FROM sessions "
-            "WHERE session_key = 'quick;1' ORDER BY generation",
-        )
-        if rows and rows[0]["closed_by_final"]:
-            break
-        time.sleep(0.2)
-    assert [tuple(r) for r in rows] == [(1, 100, True, 0)]
+    rows = sql(lab.dsn, query)
+    while rows[0]["close_reason"] is None and time.monotonic() < deadline:
+        time.sleep(0.2)  # the close is written behind (2 s here)
+        rows = sql(lab.dsn, query)
+    assert [tuple(r) for r in rows] == [(1, 100, *expected[1:], 0)]
     assert_ledger(lab.dsn, "postpaid", before, money("0.10"))
     assert daemon.stop() == 0
 
