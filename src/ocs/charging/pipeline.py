@@ -1444,7 +1444,10 @@ class Charging:
         """Queue a change that moves no money (a start, a hold, an end without usage) for the
         next flush; the report is built then, from the session as it is. A newer change of the
         same session replaces the older one, and a session that ends before its start was
-        written is never written at all."""
+        written is never written at all. Past ``behind_max`` queued, starts and holds are
+        dropped (counted) but not the end of a session the store has: dropped, it would leave
+        the generation open there with its hold (such ends are as many as the sessions that
+        ran here, at most)."""
         book_key = session.ref.book_key
         pending = self._behind.get(book_key)
         if pending is not None:
@@ -1457,7 +1460,7 @@ class Charging:
             ):
                 del self._behind[book_key]  # started and ended between two flushes
                 return
-        elif len(self._behind) >= self.behind_max:
+        elif len(self._behind) >= self.behind_max and not _an_end_to_keep(session, kind):
             self.stats.behind_failed += 1
             return
         self._behind[book_key] = (session, kind, request_number, reason)
@@ -1516,7 +1519,9 @@ class Charging:
                 self.stats.behind_failed += 1
                 if not isinstance(result, SourceUnavailable | SpoolFull):
                     log.error("write behind failed: %r", result)
-                if book_key not in self._behind and len(self._behind) < self.behind_max:
+                if book_key not in self._behind and (
+                    len(self._behind) < self.behind_max or _an_end_to_keep(session, entry[1])
+                ):
                     self._behind[book_key] = entry  # kept for the next flush
                 continue
             written += 1
@@ -1661,6 +1666,11 @@ def called_number(destination: Destination | None) -> str:
         return normalize_destination(destination)
     except IdentityError:
         return ""
+
+
+def _an_end_to_keep(session: LiveSession, kind: ReportKind) -> bool:
+    """The end of a session whose generation the store has (a start or a hold is not)."""
+    return session.written and kind is not ReportKind.OPEN
 
 
 def _zone_only(account_id: int, zone: tzinfo) -> AccountSnapshot:
