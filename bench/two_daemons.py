@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 from ocs.store.embedded import EmbeddedPostgres
+from radius_bench import cpu_ticks  # bench/ is on sys.path: this script's folder
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -51,14 +52,7 @@ def free_port() -> int:
 
 def cpu_of(pids: list[int]) -> float:
     """CPU seconds (user + system) of these processes (not their children)."""
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total
+    return cpu_ticks(pids) / CLK_TCK
 
 
 def postgres_pids() -> list[int]:
