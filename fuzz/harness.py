@@ -46,7 +46,13 @@ from ocs.diameter.handler import CreditControl  # noqa: E402
 from ocs.diameter.server import DiameterServer, PeerAllowList, PeerConnection  # noqa: E402
 from ocs.metrics import Metrics  # noqa: E402
 from ocs.radius import codec  # noqa: E402
-from ocs.radius.front import AttributeRef, ClientTable, RadiusClient, RadiusFront  # noqa: E402
+from ocs.radius.front import (  # noqa: E402
+    AttributeRef,
+    ClientTable,
+    MessageAuthenticatorPolicy,
+    RadiusClient,
+    RadiusFront,
+)
 
 SECRET = b"testing123"
 KEY = codec.SharedSecret(SECRET)
@@ -234,7 +240,7 @@ class RadiusTarget:
                 name="nas",
                 network=ipaddress.ip_network("127.0.0.0/8"),
                 secret=KEY,
-                require_message_authenticator=False,
+                require_message_authenticator=MessageAuthenticatorPolicy.NOT_REQUIRED,
                 limit_proxy_state=True,
                 identity=AttributeRef("User-Name", codec.USER_NAME),
                 identity_kind=IdentityKind.USER_NAME,
@@ -243,7 +249,7 @@ class RadiusTarget:
                 name="sip-switch",
                 network=ipaddress.ip_network("10.0.0.0/8"),
                 secret=KEY,
-                require_message_authenticator=True,
+                require_message_authenticator=MessageAuthenticatorPolicy.REQUIRED,
                 limit_proxy_state=True,
                 identity=AttributeRef("Calling-Station-Id", 31),
                 identity_kind=IdentityKind.E164,

@@ -10,11 +10,16 @@ A crash writes its input to ``fuzz/crashes/<target>-crash-*`` and exits non-zero
 a regression (``fuzz/regressions/<target>/``, replayed by tests/unit/test_fuzz_regressions.py).
 Prints inputs run, exec/s, coverage (libFuzzer's edge count ``cov`` and feature count
 ``ft`` over the instrumented ``ocs`` package) and crashes.
+
+The package runs from its Python source here (``OCS_NATIVE=0``): atheris instruments Python
+bytecode, and the compiled hot paths (``scripts/build_native.py``) have none. The same inputs
+replay through the compiled modules in tests/unit/test_fuzz_regressions.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import re
@@ -36,6 +41,9 @@ def child(target: str, libfuzzer_args: list[str]) -> None:
     # Refusals and drops are logged at warning level and below; millions of them would only
     # slow the fuzzer. Errors (a path's catch-all) still show, and count as crashes anyway.
     logging.disable(logging.WARNING)
+
+    # First, so that its finder of Python sources (OCS_NATIVE=0) runs behind atheris's hook.
+    importlib.import_module("ocs")
 
     with atheris.instrument_imports(include=["ocs"]):
         sys.path.insert(0, str(HERE))
@@ -142,4 +150,5 @@ def main() -> int:
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONHASHSEED", "0")
+    os.environ["OCS_NATIVE"] = "0"  # read by ``ocs`` when the child imports it
     sys.exit(main())

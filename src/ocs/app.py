@@ -28,7 +28,7 @@ from pathlib import Path
 
 import asyncpg
 
-from ocs import __version__
+from ocs import __version__, compiled_modules, stale_compiled
 from ocs.admin.demo import DEMO_OPERATOR, load_demo
 from ocs.admin.tokens import create_token
 from ocs.billing.cdr_export import CdrExporter, ExportSettings
@@ -221,6 +221,16 @@ class Daemon:
     async def _run_locked(self) -> None:
         cfg = self.config
         log.info("starting version=%s config=%s", __version__, cfg.source)
+        native = compiled_modules()
+        log.info(
+            "hot paths %s",
+            f"compiled modules={len(native)}" if native else "interpreted (not compiled)",
+        )
+        if stale := stale_compiled():
+            log.warning(
+                "compiled modules older than their source run: %s (scripts/build_native.py)",
+                ", ".join(stale),
+            )
         radius_clients = None
         if cfg.radius.enabled:
             # Configuration problems surface before the database is touched.

@@ -88,7 +88,7 @@ class SourceRefused(ValueError):
     is bad, the database is fine."""
 
 
-class SpoolFull(RuntimeError):
+class SpoolFull(Exception):
     """Neither the database nor the local spool can take usage now: do not acknowledge it."""
 
 
@@ -795,11 +795,11 @@ class Charging:
             future.set_exception(SourceRefused(str(exc)))
             future.exception()
             raise
-        except (TimeoutError, SourceUnavailable, OSError) as exc:
-            error = SourceUnavailable(str(exc) or type(exc).__name__)
+        except (TimeoutError, SourceUnavailable, OSError) as failure:
+            error = SourceUnavailable(str(failure) or type(failure).__name__)
             future.set_exception(error)
             future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise error from exc
+            raise error from failure
         except BaseException as exc:
             future.set_exception(SourceUnavailable(f"load failed: {exc!r}"))
             future.exception()

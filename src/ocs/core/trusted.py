@@ -30,7 +30,15 @@ def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
     unknown = [n for n in chosen if n not in fields]
     if unknown:
         raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
+    without = [n for n, f in fields.items() if n not in chosen and not _has_default(f)]
+    if without:
+        raise TypeError(f"{cls.__name__}.{without[0]} has no default: the builder must take it")
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    if _compiled(cls):
+        call = ", ".join(f"{name}={name}" for name in chosen)
+        lines = [f"def build({', '.join(chosen)}):", f"    return _cls({call})"]
+        made: Callable[..., T] = _made(lines, namespace, "build", f"trusted_{cls.__name__}")
+        return made
     lines = [f"def build({', '.join(chosen)}):", "    o = _new(_cls)"]
     for index, name in enumerate(fields):
         setter = getattr(cls, name).__set__  # the slot's member descriptor
@@ -45,8 +53,6 @@ def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
         elif spec.default_factory is not dataclasses.MISSING:
             namespace[f"_factory{index}"] = spec.default_factory
             lines.append(f"    _set{index}(o, _factory{index}())")
-        else:
-            raise TypeError(f"{cls.__name__}.{name} has no default: the builder must take it")
     lines.append("    return o")
     exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
     build: Callable[..., T] = namespace["build"]
@@ -71,6 +77,11 @@ def trusted_replacer(cls: type[T]) -> Callable[..., T]:
     fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_KEEP": _KEEP}
     keywords = ", ".join(f"{name}=_KEEP" for name in fields)
+    if _compiled(cls):
+        call = ", ".join(f"{n}=_o.{n} if {n} is _KEEP else {n}" for n in fields)
+        lines = [f"def evolve(_o, *, {keywords}):", f"    return _cls({call})"]
+        native: Callable[..., T] = _made(lines, namespace, "evolve", f"evolve_{cls.__name__}")
+        return native
     lines = [f"def evolve(_o, *, {keywords}):", "    o = _new(_cls)"]
     for index, name in enumerate(fields):
         namespace[f"_set{index}"] = getattr(cls, name).__set__
@@ -80,3 +91,26 @@ def trusted_replacer(cls: type[T]) -> Callable[..., T]:
     evolve: Callable[..., T] = namespace["evolve"]
     evolve.__qualname__ = evolve.__name__ = f"evolve_{cls.__name__}"
     return evolve
+
+
+def _has_default(spec: dataclasses.Field[Any]) -> bool:
+    return (
+        spec.default is not dataclasses.MISSING or spec.default_factory is not dataclasses.MISSING
+    )
+
+
+def _compiled(cls: type[Any]) -> bool:
+    """True for a class compiled to native code (mypyc): it has no slots to set directly, and
+    its own ``__init__`` is already as fast as the generated setter."""
+    try:
+        object.__new__(cls)
+    except TypeError:
+        return True
+    return False
+
+
+def _made(lines: list[str], namespace: dict[str, Any], name: str, qualname: str) -> Any:
+    exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
+    made = namespace[name]
+    made.__qualname__ = made.__name__ = qualname
+    return made

@@ -203,8 +203,9 @@ MAX_SESSION_ID_OCTETS: Final = 1024  # keys sessions and usage in SQL (btree row
 _U64_MAX: Final = 0xFFFFFFFFFFFFFFFF
 
 
-def _check_range(name: str, value: int | None, maximum: int) -> None:
-    if value is None or (type(value) is int and 0 <= value <= maximum):
+def _check_range(name: str, value: object, maximum: int) -> None:
+    # Not ``type(value) is int``: compiled (mypyc), that test is true of a bool too.
+    if value is None:
         return  # the common case, tested first: this runs for every unit parsed or granted
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= maximum:
         raise ValueError(f"{name} must be an int from 0 to {maximum}, got {value!r}")
@@ -225,17 +226,12 @@ class ServiceUnits:
     service_specific: int | None = None
 
     def __post_init__(self) -> None:
-        # Tested one by one: most fields are None and this runs for every parsed unit.
-        if self.time_s is not None:
-            _check_range("time_s", self.time_s, _U32_MAX)
-        if self.total_octets is not None:
-            _check_range("total_octets", self.total_octets, _U64_MAX)
-        if self.input_octets is not None:
-            _check_range("input_octets", self.input_octets, _U64_MAX)
-        if self.output_octets is not None:
-            _check_range("output_octets", self.output_octets, _U64_MAX)
-        if self.service_specific is not None:
-            _check_range("service_specific", self.service_specific, _U64_MAX)
+        # Each field as it is: narrowed to int first, mypyc would pass True on as 1.
+        _check_range("time_s", self.time_s, _U32_MAX)
+        _check_range("total_octets", self.total_octets, _U64_MAX)
+        _check_range("input_octets", self.input_octets, _U64_MAX)
+        _check_range("output_octets", self.output_octets, _U64_MAX)
+        _check_range("service_specific", self.service_specific, _U64_MAX)
 
     @property
     def is_empty(self) -> bool:
@@ -1055,12 +1051,9 @@ class MsccAnswer:
 
     def __post_init__(self) -> None:
         _check_range("result_code", self.result_code, _U32_MAX)
-        if self.rating_group is not None:
-            _check_range("rating_group", self.rating_group, _U32_MAX)
-        if self.service_identifier is not None:
-            _check_range("service_identifier", self.service_identifier, _U32_MAX)
-        if self.validity_time_s is not None:
-            _check_range("validity_time_s", self.validity_time_s, _U32_MAX)
+        _check_range("rating_group", self.rating_group, _U32_MAX)
+        _check_range("service_identifier", self.service_identifier, _U32_MAX)
+        _check_range("validity_time_s", self.validity_time_s, _U32_MAX)
         if self.final_unit_action is not None:
             FinalUnitAction(self.final_unit_action)
 

@@ -46,7 +46,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from ocs.charging.pipeline import (
     CalledNumber,
@@ -188,11 +188,31 @@ class ClientTable:
         return len(self._exact) + len(self._networks)
 
 
+class _Sends(Protocol):
+    def sendto(self, data: bytes, addr: Any = None, /) -> None: ...
+
+
+class Listener(Protocol):
+    """What the front reads of where a request came in: its kind ("auth" or "acct"), whether it
+    is TLS (RadSec), and where its replies go (a UDP socket's transport here, a RadSec
+    connection in ``radius/radsec.py``). A protocol, not a class: compiled (mypyc), an argument
+    annotated with a class is checked to be one."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def tls(self) -> bool: ...
+
+    @property
+    def transport(self) -> _Sends | None: ...
+
+
 @dataclass(slots=True)
 class _Exchange:
     """One request on its way to an answer."""
 
-    listener: _Listener
+    listener: Listener
     client: RadiusClient
     packet: Packet
     addr: tuple[str | int, ...]
@@ -246,7 +266,7 @@ class RadiusFront:
         self.max_pending = max_pending
         self.receive_buffer_bytes = receive_buffer_bytes
         self.reuse_port = reuse_port
-        self._queue: deque[tuple[_Listener, bytes, tuple[str | int, ...], float]] = deque()
+        self._queue: deque[tuple[Listener, bytes, tuple[str | int, ...], float]] = deque()
         self._wakeup = asyncio.Event()
         self._listeners: list[_Listener] = []
         self.bound: list[tuple[str, str, int]] = []  # (kind, host, port) listening, for /status
@@ -323,7 +343,7 @@ class RadiusFront:
     # --- the queue -----------------------------------------------------------------------------
 
     def enqueue(
-        self, listener: _Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
+        self, listener: Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
     ) -> None:
         if len(self._queue) >= self.queue_size:
             self._drop["queue_full"].inc()
@@ -353,7 +373,7 @@ class RadiusFront:
     # --- per packet ----------------------------------------------------------------------------
 
     def handle(
-        self, listener: _Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
+        self, listener: Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
     ) -> None:
         """Everything a datagram needs that does not await; schedules the rest."""
         host = str(addr[0])
@@ -914,7 +934,7 @@ class RadiusFront:
             if held is not None and held[0] <= now:
                 del self._replies[key]
 
-    def _send(self, listener: _Listener, reply: bytes, addr: tuple[str | int, ...]) -> None:
+    def _send(self, listener: Listener, reply: bytes, addr: tuple[str | int, ...]) -> None:
         if listener.transport is not None:
             listener.transport.sendto(reply, addr)
 

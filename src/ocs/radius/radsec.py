@@ -106,7 +106,7 @@ class RadSecConnection(asyncio.Protocol):
             packet = bytes(buffer[:length])
             del buffer[:length]
             side = self.acct if packet[0] == codec.ACCOUNTING_REQUEST else self.auth
-            front.enqueue(side, packet, self.addr, arrived)  # type: ignore[arg-type]
+            front.enqueue(side, packet, self.addr, arrived)
 
 
 class RadSecServer:

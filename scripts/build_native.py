@@ -1,0 +1,164 @@
+"""Compile the request hot paths to C extension modules with mypyc (part of mypy).
+
+The modules listed in ``NATIVE`` are compiled from their typed Python source, unchanged, and
+the extension modules are put beside the sources (``src/ocs/.../name.cpython-*.so``), where
+Python imports them before the ``.py``. The Python source stays the one truth: without a
+compiler (or with ``OCS_NATIVE=0``) nothing is built and the same code runs interpreted,
+slower (the README's Performance section gives both).
+
+    .venv/bin/python scripts/build_native.py           # build what is out of date
+    .venv/bin/python scripts/build_native.py --clean   # remove the extension modules
+    .venv/bin/python scripts/build_native.py --check   # exit 1 if any is missing or stale
+
+A module is out of date when its source, or this script, is newer than its extension module;
+mypyc compiles the listed modules together (they call each other natively), so one stale
+module rebuilds all of them (about a minute on two cores).
+
+Compiled code differs from interpreted code in ways the test suite covers: a native class
+takes no attribute that is not declared, checks argument types at call time, and cannot be
+built with ``object.__new__`` (``ocs.core.trusted`` falls back to the constructor). Modules
+whose classes depend on such tricks (``ocs.core.model``, ``ocs.core.destinations``,
+``ocs.radius.profiles``) are not in the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SRC = ROOT / "src"
+
+# The modules every request goes through, in the order a request meets them.
+NATIVE = (
+    "ocs/radius/codec.py",
+    "ocs/diameter/framer.py",
+    "ocs/diameter/codec.py",
+    "ocs/diameter/credit_control.py",
+    "ocs/diameter/handler.py",
+    "ocs/core/identity.py",
+    "ocs/core/money.py",
+    "ocs/core/credit.py",
+    "ocs/core/rating.py",
+    "ocs/core/ledger.py",
+    "ocs/charging/cache.py",
+    "ocs/charging/sessions.py",
+    "ocs/charging/pipeline.py",
+)
+
+SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
+
+
+def extension(source: str) -> Path:
+    return SRC / (source.removesuffix(".py") + SUFFIX)
+
+
+def stale() -> list[str]:
+    """The listed modules whose extension is missing or older than its source or this file."""
+    script = Path(__file__).stat().st_mtime
+    out = []
+    for source in NATIVE:
+        built = extension(source)
+        if not built.exists():
+            out.append(source)
+            continue
+        mtime = built.stat().st_mtime
+        if mtime < (SRC / source).stat().st_mtime or mtime < script:
+            out.append(source)
+    return out
+
+
+def built_files() -> list[Path]:
+    """Every extension module this script may have made (the listed ones and mypyc's shared
+    runtime library at the top of ``src``), also those of modules no longer listed."""
+    found = [p for p in SRC.rglob(f"*{SUFFIX}") if p.parent != SRC or "__mypyc" in p.name]
+    return sorted(found)
+
+
+def clean() -> None:
+    for path in built_files():
+        path.unlink()
+
+
+def build() -> int:
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        print("build_native: no C compiler; the hot paths run interpreted", file=sys.stderr)
+        return 0
+    clean()  # a module dropped from the list must not shadow its source any longer
+    with tempfile.TemporaryDirectory(prefix="ocs-mypyc-") as tmp:
+        env = dict(os.environ, MYPYC_OPT_LEVEL="3")
+        command = [
+            sys.executable,
+            "-c",
+            _SETUP,
+            tmp,
+            *NATIVE,
+        ]
+        done = subprocess.run(
+            command, check=False, cwd=SRC, env=env, capture_output=True, text=True
+        )
+    if done.returncode != 0:
+        clean()
+        sys.stderr.write(done.stdout[-4000:] + done.stderr[-4000:])
+        print("build_native: mypyc failed (above); nothing compiled", file=sys.stderr)
+        return 1
+    missing = [s for s in NATIVE if not extension(s).exists()]
+    if missing:
+        clean()
+        print(f"build_native: mypyc made no module for {missing}", file=sys.stderr)
+        return 1
+    print(f"build_native: {len(NATIVE)} hot-path modules compiled (mypyc)")
+    return 0
+
+
+# Run in ``src`` by ``build``: mypyc's own setuptools entry point, with its generated C and
+# the object files in a temporary directory, the extension modules put in place.
+_SETUP = """
+import sys
+from setuptools import setup
+from mypyc.build import mypycify
+tmp, paths = sys.argv[1], sys.argv[2:]
+modules = mypycify(
+    ["--config-file=", "--ignore-missing-imports", *paths], opt_level="3", target_dir=tmp
+)
+setup(
+    name="ocs-native",
+    ext_modules=modules,
+    script_args=["-q", "build_ext", "--inplace", "--build-temp", tmp, "--build-lib", tmp],
+)
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clean", action="store_true", help="remove the extension modules")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if any module is missing or stale"
+    )
+    args = parser.parse_args()
+    if args.clean:
+        clean()
+        return 0
+    out_of_date = stale()
+    if args.check:
+        for source in out_of_date:
+            print(f"build_native: {source} is not compiled or older than its source")
+        return 1 if out_of_date else 0
+    if os.environ.get("OCS_NATIVE", "1") == "0":
+        clean()
+        print("build_native: OCS_NATIVE=0; the hot paths run interpreted")
+        return 0
+    if not out_of_date:
+        return 0
+    return build()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
