@@ -44,6 +44,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Protocol
 
 from ocs.charging.cache import AccountCache
+from ocs.charging.errors import SourceRefused, SourceUnavailable, SpoolFull
 from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.core.credit import available_credit, continue_session, decide
@@ -77,19 +78,6 @@ from ocs.core.rating import (
 from ocs.core.trusted import trusted_builder
 
 log = logging.getLogger(__name__)
-
-
-class SourceUnavailable(Exception):
-    """The database could not answer (down, timed out, or failing)."""
-
-
-class SourceRefused(ValueError):
-    """The database refused a value as data (asyncpg ``DataError`` and the like): the input
-    is bad, the database is fine."""
-
-
-class SpoolFull(Exception):
-    """Neither the database nor the local spool can take usage now: do not acknowledge it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

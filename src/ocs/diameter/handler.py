@@ -31,14 +31,12 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
+from ocs.charging.errors import SourceRefused, SourceUnavailable, SpoolFull
 from ocs.charging.pipeline import (
     CalledNumber,
     Charging,
     LiveSession,
     SessionId,
-    SourceRefused,
-    SourceUnavailable,
-    SpoolFull,
     UnknownSession,
 )
 from ocs.core.identity import (

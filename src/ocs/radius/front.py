@@ -48,13 +48,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol, cast
 
+from ocs.charging.errors import SourceRefused, SourceUnavailable, SpoolFull
 from ocs.charging.pipeline import (
     CalledNumber,
     Charging,
     SessionId,
-    SourceRefused,
-    SourceUnavailable,
-    SpoolFull,
     unit_of_tariff,
 )
 from ocs.core.identity import (

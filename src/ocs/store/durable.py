@@ -14,10 +14,9 @@ from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ocs.charging.errors import SourceUnavailable, SpoolFull
 from ocs.charging.pipeline import (
     OpenGeneration,
-    SourceUnavailable,
-    SpoolFull,
     UsageOutcome,
     UsageReport,
 )

@@ -40,10 +40,9 @@ from typing import Any, NamedTuple, cast
 
 import asyncpg
 
+from ocs.charging.errors import SourceRefused, SourceUnavailable
 from ocs.charging.pipeline import (
     OpenGeneration,
-    SourceRefused,
-    SourceUnavailable,
     UsageOutcome,
     UsageReport,
 )

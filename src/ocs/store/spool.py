@@ -28,7 +28,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from ocs.charging.pipeline import SpoolFull
+from ocs.charging.errors import SpoolFull
 
 log = logging.getLogger("ocs.spool")
 
