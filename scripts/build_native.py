@@ -38,9 +38,11 @@ SRC = ROOT / "src"
 # The modules every request goes through, in the order a request meets them.
 NATIVE = (
     "ocs/radius/codec.py",
+    "ocs/radius/front.py",
     "ocs/diameter/framer.py",
     "ocs/diameter/codec.py",
     "ocs/diameter/credit_control.py",
+    "ocs/diameter/server.py",
     "ocs/diameter/handler.py",
     "ocs/core/identity.py",
     "ocs/core/money.py",

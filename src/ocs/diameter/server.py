@@ -49,7 +49,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from ocs import __version__
 from ocs.core.identity import IdentityProblem
@@ -310,7 +310,8 @@ class DiameterServer:
                 ssl_handshake_timeout=self.cer_timeout_s if tls else None,
             )
             self._servers.append(server)
-            for sock in server.sockets:
+            # uvloop's Server.sockets is a list (typeshed: a tuple), which compiled code checks.
+            for sock in cast(Any, server).sockets:
                 name = sock.getsockname()
                 (self.bound_tls if tls else bound).append((str(name[0]), int(name[1])))
         self.bound = bound
