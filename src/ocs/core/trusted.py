@@ -11,6 +11,9 @@ Rules of this file:
   ``__init__``; fields the builder does not take get their defaults.
 - ``trusted_replacer`` is ``dataclasses.replace`` on the same terms (about 1 µs instead of 4 for
   a dataclass of 17 fields): a copy with the named fields changed, the rest shared.
+- A class compiled with mypyc (``scripts/build_native.py``) has no slot descriptors to set and
+  cannot be made with ``object.__new__``; for it both helpers call its constructor, which
+  validates, and costs about what the generated setter costs interpreted.
 """
 
 from __future__ import annotations
@@ -54,9 +57,7 @@ def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
             namespace[f"_factory{index}"] = spec.default_factory
             lines.append(f"    _set{index}(o, _factory{index}())")
     lines.append("    return o")
-    exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
-    build: Callable[..., T] = namespace["build"]
-    build.__qualname__ = build.__name__ = f"trusted_{cls.__name__}"
+    build: Callable[..., T] = _made(lines, namespace, "build", f"trusted_{cls.__name__}")
     return build
 
 
@@ -87,9 +88,7 @@ def trusted_replacer(cls: type[T]) -> Callable[..., T]:
         namespace[f"_set{index}"] = getattr(cls, name).__set__
         lines.append(f"    _set{index}(o, _o.{name} if {name} is _KEEP else {name})")
     lines.append("    return o")
-    exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
-    evolve: Callable[..., T] = namespace["evolve"]
-    evolve.__qualname__ = evolve.__name__ = f"evolve_{cls.__name__}"
+    evolve: Callable[..., T] = _made(lines, namespace, "evolve", f"evolve_{cls.__name__}")
     return evolve
 
 
