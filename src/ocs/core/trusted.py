@@ -36,28 +36,19 @@ def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
     without = [n for n, f in fields.items() if n not in chosen and not _has_default(f)]
     if without:
         raise TypeError(f"{cls.__name__}.{without[0]} has no default: the builder must take it")
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    if _compiled(cls):
-        call = ", ".join(f"{name}={name}" for name in chosen)
-        lines = [f"def build({', '.join(chosen)}):", f"    return _cls({call})"]
-        made: Callable[..., T] = _made(lines, namespace, "build", f"trusted_{cls.__name__}")
-        return made
-    lines = [f"def build({', '.join(chosen)}):", "    o = _new(_cls)"]
-    for index, name in enumerate(fields):
-        setter = getattr(cls, name).__set__  # the slot's member descriptor
-        namespace[f"_set{index}"] = setter
+    namespace: dict[str, Any] = {}
+    values: list[tuple[str, str, bool]] = []  # per field: expression, given by the caller
+    for index, (name, spec) in enumerate(fields.items()):
         if name in chosen:
-            lines.append(f"    _set{index}(o, {name})")
-            continue
-        spec = fields[name]
-        if spec.default is not dataclasses.MISSING:
+            values.append((name, name, True))
+        elif spec.default is not dataclasses.MISSING:
             namespace[f"_default{index}"] = spec.default
-            lines.append(f"    _set{index}(o, _default{index})")
-        elif spec.default_factory is not dataclasses.MISSING:
+            values.append((name, f"_default{index}", False))
+        else:
             namespace[f"_factory{index}"] = spec.default_factory
-            lines.append(f"    _set{index}(o, _factory{index}())")
-    lines.append("    return o")
-    build: Callable[..., T] = _made(lines, namespace, "build", f"trusted_{cls.__name__}")
+            values.append((name, f"_factory{index}()", False))
+    header = f"def build({', '.join(chosen)}):"
+    build: Callable[..., T] = _generate(cls, header, values, namespace, f"trusted_{cls.__name__}")
     return build
 
 
@@ -76,20 +67,40 @@ def trusted_replacer(cls: type[T]) -> Callable[..., T]:
     dataclass ``cls``) with the given fields changed; an unknown field is a ``TypeError``, as
     for any keyword a function does not take."""
     fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_KEEP": _KEEP}
     keywords = ", ".join(f"{name}=_KEEP" for name in fields)
-    if _compiled(cls):
-        call = ", ".join(f"{n}=_o.{n} if {n} is _KEEP else {n}" for n in fields)
-        lines = [f"def evolve(_o, *, {keywords}):", f"    return _cls({call})"]
-        native: Callable[..., T] = _made(lines, namespace, "evolve", f"evolve_{cls.__name__}")
-        return native
-    lines = [f"def evolve(_o, *, {keywords}):", "    o = _new(_cls)"]
-    for index, name in enumerate(fields):
-        namespace[f"_set{index}"] = getattr(cls, name).__set__
-        lines.append(f"    _set{index}(o, _o.{name} if {name} is _KEEP else {name})")
-    lines.append("    return o")
-    evolve: Callable[..., T] = _made(lines, namespace, "evolve", f"evolve_{cls.__name__}")
+    values = [(name, f"_o.{name} if {name} is _KEEP else {name}", True) for name in fields]
+    header = f"def evolve(_o, *, {keywords}):"
+    evolve: Callable[..., T] = _generate(
+        cls, header, values, {"_KEEP": _KEEP}, f"evolve_{cls.__name__}"
+    )
     return evolve
+
+
+def _generate(
+    cls: type[Any],
+    header: str,
+    values: list[tuple[str, str, bool]],
+    namespace: dict[str, Any],
+    qualname: str,
+) -> Any:
+    """The function ``header`` opens, making an instance of ``cls`` from ``values``: per field
+    in declaration order, the expression to set it to and whether the caller gave it (or it is
+    the field's default). Interpreted, it sets the slots directly; for a compiled class it calls
+    the constructor with the given ones, which applies the defaults itself."""
+    namespace.update(_new=object.__new__, _cls=cls)
+    if _compiled(cls):
+        call = ", ".join(f"{name}={value}" for name, value, given in values if given)
+        lines = [header, f"    return _cls({call})"]
+    else:
+        lines = [header, "    o = _new(_cls)"]
+        for index, (name, value, _given) in enumerate(values):
+            namespace[f"_set{index}"] = getattr(cls, name).__set__  # the slot's descriptor
+            lines.append(f"    _set{index}(o, {value})")
+        lines.append("    return o")
+    exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
+    made = namespace[header[4 : header.index("(")]]
+    made.__qualname__ = made.__name__ = qualname
+    return made
 
 
 def _has_default(spec: dataclasses.Field[Any]) -> bool:
@@ -106,10 +117,3 @@ def _compiled(cls: type[Any]) -> bool:
     except TypeError:
         return True
     return False
-
-
-def _made(lines: list[str], namespace: dict[str, Any], name: str, qualname: str) -> Any:
-    exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
-    made = namespace[name]
-    made.__qualname__ = made.__name__ = qualname
-    return made
