@@ -1255,7 +1255,10 @@ class Charging:
 
     async def rebuild(self) -> int:
         """Before the listeners open: the sessions this daemon ran when it stopped hold their
-        credit again (as the store has it); those whose grant ended meanwhile are closed."""
+        credit again (as the store has it); those whose grant ended meanwhile are closed.
+        A session that held nothing (accounting with no admission before it) has no grant
+        to end: it runs on here as it would have, closed if no news comes within
+        ``grant.max_time_s`` plus the margin. Returns how many hold credit again."""
         generations = await self.sink.open_generations(self.owner)
         wall = self.clock.wall()
         rebuilt = 0
@@ -1263,7 +1266,7 @@ class Charging:
             ref = SessionId(found.source, found.origin, found.session_key)
             generation = found.generation
             hold = generation.hold
-            if hold is None or hold.until <= wall:
+            if hold is not None and hold.until <= wall:
                 closing = LiveSession(
                     ref=ref,
                     account_id=generation.account_id,
@@ -1288,6 +1291,8 @@ class Charging:
             snapshot = self.cache.get(generation.account_id)
             zone = snapshot.time_zone if snapshot is not None else found.time_zone
             session = self._resume(ref, generation, _zone_only(generation.account_id, zone))
+            if hold is None:
+                continue  # nothing to hold: it expires as _resume set (max_time_s + margin)
             session.expires_at = self.clock.mono() + (
                 (hold.until - wall).total_seconds() + self.policy.session_ttl_margin_s
             )
