@@ -431,7 +431,9 @@ class Bench:
 
     # ----------------------------------------------------------------- ocsd
 
-    def ocsd_config(self, name: str, auth: int, acct: int, workers: int | str | None) -> Path:
+    def ocsd_config(
+        self, name: str, auth: int, acct: int, workers: int | str | None, *, spread: bool = True
+    ) -> Path:
         d = self.work / name
         d.mkdir(exist_ok=True)
         os.chmod(d, 0o755)
@@ -458,6 +460,7 @@ enabled = true
 auth_listen = ["127.0.0.1:{auth}"]
 acct_listen = ["127.0.0.1:{acct}"]
 {"reuse_port = true" if workers else ""}
+{"" if spread else "spread_access_requests = false"}
 
 [[radius.clients]]
 name = "bench"
@@ -732,11 +735,19 @@ secret = "{SECRET}"
             else:
                 if not seeded:
                     self.seed(config)
-                server = self.start_ocsd(name, config, None, auth)
-                try:
-                    self.measure(server, half_rate)
-                finally:
-                    self.stop_ocsd(server)
+                variants = [(name, config, auth)]
+                if a.also_hash_spread:
+                    # The same workers with Access-Requests spread by the kernel's hash of
+                    # source address and port instead of by Identifier (radius/spread.py).
+                    hauth, hacct = free_port(), free_port()
+                    hashed = self.ocsd_config(f"{name}-hash", hauth, hacct, workers, spread=False)
+                    variants.append((f"{name}-hash", hashed, hauth))
+                for vname, vconfig, vauth in variants:
+                    server = self.start_ocsd(vname, vconfig, None, vauth)
+                    try:
+                        self.measure(server, half_rate)
+                    finally:
+                        self.stop_ocsd(server)
         (self.out / "results.json").write_text(json.dumps(self.results, indent=2))
         print(summary(self.results))
         (self.out / "summary.txt").write_text(summary(self.results) + "\n")
@@ -993,6 +1004,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-freeradius", action="store_true")
     p.add_argument("--skip-freeradius-cpu0", action="store_true")
     p.add_argument("--skip-workers", action="store_true")
+    p.add_argument(
+        "--also-hash-spread",
+        action="store_true",
+        help="also measure the workers with radius.spread_access_requests = false",
+    )
     p.add_argument("--external-port", type=int, help="also measure an ocsd already running here")
     p.add_argument(
         "--external-pid", type=int, action="append", default=[], help="its pid(s), for its CPU use"

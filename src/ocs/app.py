@@ -454,6 +454,7 @@ class Daemon:
             max_pending=cfg.max_pending,
             receive_buffer_bytes=cfg.receive_buffer_bytes,
             reuse_port=cfg.reuse_port,
+            spread_auth=self.worker_count if cfg.spread_access_requests else 1,
             credential_lookup=credential_lookup,
             credential_lookup_timeout_s=self.config.cache.load_timeout_s,
         )

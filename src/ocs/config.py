@@ -388,6 +388,12 @@ class RadiusConfig:
         check=_range(1, 100_000),
     )
     reuse_port: bool = _spec(False, "SO_REUSEPORT, so several ocsd processes can share the ports.")
+    spread_access_requests: bool = _spec(
+        True,
+        "With several workers, send each Access-Request to worker Identifier mod N (a BPF "
+        "program on the shared port) rather than by the kernel's hash of the NAS's address and "
+        "port, so one NAS socket uses every worker. Accounting keeps the hash.",
+    )
     tls_listen: tuple[str, ...] = _spec(
         (),
         "Addresses for RADIUS over TLS (RadSec, RFC 6614; port 2083) for clients with "

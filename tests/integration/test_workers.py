@@ -2,8 +2,8 @@
 
 The supervisor starts a local redis-server the workers share holds through, serves one
 metrics endpoint for all of them (counters summed, gauges per worker), lists every worker in
-``/status`` and ``ocs status``, and forwards SIGHUP; RADIUS datagrams and Diameter connections
-are spread over the workers by the kernel (SO_REUSEPORT). The rest of the suite runs each
+``/status`` and ``ocs status``, and forwards SIGHUP; Access-Requests are spread over the
+workers by Identifier (ocs.radius.spread), Diameter connections by the kernel (SO_REUSEPORT). The rest of the suite runs each
 daemon as one process (``support.ocs_env``).
 """
 
@@ -46,14 +46,13 @@ def access(user: str, identifier: int) -> bytes:
     )
 
 
-def exchange(port: int, packet: bytes) -> codec.Packet | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(3.0)
-        sock.sendto(packet, ("127.0.0.1", port))
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
+def exchange(port: int, packet: bytes, sock: socket.socket) -> codec.Packet | None:
+    sock.settimeout(3.0)
+    sock.sendto(packet, ("127.0.0.1", port))
+    try:
+        data, _ = sock.recvfrom(4096)
+    except TimeoutError:
+        return None
     return codec.parse_packet(data)
 
 
@@ -133,8 +132,10 @@ address = "127.0.0.1"
     assert out.count("msg='worker started") == CORES
     assert "local redis started" in out
 
-    # RADIUS: datagrams from many source ports reach every worker; the holds are shared.
-    answers = [exchange(auth, access("postpaid", identifier=i % 256)) for i in range(40)]
+    # RADIUS: Access-Requests from one NAS socket (one source port, which the kernel's hash
+    # would give to one worker) reach every worker, by Identifier; the holds are shared.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:
+        answers = [exchange(auth, access("postpaid", identifier=i), nas) for i in range(40)]
     assert all(a is not None for a in answers)
     accepted = sum(a.code == codec.ACCESS_ACCEPT for a in answers if a is not None)
     assert 13 <= accepted <= 13 + CORES  # one process: 13; one unknown grant per worker

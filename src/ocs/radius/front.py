@@ -72,6 +72,7 @@ from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import auth, codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
 from ocs.radius.profiles import PROFILES, AccountingStyle, ReplySettings
+from ocs.radius.spread import spread_by_identifier
 
 # Looks a stored credential up in the database: (kind, normalized value) → stored form or None.
 CredentialLookup = Callable[[IdentityKind, str], Awaitable[str | None]]
@@ -251,6 +252,7 @@ class RadiusFront:
         max_pending: int = 1024,
         receive_buffer_bytes: int = 4 * 1024 * 1024,
         reuse_port: bool = False,
+        spread_auth: int = 1,
         credential_lookup: CredentialLookup | None = None,
         credential_lookup_timeout_s: float = 2.0,
     ) -> None:
@@ -264,6 +266,8 @@ class RadiusFront:
         self.max_pending = max_pending
         self.receive_buffer_bytes = receive_buffer_bytes
         self.reuse_port = reuse_port
+        # Workers sharing the ports: Access-Requests spread over them by Identifier (spread.py).
+        self.spread_auth = spread_auth
         self._queue: deque[tuple[Listener, bytes, tuple[str | int, ...], float]] = deque()
         self._wakeup = asyncio.Event()
         self._listeners: list[_Listener] = []
@@ -313,6 +317,17 @@ class RadiusFront:
                 except OSError:
                     sock.close()
                     raise
+                if kind == "auth" and self.reuse_port and self.spread_auth > 1:
+                    try:
+                        spread_by_identifier(sock, self.spread_auth)
+                    except OSError as exc:
+                        log.warning(
+                            "radius: cannot spread Access-Requests over the workers by "
+                            "Identifier (%s); the kernel spreads them by source address and "
+                            "port address=%s",
+                            exc.strerror or exc,
+                            address,
+                        )
                 sock.setblocking(False)
                 listener = _Listener(self, kind)
                 await loop.create_datagram_endpoint(_factory(listener), sock=sock)
