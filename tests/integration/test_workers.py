@@ -3,8 +3,8 @@
 The supervisor starts a local redis-server the workers share holds through, serves one
 metrics endpoint for all of them (counters summed, gauges per worker), lists every worker in
 ``/status`` and ``ocs status``, and forwards SIGHUP; Access-Requests are spread over the
-workers by Identifier (ocs.radius.spread), Diameter connections by the kernel (SO_REUSEPORT). The rest of the suite runs each
-daemon as one process (``support.ocs_env``).
+workers by Identifier (ocs.radius.spread), Diameter connections by the kernel (SO_REUSEPORT).
+The rest of the suite runs each daemon as one process (``support.ocs_env``).
 """
 
 from __future__ import annotations
