@@ -432,7 +432,7 @@ class Bench:
     # ----------------------------------------------------------------- ocsd
 
     def ocsd_config(
-        self, name: str, auth: int, acct: int, workers: int | str | None, *, spread: bool = True
+        self, name: str, auth: int, acct: int, workers: int | str | None, *, spread: bool = False
     ) -> Path:
         d = self.work / name
         d.mkdir(exist_ok=True)
@@ -460,7 +460,7 @@ enabled = true
 auth_listen = ["127.0.0.1:{auth}"]
 acct_listen = ["127.0.0.1:{acct}"]
 {"reuse_port = true" if workers else ""}
-{"" if spread else "spread_access_requests = false"}
+{"spread_access_requests = true" if spread else ""}
 
 [[radius.clients]]
 name = "bench"
@@ -736,12 +736,12 @@ secret = "{SECRET}"
                 if not seeded:
                     self.seed(config)
                 variants = [(name, config, auth)]
-                if a.also_hash_spread:
-                    # The same workers with Access-Requests spread by the kernel's hash of
-                    # source address and port instead of by Identifier (radius/spread.py).
-                    hauth, hacct = free_port(), free_port()
-                    hashed = self.ocsd_config(f"{name}-hash", hauth, hacct, workers, spread=False)
-                    variants.append((f"{name}-hash", hashed, hauth))
+                if a.also_id_spread:
+                    # The same workers with Access-Requests spread by Identifier instead of
+                    # by the kernel's hash of source address and port (radius/spread.py).
+                    sauth, sacct = free_port(), free_port()
+                    spread = self.ocsd_config(f"{name}-id", sauth, sacct, workers, spread=True)
+                    variants.append((f"{name}-id", spread, sauth))
                 for vname, vconfig, vauth in variants:
                     server = self.start_ocsd(vname, vconfig, None, vauth)
                     try:
@@ -1005,9 +1005,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip-freeradius-cpu0", action="store_true")
     p.add_argument("--skip-workers", action="store_true")
     p.add_argument(
-        "--also-hash-spread",
+        "--also-id-spread",
         action="store_true",
-        help="also measure the workers with radius.spread_access_requests = false",
+        help="also measure the workers with radius.spread_access_requests = true",
     )
     p.add_argument("--external-port", type=int, help="also measure an ocsd already running here")
     p.add_argument(

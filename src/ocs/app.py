@@ -21,6 +21,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -50,6 +51,7 @@ from ocs.ops.reload import apply_reload
 from ocs.ops.tasks import log_summaries, refresh_billing_gauges
 from ocs.radius.front import ClientTable, RadiusFront
 from ocs.radius.radsec import RadSecServer
+from ocs.radius.relay import WorkerRelay
 from ocs.radius.setup import RadiusSetupError, build_clients, dial_plan_of, load_dictionary
 from ocs.store import accounts as store
 from ocs.store.database import Database, DatabaseUnavailable, open_database
@@ -458,6 +460,16 @@ class Daemon:
             credential_lookup=credential_lookup,
             credential_lookup_timeout_s=self.config.cache.load_timeout_s,
         )
+        relay_dir = os.environ.get(WORKER_RELAY_ENV)
+        if self.worker_index is not None and self.worker_count > 1 and relay_dir:
+            # Accounting naming another worker's admission goes to that worker (relay.py).
+            relay = WorkerRelay(relay_dir, self.worker_index, self.worker_count)
+            try:
+                relay.start(self.radius.enqueue)
+            except OSError as exc:
+                raise DaemonError(f"cannot open the worker relay socket: {exc}") from exc
+            self.radius.relay = relay
+            self.radius.admission_tag = f"w{self.worker_index}|"
         try:
             bound = await self.radius.start(cfg.auth_listen, cfg.acct_listen)
         except OSError as exc:
@@ -764,6 +776,7 @@ _SYSTEMD_ENV = (notify.NOTIFY_SOCKET_ENV, notify.WATCHDOG_USEC_ENV, notify.WATCH
 
 
 WORKER_COUNT_ENV = "OCS_WORKER_COUNT"
+WORKER_RELAY_ENV = "OCS_WORKER_RELAY_DIR"  # the workers' relay sockets (radius/relay.py)
 REDIS_SERVER = "redis-server"
 
 
@@ -931,6 +944,7 @@ class Supervisor:
         self.stopping = False
         self.api_child: ApiChild | None = None
         self.local_redis: LocalRedis | None = None
+        self.relay_dir: str | None = None
         self.aggregator: WorkerAggregator | None = None
         self.worker_env: dict[str, str] = {}
 
@@ -992,6 +1006,9 @@ class Supervisor:
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_reload)
             try:
                 self._shared_store()
+                # The workers' relay sockets: a directory of this user's alone (0700).
+                self.relay_dir = tempfile.mkdtemp(prefix="ocs-relay-")
+                self.worker_env[WORKER_RELAY_ENV] = self.relay_dir
                 for index in range(workers):
                     self.children.append(self._spawn(index, ready_w))
                     log.info("worker started index=%d pid=%d", index, self.children[-1].pid)
@@ -1018,6 +1035,8 @@ class Supervisor:
                     self.aggregator.close()
                 if self.local_redis is not None:
                     self.local_redis.stop()
+                if self.relay_dir is not None:
+                    shutil.rmtree(self.relay_dir, ignore_errors=True)
 
     def _serve_metrics(self, ports: dict[int, int]) -> None:
         host, port = split_host_port(self.config.metrics.listen)

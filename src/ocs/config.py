@@ -389,10 +389,11 @@ class RadiusConfig:
     )
     reuse_port: bool = _spec(False, "SO_REUSEPORT, so several ocsd processes can share the ports.")
     spread_access_requests: bool = _spec(
-        True,
+        False,
         "With several workers, send each Access-Request to worker Identifier mod N (a BPF "
         "program on the shared port) rather than by the kernel's hash of the NAS's address and "
-        "port, so one NAS socket uses every worker. Accounting keeps the hash.",
+        "port, so one NAS socket uses every worker. Off by default: a repeated attempt of the "
+        "same call may then reach another worker and hold credit twice until the ring timeout.",
     )
     tls_listen: tuple[str, ...] = _spec(
         (),

@@ -57,6 +57,7 @@ DROP_CAUSES = (
     "spool_full",
     "refused_by_database",
     "internal_error",
+    "relay_timeout",  # relayed to the worker of its admission, which did not answer in time
 )
 
 # Diameter: why a request went unanswered (or was answered without being processed), and why

@@ -2,8 +2,9 @@
 
 The supervisor starts a local redis-server the workers share holds through, serves one
 metrics endpoint for all of them (counters summed, gauges per worker), lists every worker in
-``/status`` and ``ocs status``, and forwards SIGHUP; Access-Requests are spread over the
-workers by Identifier (ocs.radius.spread), Diameter connections by the kernel (SO_REUSEPORT).
+``/status`` and ``ocs status``, and forwards SIGHUP; RADIUS datagrams and Diameter connections
+are spread over the workers by the kernel (SO_REUSEPORT), Access-Requests by Identifier when
+asked (ocs.radius.spread), and accounting is relayed to the worker of its admission.
 The rest of the suite runs each daemon as one process (``support.ocs_env``).
 """
 
@@ -114,6 +115,7 @@ spool_file = "{tmp_path / "spool"}"
 enabled = true
 auth_listen = ["127.0.0.1:{auth}"]
 acct_listen = ["127.0.0.1:{acct}"]
+spread_access_requests = true
 [[radius.clients]]
 address = "127.0.0.1"
 secret = "testing123"
@@ -133,7 +135,8 @@ address = "127.0.0.1"
     assert "local redis started" in out
 
     # RADIUS: Access-Requests from one NAS socket (one source port, which the kernel's hash
-    # would give to one worker) reach every worker, by Identifier; the holds are shared.
+    # gives to one worker) reach every worker by Identifier (radius.spread_access_requests);
+    # the holds are shared.
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:
         answers = [exchange(auth, access("postpaid", identifier=i), nas) for i in range(40)]
     assert all(a is not None for a in answers)
@@ -239,3 +242,79 @@ enabled = false
     single.wait_for("msg='ready pid=", timeout=60)
     assert "worker started" not in single.output()
     assert single.stop() == 0
+
+
+def accounting_start(user: str, session: str, identifier: int, klass: bytes | None) -> bytes:
+    attributes = [
+        codec.attr_str(codec.USER_NAME, user),
+        codec.attr_int(codec.ACCT_STATUS_TYPE, 1),
+        codec.attr_str(codec.ACCT_SESSION_ID, session),
+        (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
+    ]
+    if klass is not None:
+        attributes.append((codec.CLASS, klass))
+    return codec.encode_request(
+        codec.ACCOUNTING_REQUEST, identifier, SECRET, attributes, message_authenticator=False
+    )
+
+
+@pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
+def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """Each of 8 prepaid accounts (1.00: 1000 s) is admitted (all its credit held by the
+    admission), and its call starts, the Start echoing the Access-Accept's Class from another
+    source port, so the kernel may give it to either worker. Once the admissions' ring
+    timeout (2 s) has passed, the running calls still hold the credit: a second call of each
+    account is refused. (A Start that reached the other worker used to hold nothing there,
+    and the admission's hold went at the ring timeout: a second call was admitted.)"""
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
+        pytest.skip("redis-server not installed")
+    users = [f"wk{n}" for n in range(8)]
+    run_ocs("demo", "load", dsn=dsn)
+    for user in users:
+        assert run_ocs("account", "create", user, "--tariff", "demo", dsn=dsn).code == 0
+        assert run_ocs("identity", "add", user, "user_name", user, dsn=dsn).code == 0
+        assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
+    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
+    config = write_config(
+        tmp_path / "calls.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+[metrics]
+listen = "127.0.0.1:{metrics}"
+[usage]
+spool_file = "{tmp_path / "spool"}"
+[grant]
+ring_timeout_s = 2
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{auth}"]
+acct_listen = ["127.0.0.1:{acct}"]
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "testing123"
+""",
+    )
+    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
+    supervisor.wait_for("workers=2'", timeout=90)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:
+        for n, user in enumerate(users):
+            accept = exchange(auth, access(user, identifier=n), nas)
+            assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+            assert accept.get_int(codec.SESSION_TIMEOUT) == 1000
+            klass = accept.get(codec.CLASS)
+            assert klass is not None and klass.startswith(b"ocs:")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port:
+                started = exchange(acct, accounting_start(user, f"call-{n}", n, klass), other_port)
+            assert started is not None and started.code == codec.ACCOUNTING_RESPONSE
+        time.sleep(3.0)  # the ring timeout has passed: only the calls hold credit now
+        again = [
+            exchange(auth, access(user, identifier=100 + n), nas) for n, user in enumerate(users)
+        ]
+    codes = [a.code if a is not None else None for a in again]
+    assert codes == [codec.ACCESS_REJECT] * len(users), codes
+    assert supervisor.stop() == 0

@@ -72,6 +72,7 @@ from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import auth, codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
 from ocs.radius.profiles import PROFILES, AccountingStyle, ReplySettings
+from ocs.radius.relay import WorkerRelay, admission_owner
 from ocs.radius.spread import spread_by_identifier
 
 # Looks a stored credential up in the database: (kind, normalized value) → stored form or None.
@@ -268,6 +269,10 @@ class RadiusFront:
         self.reuse_port = reuse_port
         # Workers sharing the ports: Access-Requests spread over them by Identifier (spread.py).
         self.spread_auth = spread_auth
+        # With workers: this worker's relay, and the tag its admissions' names begin with, so
+        # that their accounting is relayed here (relay.py). Set by the daemon.
+        self.relay: WorkerRelay | None = None
+        self.admission_tag = ""
         self._queue: deque[tuple[Listener, bytes, tuple[str | int, ...], float]] = deque()
         self._wakeup = asyncio.Event()
         self._listeners: list[_Listener] = []
@@ -352,6 +357,8 @@ class RadiusFront:
             if listener.transport is not None:
                 listener.transport.close()
         self._listeners.clear()
+        if self.relay is not None:
+            self.relay.close()
 
     # --- the queue -----------------------------------------------------------------------------
 
@@ -469,7 +476,7 @@ class RadiusFront:
                 self._refuse_credential(ex, checked)
                 return
         # The unit is the account's: time, or volume where its tariff prices only volume.
-        admission = _reservation_key(ex)
+        admission = self._admission(ex)
         decision = self.charging.admit_cached(
             kind,
             value,
@@ -583,7 +590,7 @@ class RadiusFront:
                 kind,
                 value,
                 unit=None,
-                reservation_key=_reservation_key(ex),
+                reservation_key=self._admission(ex),
                 destination=_called(ex.client, ex.packet),
             )
         except Exception:
@@ -674,7 +681,7 @@ class RadiusFront:
                 else self.charging.limits.max_time_s
             )
             attributes = client.reply.accept_attributes(
-                decision, admission or _reservation_key(ex), session_timeout_s=seconds
+                decision, admission or self._admission(ex), session_timeout_s=seconds
             )
             self._accept.inc()
         else:
@@ -741,7 +748,31 @@ class RadiusFront:
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
+        relay = self.relay
+        if relay is not None and not getattr(ex.listener, "relayed", False):
+            admission = _admission_of(packet)
+            owner = admission_owner(admission) if admission is not None else None
+            if owner is not None and owner != relay.index:
+                self._spawn(self._relay(ex, relay, owner), ex.key)
+                return
         self._spawn(self._accounting(ex), ex.key)
+
+    async def _relay(self, ex: _Exchange, relay: WorkerRelay, owner: int) -> None:
+        """An Accounting-Request naming another worker's admission: that worker handles it
+        (its hold is there) and its answer goes out from here; if it cannot be reached, it
+        is handled here."""
+        try:
+            reply = await relay.forward(owner, ex.packet.raw, ex.addr, tls=ex.listener.tls)
+        except ConnectionError as exc:
+            log.debug("radius: accounting handled here, not by worker %d: %s", owner, exc)
+            await self._accounting(ex)
+            return
+        if reply is None:  # not answered in time: nor here, the NAS retransmits
+            self._drop["relay_timeout"].inc()
+            _log_drop("relay_timeout", ex.client.name, worker=owner)
+            return
+        self._remember(ex.key, reply)
+        self._send(ex.listener, reply, ex.addr)
 
     async def _accounting(self, ex: _Exchange) -> None:
         client, packet, addr, key = ex.client, ex.packet, ex.addr, ex.key
@@ -947,6 +978,11 @@ class RadiusFront:
             if held is not None and held[0] <= now:
                 del self._replies[key]
 
+    def _admission(self, ex: _Exchange) -> str:
+        """The name of an Access-Request's admission (its pending reservation, and its
+        Access-Accept's Class): with workers, this worker's tag first."""
+        return self.admission_tag + _reservation_key(ex)
+
     def _send(self, listener: Listener, reply: bytes, addr: tuple[str | int, ...]) -> None:
         if listener.transport is not None:
             listener.transport.sendto(reply, addr)
@@ -982,7 +1018,7 @@ def _admission_of(packet: Packet) -> str | None:
     return raw[4:].decode("utf-8", "replace")
 
 
-def _reservation_key(ex: _Exchange) -> str:
+def _reservation_key(ex: _Exchange) -> str:  # see RadiusFront._admission for the tag
     """The admission's pending reservation, until the session's Start claims it. An
     Access-Request that names its call (the client's call key: Acct-Session-Id, h323-conf-id
     ...) holds under that name, so an attempt of the same call again replaces the hold
