@@ -276,6 +276,14 @@ class Metrics:
             ["protocol"],
             registry=r,
         )
+        self.radius_relayed = LocalCounter(
+            "ocs_radius_relayed_total",
+            "Accounting-Requests relayed between workers to the worker of their admission: "
+            "out (sent to it and answered), in (handled here for another worker), "
+            "handled_here (that worker could not be reached).",
+            ["direction"],
+            registry=r,
+        )
         self.decisions = LocalCounter(
             "ocs_new_sessions_total",
             "New-session decisions, by result (admitted or the refusal reason).",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support import free_port, run_ocs, write_config
+from test_session_ledger import assert_ledger, balance, money
 
 from ocs.diameter import codec as dcodec
 from ocs.diameter.codec import avp_address, avp_u32, avp_utf8, encode_avp, encode_message
@@ -244,13 +245,18 @@ enabled = false
     assert single.stop() == 0
 
 
-def accounting_start(user: str, session: str, identifier: int, klass: bytes | None) -> bytes:
+def accounting(
+    user: str, session: str, identifier: int, klass: bytes | None, *, stop_after_s: int = 0
+) -> bytes:
+    """A Start, or with ``stop_after_s`` the Stop of a session that lasted that long."""
     attributes = [
         codec.attr_str(codec.USER_NAME, user),
-        codec.attr_int(codec.ACCT_STATUS_TYPE, 1),
+        codec.attr_int(codec.ACCT_STATUS_TYPE, 2 if stop_after_s else 1),
         codec.attr_str(codec.ACCT_SESSION_ID, session),
         (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
     ]
+    if stop_after_s:
+        attributes.append(codec.attr_int(codec.ACCT_SESSION_TIME, stop_after_s))
     if klass is not None:
         attributes.append((codec.CLASS, klass))
     return codec.encode_request(
@@ -301,15 +307,17 @@ secret = "testing123"
     )
     supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
     supervisor.wait_for("workers=2'", timeout=90)
+    classes: list[bytes] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:
         for n, user in enumerate(users):
             accept = exchange(auth, access(user, identifier=n), nas)
             assert accept is not None and accept.code == codec.ACCESS_ACCEPT
             assert accept.get_int(codec.SESSION_TIMEOUT) == 1000
             klass = accept.get(codec.CLASS)
-            assert klass is not None and klass.startswith(b"ocs:")
+            assert klass is not None and klass.startswith(b"ocs:w")
+            classes.append(klass)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port:
-                started = exchange(acct, accounting_start(user, f"call-{n}", n, klass), other_port)
+                started = exchange(acct, accounting(user, f"call-{n}", n, klass), other_port)
             assert started is not None and started.code == codec.ACCOUNTING_RESPONSE
         time.sleep(3.0)  # the ring timeout has passed: only the calls hold credit now
         again = [
@@ -317,4 +325,18 @@ secret = "testing123"
         ]
     codes = [a.code if a is not None else None for a in again]
     assert codes == [codec.ACCESS_REJECT] * len(users), codes
+    before = {user: balance(dsn, user) for user in users}
+    for n, (user, klass) in enumerate(zip(users, classes, strict=True)):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port:
+            stop = accounting(user, f"call-{n}", 50 + n, klass, stop_after_s=60)
+            stopped = exchange(acct, stop, other_port)
+        assert stopped is not None and stopped.code == codec.ACCOUNTING_RESPONSE
+    for user in users:  # 60 s at 0.06 a minute, charged once, where the session ran
+        assert_ledger(dsn, user, before[user], money("0.06"))
+    # Some of the 16 reached the other worker and were relayed (all on one: 1 in 65,536).
+    _, body = get(f"http://127.0.0.1:{metrics}/metrics")
+    text = body.decode()
+    relayed_out = sum(sample(text, "ocs_radius_relayed_total", direction="out"))
+    assert relayed_out == sum(sample(text, "ocs_radius_relayed_total", direction="in")) > 0
+    assert sum(sample(text, "ocs_radius_relayed_total", direction="handled_here")) == 0
     assert supervisor.stop() == 0

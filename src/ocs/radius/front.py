@@ -749,7 +749,9 @@ class RadiusFront:
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
         relay = self.relay
-        if relay is not None and not getattr(ex.listener, "relayed", False):
+        if relay is not None and getattr(ex.listener, "relayed", False):
+            self.metrics.radius_relayed.labels("in").inc()
+        elif relay is not None:
             admission = _admission_of(packet)
             owner = admission_owner(admission) if admission is not None else None
             if owner is not None and owner != relay.index:
@@ -765,12 +767,14 @@ class RadiusFront:
             reply = await relay.forward(owner, ex.packet.raw, ex.addr, tls=ex.listener.tls)
         except ConnectionError as exc:
             log.debug("radius: accounting handled here, not by worker %d: %s", owner, exc)
+            self.metrics.radius_relayed.labels("handled_here").inc()
             await self._accounting(ex)
             return
         if reply is None:  # not answered in time: nor here, the NAS retransmits
             self._drop["relay_timeout"].inc()
             _log_drop("relay_timeout", ex.client.name, worker=owner)
             return
+        self.metrics.radius_relayed.labels("out").inc()
         self._remember(ex.key, reply)
         self._send(ex.listener, reply, ex.addr)
 
