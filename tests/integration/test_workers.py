@@ -17,6 +17,7 @@ import signal
 import socket
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from test_session_ledger import assert_ledger, balance, money
 from ocs.diameter import codec as dcodec
 from ocs.diameter.codec import avp_address, avp_u32, avp_utf8, encode_avp, encode_message
 from ocs.radius import codec
+from ocs.radius.profiles import CISCO_H323_CONF_ID, VENDOR_CISCO
 
 pytestmark = pytest.mark.integration
 
@@ -245,44 +247,82 @@ enabled = false
     assert single.stop() == 0
 
 
-def accounting(
-    user: str, session: str, identifier: int, klass: bytes | None, *, stop_after_s: int = 0
-) -> bytes:
-    """A Start, or with ``stop_after_s`` the Stop of a session that lasted that long."""
-    attributes = [
-        codec.attr_str(codec.USER_NAME, user),
-        codec.attr_int(codec.ACCT_STATUS_TYPE, 2 if stop_after_s else 1),
-        codec.attr_str(codec.ACCT_SESSION_ID, session),
-        (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
-    ]
-    if stop_after_s:
-        attributes.append(codec.attr_int(codec.ACCT_SESSION_TIME, stop_after_s))
-    if klass is not None:
-        attributes.append((codec.CLASS, klass))
-    return codec.encode_request(
-        codec.ACCOUNTING_REQUEST, identifier, SECRET, attributes, message_authenticator=False
-    )
+@dataclass(frozen=True)
+class Nas:
+    """How a client of one profile names its subscriber and its call."""
+
+    profile: str
+    echoes_class: bool  # else it names the call by h323-conf-id (FreeSWITCH)
+
+    def subscriber(self, n: int) -> tuple[int, bytes]:
+        if self.echoes_class:
+            return codec.attr_str(codec.USER_NAME, f"wk{n}")
+        return codec.attr_str(codec.CALLING_STATION_ID, f"+4144555{n:04d}")
+
+    def call(self, n: int, attempt: int) -> list[tuple[int, bytes]]:
+        if self.echoes_class:
+            return []
+        return [codec.attr_vsa(VENDOR_CISCO, CISCO_H323_CONF_ID, f"conf-{n}-{attempt}".encode())]
+
+    def access(self, n: int, identifier: int, attempt: int = 0) -> bytes:
+        return codec.encode_request(
+            codec.ACCESS_REQUEST,
+            identifier,
+            SECRET,
+            [
+                self.subscriber(n),
+                (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
+                *self.call(n, attempt),
+            ],
+        )
+
+    def accounting(
+        self, n: int, identifier: int, klass: bytes | None, *, stop_after_s: int = 0
+    ) -> bytes:
+        """A Start, or with ``stop_after_s`` the Stop of a session that lasted that long."""
+        attributes = [
+            self.subscriber(n),
+            codec.attr_int(codec.ACCT_STATUS_TYPE, 2 if stop_after_s else 1),
+            codec.attr_str(codec.ACCT_SESSION_ID, f"call-{n}"),
+            (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01"),
+            *self.call(n, 0),
+        ]
+        if stop_after_s:
+            attributes.append(codec.attr_int(codec.ACCT_SESSION_TIME, stop_after_s))
+        if klass is not None:
+            attributes.append((codec.CLASS, klass))
+        return codec.encode_request(
+            codec.ACCOUNTING_REQUEST, identifier, SECRET, attributes, message_authenticator=False
+        )
 
 
 @pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
+@pytest.mark.parametrize(
+    "nas",
+    [Nas("generic", echoes_class=True), Nas("freeswitch", echoes_class=False)],
+    ids=lambda nas: nas.profile,
+)
 def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
-    dsn: str, daemons, tmp_path: Path
+    dsn: str, daemons, tmp_path: Path, nas: Nas
 ) -> None:
     """Each of 8 prepaid accounts (1.00: 1000 s) is admitted (all its credit held by the
-    admission), and its call starts, the Start echoing the Access-Accept's Class from another
-    source port, so the kernel may give it to either worker. Once the admissions' ring
-    timeout (2 s) has passed, the running calls still hold the credit: a second call of each
-    account is refused. (A Start that reached the other worker used to hold nothing there,
-    and the admission's hold went at the ring timeout: a second call was admitted.)"""
+    admission), and its call starts, the Start sent from another source port, so the kernel
+    may give it to either worker; it echoes the Access-Accept's Class (generic), or names the
+    call by h323-conf-id as FreeSWITCH does. Once the admissions' ring timeout (2 s) has
+    passed, the running calls still hold the credit: a second call of each account is
+    refused. (A Start that reached the other worker used to hold nothing there, and the
+    admission's hold went at the ring timeout: a second call was admitted.) Then the calls
+    stop, each charged once, to the micro-unit."""
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
         pytest.skip("redis-server not installed")
     users = [f"wk{n}" for n in range(8)]
     run_ocs("demo", "load", dsn=dsn)
-    for user in users:
+    for n, user in enumerate(users):
         assert run_ocs("account", "create", user, "--tariff", "demo", dsn=dsn).code == 0
-        assert run_ocs("identity", "add", user, "user_name", user, dsn=dsn).code == 0
+        kind, value = ("user_name", user) if nas.echoes_class else ("e164", f"+4144555{n:04d}")
+        assert run_ocs("identity", "add", user, kind, value, dsn=dsn).code == 0
         assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
     auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
     config = write_config(
@@ -303,37 +343,43 @@ acct_listen = ["127.0.0.1:{acct}"]
 [[radius.clients]]
 address = "127.0.0.1"
 secret = "testing123"
+profile = "{nas.profile}"
 """,
     )
     supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
     supervisor.wait_for("workers=2'", timeout=90)
-    classes: list[bytes] = []
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas:
-        for n, user in enumerate(users):
-            accept = exchange(auth, access(user, identifier=n), nas)
+    classes: list[bytes | None] = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas_socket:
+        for n in range(len(users)):
+            accept = exchange(auth, nas.access(n, identifier=n), nas_socket)
             assert accept is not None and accept.code == codec.ACCESS_ACCEPT
             assert accept.get_int(codec.SESSION_TIMEOUT) == 1000
             klass = accept.get(codec.CLASS)
-            assert klass is not None and klass.startswith(b"ocs:w")
+            if nas.echoes_class:
+                assert klass is not None and klass.startswith(b"ocs:w")
+            else:
+                assert klass is None
             classes.append(klass)
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port:
-                started = exchange(acct, accounting(user, f"call-{n}", n, klass), other_port)
+                started = exchange(acct, nas.accounting(n, n, klass), other_port)
             assert started is not None and started.code == codec.ACCOUNTING_RESPONSE
         time.sleep(3.0)  # the ring timeout has passed: only the calls hold credit now
         again = [
-            exchange(auth, access(user, identifier=100 + n), nas) for n, user in enumerate(users)
+            exchange(auth, nas.access(n, identifier=100 + n, attempt=1), nas_socket)
+            for n in range(len(users))
         ]
     codes = [a.code if a is not None else None for a in again]
     assert codes == [codec.ACCESS_REJECT] * len(users), codes
     before = {user: balance(dsn, user) for user in users}
-    for n, (user, klass) in enumerate(zip(users, classes, strict=True)):
+    for n, klass in enumerate(classes):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as other_port:
-            stop = accounting(user, f"call-{n}", 50 + n, klass, stop_after_s=60)
+            stop = nas.accounting(n, 50 + n, klass, stop_after_s=60)
             stopped = exchange(acct, stop, other_port)
         assert stopped is not None and stopped.code == codec.ACCOUNTING_RESPONSE
     for user in users:  # 60 s at 0.06 a minute, charged once, where the session ran
         assert_ledger(dsn, user, before[user], money("0.06"))
-    # Some of the 16 reached the other worker and were relayed (all on one: 1 in 65,536).
+    # Some requests reached a worker other than their call's and were relayed (none of the
+    # 16 accounting requests, nor of the 16 FreeSWITCH Access-Requests: 1 in 65,536).
     _, body = get(f"http://127.0.0.1:{metrics}/metrics")
     text = body.decode()
     relayed_out = sum(sample(text, "ocs_radius_relayed_total", direction="out"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ocs.radius.relay import RelayedListener, WorkerRelay, admission_owner
+from ocs.radius.relay import RelayedListener, WorkerRelay, admission_owner, call_owner
 
 
 @pytest.mark.parametrize(
@@ -121,3 +121,31 @@ async def test_garbage_on_the_socket_is_ignored(tmp_path: Path) -> None:
         assert got == [b"ok"]
     finally:
         there.close()
+
+
+async def test_an_access_request_is_relayed_as_one(tmp_path: Path) -> None:
+    kinds: list[str] = []
+
+    def owner_front(listener: RelayedListener, data: bytes, addr: tuple[str, int], _t: float):
+        kinds.append(listener.kind)
+        listener.transport.sendto(b"accept", addr)
+
+    here, there = WorkerRelay(str(tmp_path), 0, 2), WorkerRelay(str(tmp_path), 1, 2)
+    here.start(lambda *_: None)
+    there.start(owner_front)
+    try:
+        got = await here.forward(1, b"x", ("127.0.0.1", 5), tls=False, kind="auth")
+        assert got == b"accept"
+        assert kinds == ["auth"]
+    finally:
+        here.close()
+        there.close()
+
+
+def test_a_call_has_one_worker() -> None:
+    """The same call key, the same worker (its Access-Requests and its accounting); calls
+    spread over the workers."""
+    assert call_owner(b"conf-1", 4) == call_owner(b"conf-1", 4)
+    owners = {call_owner(f"conf-{n}".encode(), 4) for n in range(64)}
+    assert owners == {0, 1, 2, 3}
+    assert all(call_owner(f"c{n}".encode(), 1) == 0 for n in range(10))

@@ -72,7 +72,7 @@ from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import auth, codec
 from ocs.radius.codec import MalformedPacket, Packet, SharedSecret
 from ocs.radius.profiles import PROFILES, AccountingStyle, ReplySettings
-from ocs.radius.relay import WorkerRelay, admission_owner
+from ocs.radius.relay import WorkerRelay, admission_owner, call_owner
 from ocs.radius.spread import spread_by_identifier
 
 # Looks a stored credential up in the database: (kind, normalized value) → stored form or None.
@@ -86,6 +86,8 @@ ReplyKey = tuple[object, ...]
 STATUS_START, STATUS_STOP, STATUS_INTERIM = 1, 2, 3
 STATUS_ACCOUNTING_ON, STATUS_ACCOUNTING_OFF = 7, 8
 STATUS_FAILED = 15  # RFC 2866 §5.1: a session that never began (a call not answered)
+# What a client without Class relays by its call key (relay.py): admissions and accounting.
+_CALL_CODES = frozenset((codec.ACCESS_REQUEST, codec.ACCOUNTING_REQUEST))
 _STATUS_NAMES = {
     1: "start",
     2: "stop",
@@ -419,6 +421,23 @@ class RadiusFront:
                 self._send(listener, cached[1], addr)
             return
         ex = _Exchange(listener, client, packet, addr, key, arrived)
+        relay = self.relay
+        if relay is not None:
+            if getattr(listener, "relayed", False):
+                self.metrics.radius_relayed.labels("in").inc()
+            elif not client.reply.profile.class_attribute and packet.code in _CALL_CODES:
+                # No Class to name the admission: a call goes to the worker of its call key.
+                call = client.call_key.read_bytes(packet)
+                owner = call_owner(call, relay.count) if call else relay.index
+                if owner != relay.index:
+                    if self._may_wait():
+                        self._replies[key] = (time.monotonic() + self.duplicate_window_s, None)
+                        self._spawn(self._relay(ex, relay, owner, verified=False), key)
+                    return
+        self._dispatch(ex)
+
+    def _dispatch(self, ex: _Exchange) -> None:
+        listener, packet, host = ex.listener, ex.packet, str(ex.addr[0])
         if listener.kind == "auth":
             if packet.code == codec.ACCESS_REQUEST:
                 self._access_request(ex)
@@ -749,26 +768,32 @@ class RadiusFront:
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
         relay = self.relay
-        if relay is not None and getattr(ex.listener, "relayed", False):
-            self.metrics.radius_relayed.labels("in").inc()
-        elif relay is not None:
+        if relay is not None and not getattr(ex.listener, "relayed", False):
             admission = _admission_of(packet)
             owner = admission_owner(admission) if admission is not None else None
             if owner is not None and owner != relay.index:
-                self._spawn(self._relay(ex, relay, owner), ex.key)
+                self._spawn(self._relay(ex, relay, owner, verified=True), ex.key)
                 return
         self._spawn(self._accounting(ex), ex.key)
 
-    async def _relay(self, ex: _Exchange, relay: WorkerRelay, owner: int) -> None:
-        """An Accounting-Request naming another worker's admission: that worker handles it
-        (its hold is there) and its answer goes out from here; if it cannot be reached, it
-        is handled here."""
+    async def _relay(
+        self, ex: _Exchange, relay: WorkerRelay, owner: int, *, verified: bool
+    ) -> None:
+        """A request another worker must handle (an Accounting-Request naming its admission,
+        or a call of its call key): it does, and its answer goes out from here. If it cannot
+        be reached, the request is handled here (``verified``: its authenticator checked)."""
         try:
-            reply = await relay.forward(owner, ex.packet.raw, ex.addr, tls=ex.listener.tls)
+            reply = await relay.forward(
+                owner, ex.packet.raw, ex.addr, tls=ex.listener.tls, kind=ex.listener.kind
+            )
         except ConnectionError as exc:
-            log.debug("radius: accounting handled here, not by worker %d: %s", owner, exc)
+            log.debug("radius: request handled here, not by worker %d: %s", owner, exc)
             self.metrics.radius_relayed.labels("handled_here").inc()
-            await self._accounting(ex)
+            if verified:
+                await self._accounting(ex)
+            else:
+                self._replies.pop(ex.key, None)
+                self._dispatch(ex)
             return
         if reply is None:  # not answered in time: nor here, the NAS retransmits
             self._drop["relay_timeout"].inc()

@@ -17,6 +17,11 @@ request came in (UDP or RadSec), and kept for retransmissions. The owning worker
 as its own (client, secrets, duplicates, ledger), so a session's Start, Interim-Updates and
 Stop all run where its hold is.
 
+A client whose profile echoes no Class (FreeSWITCH's mod_xml_radius) names its call in both
+its Access-Requests and its accounting (h323-conf-id): both go to worker ``crc32(call key) mod
+N``, relayed there from whichever worker the kernel chose. Repeated attempts of one call then
+meet in one worker too.
+
 Failures: a worker that cannot be reached (gone, not started) means the request is handled
 where it came in, as before; one that does not answer within ``timeout_s`` gets no answer
 sent (the NAS retransmits; the ledger knows repeats at any age).
@@ -31,13 +36,15 @@ import os
 import socket
 import struct
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("ocs.radius")
 
 _REQUEST, _ANSWER = b"Q", b"A"
-# Request: kind, correlation, flags (1: TLS), client port, client host length; host; packet.
+# Request: kind, correlation, flags, client port, client host length; host; packet.
+_TLS, _ACCT = 1, 2  # flags: came in over RadSec; on an accounting listener
 _REQUEST_HEAD = struct.Struct("!cIBHB")
 _ANSWER_HEAD = struct.Struct("!cI")
 MAX_WORKERS = 1024
@@ -51,6 +58,12 @@ def admission_owner(admission: str) -> int | None:
     if not sep or not head[1:].isdigit() or len(head) > 5:
         return None
     return int(head[1:])
+
+
+def call_owner(call: bytes, count: int) -> int:
+    """The worker of a call named by a client that echoes no Class: by a hash of its call
+    key, the same for its Access-Requests and its accounting."""
+    return zlib.crc32(call) % count
 
 
 def socket_path(directory: str, index: int) -> str:
@@ -74,13 +87,14 @@ class RelayedListener:
 
     relayed = True
 
-    def __init__(self, tls: bool, reply: _Reply) -> None:
+    def __init__(self, kind: str, tls: bool, reply: _Reply) -> None:
+        self._kind = kind
         self._tls = tls
         self._reply = reply
 
     @property
     def kind(self) -> str:
-        return "acct"
+        return self._kind
 
     @property
     def tls(self) -> bool:
@@ -184,7 +198,8 @@ class WorkerRelay:
         if self._deliver is None or not origin:
             return
         self.relayed_in += 1
-        listener = RelayedListener(bool(flags & 1), _Reply(self, origin, correlation))
+        kind = "acct" if flags & _ACCT else "auth"
+        listener = RelayedListener(kind, bool(flags & _TLS), _Reply(self, origin, correlation))
         self._deliver(listener, packet, (host, port), time.perf_counter())
 
     def answer(self, origin: str, correlation: int, data: bytes) -> None:
@@ -198,7 +213,13 @@ class WorkerRelay:
     # --- out -----------------------------------------------------------------------------------
 
     async def forward(
-        self, target: int, packet: bytes, addr: tuple[str | int, ...], *, tls: bool
+        self,
+        target: int,
+        packet: bytes,
+        addr: tuple[str | int, ...],
+        *,
+        tls: bool,
+        kind: str = "acct",
     ) -> bytes | None:
         """Relay ``packet`` (from client ``addr``) to worker ``target`` and return its answer.
         Raises ``ConnectionError`` when that worker cannot be reached (then handle it here);
@@ -208,7 +229,8 @@ class WorkerRelay:
         host = str(addr[0]).encode("ascii")
         self._next = (self._next + 1) & 0xFFFFFFFF
         correlation = self._next
-        head = _REQUEST_HEAD.pack(_REQUEST, correlation, 1 if tls else 0, int(addr[1]), len(host))
+        flags = (_TLS if tls else 0) | (_ACCT if kind == "acct" else 0)
+        head = _REQUEST_HEAD.pack(_REQUEST, correlation, flags, int(addr[1]), len(host))
         waiting: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._waiting[correlation] = waiting
         try:
