@@ -98,30 +98,59 @@ def sample(text: str, name: str, **labels: str) -> list[float]:
     return found
 
 
-@pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
-def test_auto_runs_a_worker_per_core_as_one_daemon(dsn: str, daemons, tmp_path: Path) -> None:
+def require_redis_server() -> None:
     if shutil.which("redis-server") is None:
         if os.environ.get("CI") == "true":
             pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
         pytest.skip("redis-server not installed")
-    auth, acct, metrics, diameter = free_udp_port(), free_udp_port(), free_port(), free_port()
-    config = write_config(
-        tmp_path / "auto.toml",
+
+
+def daemon_config(
+    path: Path,
+    auth: int,
+    acct: int,
+    metrics: int,
+    *,
+    radius: str = "",
+    client: str = "",
+    extra: str = "",
+) -> Path:
+    """A daemon with workers: RADIUS on loopback for one client, metrics, its own files;
+    ``radius`` and ``client`` add lines to those sections, ``extra`` sections of its own."""
+    return write_config(
+        path,
         f"""
 [daemon]
-lock_file = "{tmp_path / "ocsd.lock"}"
+lock_file = "{path.parent / "ocsd.lock"}"
 [metrics]
 listen = "127.0.0.1:{metrics}"
 [usage]
-spool_file = "{tmp_path / "spool"}"
+spool_file = "{path.parent / "spool"}"
 [radius]
 enabled = true
 auth_listen = ["127.0.0.1:{auth}"]
 acct_listen = ["127.0.0.1:{acct}"]
-spread_access_requests = true
+{radius}
 [[radius.clients]]
 address = "127.0.0.1"
 secret = "testing123"
+{client}
+{extra}
+""",
+    )
+
+
+@pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
+def test_auto_runs_a_worker_per_core_as_one_daemon(dsn: str, daemons, tmp_path: Path) -> None:
+    require_redis_server()
+    auth, acct, metrics, diameter = free_udp_port(), free_udp_port(), free_port(), free_port()
+    config = daemon_config(
+        tmp_path / "auto.toml",
+        auth,
+        acct,
+        metrics,
+        radius="spread_access_requests = true",
+        extra=f"""
 [diameter]
 enabled = true
 listen = ["127.0.0.1:{diameter}"]
@@ -313,10 +342,7 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
     refused. (A Start that reached the other worker used to hold nothing there, and the
     admission's hold went at the ring timeout: a second call was admitted.) Then the calls
     stop, each charged once, to the micro-unit."""
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
-        pytest.skip("redis-server not installed")
+    require_redis_server()
     users = [f"wk{n}" for n in range(8)]
     run_ocs("demo", "load", dsn=dsn)
     for n, user in enumerate(users):
@@ -325,26 +351,13 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
         assert run_ocs("identity", "add", user, kind, value, dsn=dsn).code == 0
         assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
     auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
-    config = write_config(
+    config = daemon_config(
         tmp_path / "calls.toml",
-        f"""
-[daemon]
-lock_file = "{tmp_path / "ocsd.lock"}"
-[metrics]
-listen = "127.0.0.1:{metrics}"
-[usage]
-spool_file = "{tmp_path / "spool"}"
-[grant]
-ring_timeout_s = 2
-[radius]
-enabled = true
-auth_listen = ["127.0.0.1:{auth}"]
-acct_listen = ["127.0.0.1:{acct}"]
-[[radius.clients]]
-address = "127.0.0.1"
-secret = "testing123"
-profile = "{nas.profile}"
-""",
+        auth,
+        acct,
+        metrics,
+        client=f'profile = "{nas.profile}"',
+        extra="[grant]\nring_timeout_s = 2\n",
     )
     supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
     supervisor.wait_for("workers=2'", timeout=90)

@@ -157,6 +157,9 @@ def test_printable_is_bounded() -> None:
     long = printable(b"\x00" * 10_000)
     assert len(long) <= MAX_PRINTABLE_CHARS + 3
     assert long.endswith("...")
+    short = printable(b"\x00" * 10_000, 600)
+    assert len(short) <= 603 and short.endswith("...")
+    assert printable(b"abc\x01", 600) == "abc\\x01"
 
 
 @pytest.mark.parametrize(

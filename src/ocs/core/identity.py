@@ -47,6 +47,10 @@ MAX_IDENTITY_BYTES = 253
 
 # What ``printable`` keeps of a refused value, in characters of its escaped form.
 MAX_PRINTABLE_CHARS = 1024
+# ... of a refused session key or origin: both go into one indexed key (the report's uid,
+# "radius|<origin>|<session>|<report>"), which must stay well below a btree row's ~2,700
+# octets: the fuzzer found two 1,024-character halves making 2,053.
+MAX_PRINTABLE_KEY_CHARS = 600
 
 
 class IdentityError(ValueError):
@@ -144,10 +148,10 @@ def normalize_identity(kind: IdentityKind, value: str) -> str:
     return text
 
 
-def printable(raw: bytes | str) -> str:
+def printable(raw: bytes | str, limit: int = MAX_PRINTABLE_CHARS) -> str:
     """``raw`` as text that PostgreSQL and a terminal take: valid UTF-8 kept, every other byte,
-    control character and backslash escaped (``\\xNN``, ``\\\\``), at most
-    ``MAX_PRINTABLE_CHARS`` characters (cut with ``...``)."""
+    control character and backslash escaped (``\\xNN``, ``\\\\``), at most ``limit``
+    characters (cut with ``...``)."""
     text = raw if isinstance(raw, str) else raw.decode("utf-8", "surrogateescape")
     out: list[str] = []
     size = 0
@@ -164,7 +168,7 @@ def printable(raw: bytes | str) -> str:
         else:
             piece = char
         size += len(piece)
-        if size > MAX_PRINTABLE_CHARS:
+        if size > limit:
             out.append("...")
             break
         out.append(piece)

@@ -57,6 +57,7 @@ from ocs.charging.pipeline import (
 )
 from ocs.core.identity import (
     INTERNATIONAL,
+    MAX_PRINTABLE_KEY_CHARS,
     DialPlan,
     IdentityError,
     IdentityKind,
@@ -884,7 +885,8 @@ class RadiusFront:
         bad_text = _bad_text(raw_session, origin)
         if bad_text is not None:  # the session cannot be keyed in SQL: kept, escaped
             identity = None
-            session_id, origin = printable(raw_session or b""), printable(origin)
+            session_id = printable(raw_session or b"", MAX_PRINTABLE_KEY_CHARS)
+            origin = printable(origin, MAX_PRINTABLE_KEY_CHARS)
         report_key = f"{status_name}|{usage.seconds}|{usage.octets}"
         ref = SessionId("radius", origin, session_id)
         # With the client's Event-Timestamp (the same in every retransmission of the message)
