@@ -208,6 +208,9 @@ class Listener(Protocol):
     def tls(self) -> bool: ...
 
     @property
+    def relayed(self) -> bool: ...  # relayed here by another worker (radius/relay.py)
+
+    @property
     def transport(self) -> _Sends | None: ...
 
 
@@ -227,6 +230,7 @@ class _Listener(asyncio.DatagramProtocol):
     """One UDP socket: bounded queue in, ``sendto`` out."""
 
     tls = False  # RadSec's listeners (radius/radsec.py) say True
+    relayed = False  # the workers' relay's listeners (radius/relay.py) say True
 
     def __init__(self, front: RadiusFront, kind: str) -> None:
         self.front = front
@@ -424,7 +428,7 @@ class RadiusFront:
         ex = _Exchange(listener, client, packet, addr, key, arrived)
         relay = self.relay
         if relay is not None:
-            if getattr(listener, "relayed", False):
+            if listener.relayed:
                 self.metrics.radius_relayed.labels("in").inc()
             elif not client.reply.profile.class_attribute and packet.code in _CALL_CODES:
                 # No Class to name the admission: a call goes to the worker of its call key.
@@ -769,7 +773,7 @@ class RadiusFront:
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
         relay = self.relay
-        if relay is not None and not getattr(ex.listener, "relayed", False):
+        if relay is not None and not ex.listener.relayed:
             admission = _admission_of(packet)
             owner = admission_owner(admission) if admission is not None else None
             if owner is not None and owner != relay.index:

@@ -48,6 +48,7 @@ class _Side:
     """What the front reads of a listener: its kind, TLS, and where replies go."""
 
     tls = True
+    relayed = False
 
     def __init__(self, kind: str, connection: RadSecConnection) -> None:
         self.kind = kind
