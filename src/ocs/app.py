@@ -21,7 +21,6 @@ import socket
 import ssl
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
@@ -1006,9 +1005,12 @@ class Supervisor:
             previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_reload)
             try:
                 self._shared_store()
-                # The workers' relay sockets: a directory of this user's alone (0700).
-                self.relay_dir = tempfile.mkdtemp(prefix="ocs-relay-")
-                self.worker_env[WORKER_RELAY_ENV] = self.relay_dir
+                # The workers' relay sockets: a directory of this user's alone (0700) beside
+                # the lock file, as the local redis's; a start after a crash reuses it.
+                self.relay_dir = f"{self.config.daemon.lock_file}.relay"
+                os.makedirs(self.relay_dir, mode=0o700, exist_ok=True)
+                os.chmod(self.relay_dir, 0o700)
+                self.worker_env[WORKER_RELAY_ENV] = os.path.abspath(self.relay_dir)
                 for index in range(workers):
                     self.children.append(self._spawn(index, ready_w))
                     log.info("worker started index=%d pid=%d", index, self.children[-1].pid)

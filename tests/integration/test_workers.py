@@ -398,4 +398,8 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
     relayed_out = sum(sample(text, "ocs_radius_relayed_total", direction="out"))
     assert relayed_out == sum(sample(text, "ocs_radius_relayed_total", direction="in")) > 0
     assert sum(sample(text, "ocs_radius_relayed_total", direction="handled_here")) == 0
+    relay_dir = tmp_path / "ocsd.lock.relay"
+    assert sorted(p.name for p in relay_dir.iterdir()) == ["w0", "w1"]
+    assert relay_dir.stat().st_mode & 0o777 == 0o700
     assert supervisor.stop() == 0
+    assert not relay_dir.exists()

@@ -11,7 +11,8 @@ A prepaid account could then start a second call on credit the first one was spe
 So the admitting worker puts its index in the admission's name (``w<index>|...``, echoed in
 Class), and a worker that receives, and has authenticated, an Accounting-Request naming
 another worker's admission relays it there: over a Unix datagram socket per worker in a
-directory only the daemon's user can enter (the supervisor makes it and removes it), the
+directory only the daemon's user can enter (``<lock_file>.relay/``: the supervisor makes it
+and removes it), the
 request goes with the client's address, and the answer comes back to be sent from where the
 request came in (UDP or RadSec), and kept for retransmissions. The owning worker handles it
 as its own (client, secrets, duplicates, ledger), so a session's Start, Interim-Updates and
