@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from support import ROOT, run_ocs, write_config
+from test_session_ledger import assert_ledger, balance, money
+from test_workers import require_redis_server, sample
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import Peer, ccr, cer, result_code
@@ -570,3 +572,92 @@ ConnectPeer = "ocs.localdomain" {{ ConnectTo = "127.0.0.1"; Port = {tls_port}; }
                 fd.wait(5)
         fd_log.close()
     assert daemon.stop() == 0
+
+
+def test_radsec_accounting_reaches_the_worker_of_its_admission(
+    dsn: str, daemons, tmp_path: Path, pki: Pki
+) -> None:
+    """Two workers; a RadSec NAS is admitted over one connection, then sends its session's
+    Start, Interim-Updates and Stop over connections of their own, which the kernel spreads
+    over the workers. Those that reach the other worker are relayed to the admitting one and
+    answered over their own TLS connection, correctly signed; the session holds its credit
+    throughout and is charged once."""
+    require_redis_server()
+    radsec, metrics = free_port(), free_port()
+    config = write_config(
+        tmp_path / "ocsd.toml",
+        f"""
+[daemon]
+lock_file = "{tmp_path / "ocsd.lock"}"
+[metrics]
+listen = "127.0.0.1:{metrics}"
+[usage]
+spool_file = "{tmp_path / "usage.spool"}"
+[tls]
+certificate_file = "{pki.server[1]}"
+key_file = "{pki.server[0]}"
+ca_file = "{pki.ca}"
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{free_port(socket.SOCK_DGRAM)}"]
+acct_listen = ["127.0.0.1:{free_port(socket.SOCK_DGRAM)}"]
+tls_listen = ["127.0.0.1:{radsec}"]
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "radsec"
+name = "radsec-nas"
+tls = true
+""",
+    )
+    config.chmod(0o600)
+    supervisor = daemons("--config", str(config), "--load-demo", dsn=dsn, OCS_DAEMON__WORKERS="2")
+    supervisor.wait_for("workers=2'", timeout=90)
+    secret = codec.SharedSecret(b"radsec")
+    context = client_context(pki, pki.nas)
+    before = balance(dsn, "prepaid-ok")
+    access = codec.encode_request(
+        codec.ACCESS_REQUEST, 1, secret, [codec.attr_str(codec.USER_NAME, "prepaid-ok")]
+    )
+    [accepted] = radsec_exchange(radsec, context, [access])
+    accept = codec.parse_packet(accepted)
+    assert accept.code == codec.ACCESS_ACCEPT
+    klass = accept.get(codec.CLASS)
+    assert klass is not None and klass.startswith(b"ocs:w")
+
+    def accounting(identifier: int, status: int, seconds: int) -> bytes:
+        return codec.encode_request(
+            codec.ACCOUNTING_REQUEST,
+            identifier,
+            secret,
+            [
+                codec.attr_str(codec.USER_NAME, "prepaid-ok"),
+                codec.attr_int(codec.ACCT_STATUS_TYPE, status),
+                codec.attr_str(codec.ACCT_SESSION_ID, "radsec-relay-1"),
+                codec.attr_int(codec.ACCT_SESSION_TIME, seconds),
+                (codec.CLASS, klass),
+            ],
+            message_authenticator=False,
+        )
+
+    sent = [accounting(10, 1, 0)] + [accounting(10 + n, 3, 10 * n) for n in range(1, 12)]
+    for request in sent:  # each over a connection of its own
+        [reply] = radsec_exchange(radsec, context, [request])
+        answer = codec.parse_packet(reply)
+        assert answer.code == codec.ACCOUNTING_RESPONSE
+        assert codec.verify_response_authenticator(answer, request[4:20], secret)
+    # Held by the running session, wherever its requests came in.
+    again = codec.encode_request(
+        codec.ACCESS_REQUEST, 2, secret, [codec.attr_str(codec.USER_NAME, "prepaid-ok")]
+    )
+    [refused] = radsec_exchange(radsec, context, [again])
+    assert codec.parse_packet(refused).code == codec.ACCESS_REJECT
+    stop = accounting(40, 2, 120)
+    [stopped] = radsec_exchange(radsec, context, [stop])
+    assert codec.parse_packet(stopped).code == codec.ACCOUNTING_RESPONSE
+    assert_ledger(dsn, "prepaid-ok", before, money("0.12"))  # 120 s at 0.06 a minute
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=10) as page:
+        text = page.read().decode()
+    relayed = sum(sample(text, "ocs_radius_relayed_total", direction="out"))
+    assert relayed == sum(sample(text, "ocs_radius_relayed_total", direction="in")) > 0
+    assert supervisor.stop() == 0
+    assert "Traceback" not in supervisor.output()
