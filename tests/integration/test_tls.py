@@ -135,6 +135,41 @@ class Ports:
     metrics: int
 
 
+def radsec_config(
+    directory: Path, pki: Pki, ports: Ports, *, daemon: str = "", radius: str = "", extra: str = ""
+) -> Path:
+    """A daemon with RadSec for one TLS client (127.0.0.1, secret "radsec"); ``daemon`` and
+    ``radius`` add lines to those sections, ``extra`` what follows the client."""
+    return write_config(
+        directory / "ocsd.toml",
+        f"""
+[daemon]
+lock_file = "{directory / "ocsd.lock"}"
+{daemon}
+[metrics]
+listen = "127.0.0.1:{ports.metrics}"
+[usage]
+spool_file = "{directory / "usage.spool"}"
+[tls]
+certificate_file = "{pki.server[1]}"
+key_file = "{pki.server[0]}"
+ca_file = "{pki.ca}"
+[radius]
+enabled = true
+auth_listen = ["127.0.0.1:{ports.auth}"]
+acct_listen = ["127.0.0.1:{ports.acct}"]
+tls_listen = ["127.0.0.1:{ports.radsec}"]
+{radius}
+[[radius.clients]]
+address = "127.0.0.1"
+secret = "radsec"
+name = "radsec-nas"
+tls = true
+{extra}
+""",
+    )
+
+
 @pytest.fixture
 def tls_daemon(dsn: str, daemons, tmp_path: Path, pki: Pki):
     ports = Ports(
@@ -145,31 +180,13 @@ def tls_daemon(dsn: str, daemons, tmp_path: Path, pki: Pki):
         diameter_tls=free_port(),
         metrics=free_port(),
     )
-    config = write_config(
-        tmp_path / "ocsd.toml",
-        f"""
-[daemon]
-lock_file = "{tmp_path / "ocsd.lock"}"
-graceful_timeout_s = 3
-[metrics]
-listen = "127.0.0.1:{ports.metrics}"
-[usage]
-spool_file = "{tmp_path / "usage.spool"}"
-[tls]
-certificate_file = "{pki.server[1]}"
-key_file = "{pki.server[0]}"
-ca_file = "{pki.ca}"
-[radius]
-enabled = true
-auth_listen = ["127.0.0.1:{ports.auth}"]
-acct_listen = ["127.0.0.1:{ports.acct}"]
-tls_listen = ["127.0.0.1:{ports.radsec}"]
-dictionary = "{ROOT / "dictionaries" / "dictionary"}"
-[[radius.clients]]
-address = "127.0.0.1"
-secret = "radsec"
-name = "radsec-nas"
-tls = true
+    config = radsec_config(
+        tmp_path,
+        pki,
+        ports,
+        daemon="graceful_timeout_s = 3",
+        radius=f'dictionary = "{ROOT / "dictionaries" / "dictionary"}"',
+        extra=f"""
 [[radius.clients]]
 address = "127.0.0.2"
 secret = "testing123"
@@ -583,32 +600,16 @@ def test_radsec_accounting_reaches_the_worker_of_its_admission(
     answered over their own TLS connection, correctly signed; the session holds its credit
     throughout and is charged once."""
     require_redis_server()
-    radsec, metrics = free_port(), free_port()
-    config = write_config(
-        tmp_path / "ocsd.toml",
-        f"""
-[daemon]
-lock_file = "{tmp_path / "ocsd.lock"}"
-[metrics]
-listen = "127.0.0.1:{metrics}"
-[usage]
-spool_file = "{tmp_path / "usage.spool"}"
-[tls]
-certificate_file = "{pki.server[1]}"
-key_file = "{pki.server[0]}"
-ca_file = "{pki.ca}"
-[radius]
-enabled = true
-auth_listen = ["127.0.0.1:{free_port(socket.SOCK_DGRAM)}"]
-acct_listen = ["127.0.0.1:{free_port(socket.SOCK_DGRAM)}"]
-tls_listen = ["127.0.0.1:{radsec}"]
-[[radius.clients]]
-address = "127.0.0.1"
-secret = "radsec"
-name = "radsec-nas"
-tls = true
-""",
+    ports = Ports(
+        auth=free_port(socket.SOCK_DGRAM),
+        acct=free_port(socket.SOCK_DGRAM),
+        radsec=free_port(),
+        diameter=0,
+        diameter_tls=0,
+        metrics=free_port(),
     )
+    radsec, metrics = ports.radsec, ports.metrics
+    config = radsec_config(tmp_path, pki, ports)
     config.chmod(0o600)
     supervisor = daemons("--config", str(config), "--load-demo", dsn=dsn, OCS_DAEMON__WORKERS="2")
     supervisor.wait_for("workers=2'", timeout=90)
