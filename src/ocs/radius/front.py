@@ -430,14 +430,12 @@ class RadiusFront:
         if relay is not None:
             if listener.relayed:
                 self.metrics.radius_relayed.labels("in").inc()
-            elif not client.reply.profile.class_attribute and packet.code in _CALL_CODES:
-                # No Class to name the admission: a call goes to the worker of its call key.
-                call = client.call_key.read_bytes(packet)
-                owner = call_owner(call, relay.count) if call else relay.index
+            else:
+                owner = _owner(client, packet, relay)
                 if owner != relay.index:
                     if self._may_wait():
                         self._replies[key] = (time.monotonic() + self.duplicate_window_s, None)
-                        self._spawn(self._relay(ex, relay, owner, verified=False), key)
+                        self._spawn(self._relay(ex, relay, owner), key)
                     return
         self._dispatch(ex)
 
@@ -772,21 +770,11 @@ class RadiusFront:
         if not self._may_wait():
             return
         self._replies[ex.key] = (time.monotonic() + self.duplicate_window_s, None)
-        relay = self.relay
-        if relay is not None and not ex.listener.relayed:
-            admission = _admission_of(packet)
-            owner = admission_owner(admission) if admission is not None else None
-            if owner is not None and owner != relay.index:
-                self._spawn(self._relay(ex, relay, owner, verified=True), ex.key)
-                return
         self._spawn(self._accounting(ex), ex.key)
 
-    async def _relay(
-        self, ex: _Exchange, relay: WorkerRelay, owner: int, *, verified: bool
-    ) -> None:
-        """A request another worker must handle (an Accounting-Request naming its admission,
-        or a call of its call key): it does, and its answer goes out from here. If it cannot
-        be reached, the request is handled here (``verified``: its authenticator checked)."""
+    async def _relay(self, ex: _Exchange, relay: WorkerRelay, owner: int) -> None:
+        """A request another worker must handle (``_owner``): it does, checks and all, and
+        its answer goes out from here. If it cannot be reached, the request is handled here."""
         try:
             reply = await relay.forward(
                 owner, ex.packet.raw, ex.addr, tls=ex.listener.tls, kind=ex.listener.kind
@@ -794,11 +782,8 @@ class RadiusFront:
         except ConnectionError as exc:
             log.debug("radius: request handled here, not by worker %d: %s", owner, exc)
             self.metrics.radius_relayed.labels("handled_here").inc()
-            if verified:
-                await self._accounting(ex)
-            else:
-                self._replies.pop(ex.key, None)
-                self._dispatch(ex)
+            self._replies.pop(ex.key, None)
+            self._dispatch(ex)
             return
         if reply is None:  # not answered in time: nor here, the NAS retransmits
             self._drop["relay_timeout"].inc()
@@ -1042,6 +1027,22 @@ def _called(client: RadiusClient, packet: Packet) -> CalledNumber | None:
     normalises it by the client's dial plan when an account has a rate plan."""
     raw = packet.get_str(codec.CALLED_STATION_ID)
     return CalledNumber(raw, client.dial_plan) if raw else None
+
+
+def _owner(client: RadiusClient, packet: Packet, relay: WorkerRelay) -> int:
+    """The worker that must handle a request (relay.py): an Accounting-Request naming an
+    admission (its Class) goes to the worker that made it; a client that echoes no Class has
+    its Access-Requests and accounting go to the worker of their call key; else this one."""
+    if client.reply.profile.class_attribute:
+        if packet.code != codec.ACCOUNTING_REQUEST:
+            return relay.index
+        admission = _admission_of(packet)
+        owner = admission_owner(admission) if admission is not None else None
+        return relay.index if owner is None else owner
+    if packet.code not in _CALL_CODES:
+        return relay.index
+    call = client.call_key.read_bytes(packet)
+    return call_owner(call, relay.count) if call else relay.index
 
 
 def _admission_of(packet: Packet) -> str | None:

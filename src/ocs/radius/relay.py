@@ -71,39 +71,27 @@ def socket_path(directory: str, index: int) -> str:
     return os.path.join(directory, f"w{index}")
 
 
-class _Reply:
-    """Where a relayed request's answer goes: back to the worker that relayed it."""
+class RelayedListener:
+    """The listener a relayed request arrived on, as the front sees it (``Listener``): its
+    replies go back to the worker that relayed it."""
 
-    def __init__(self, relay: WorkerRelay, origin: str, correlation: int) -> None:
+    relayed = True
+
+    def __init__(
+        self, kind: str, tls: bool, relay: WorkerRelay, origin: str, correlation: int
+    ) -> None:
+        self.kind = kind
+        self.tls = tls
         self._relay = relay
         self._origin = origin
         self._correlation = correlation
 
+    @property
+    def transport(self) -> RelayedListener:
+        return self
+
     def sendto(self, data: bytes, addr: Any = None, /) -> None:
         self._relay.answer(self._origin, self._correlation, data)
-
-
-class RelayedListener:
-    """The listener a relayed request arrived on, as the front sees it (``Listener``)."""
-
-    relayed = True
-
-    def __init__(self, kind: str, tls: bool, reply: _Reply) -> None:
-        self._kind = kind
-        self._tls = tls
-        self._reply = reply
-
-    @property
-    def kind(self) -> str:
-        return self._kind
-
-    @property
-    def tls(self) -> bool:
-        return self._tls
-
-    @property
-    def transport(self) -> _Reply:
-        return self._reply
 
 
 Deliver = Callable[[RelayedListener, bytes, tuple[str, int], float], None]
@@ -200,7 +188,7 @@ class WorkerRelay:
             return
         self.relayed_in += 1
         kind = "acct" if flags & _ACCT else "auth"
-        listener = RelayedListener(kind, bool(flags & _TLS), _Reply(self, origin, correlation))
+        listener = RelayedListener(kind, bool(flags & _TLS), self, origin, correlation)
         self._deliver(listener, packet, (host, port), time.perf_counter())
 
     def answer(self, origin: str, correlation: int, data: bytes) -> None:
