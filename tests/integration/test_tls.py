@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from support import ROOT, run_ocs, write_config
 from test_session_ledger import assert_ledger, balance, money
-from test_workers import require_redis_server, sample
+from test_workers import sample
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import Peer, ccr, cer, result_code
@@ -599,7 +599,7 @@ def test_radsec_accounting_reaches_the_worker_of_its_admission(
     over the workers. Those that reach the other worker are relayed to the admitting one and
     answered over their own TLS connection, correctly signed; the session holds its credit
     throughout and is charged once."""
-    require_redis_server()
+    require(shutil.which("redis-server"), "redis-server")
     ports = Ports(
         auth=free_port(socket.SOCK_DGRAM),
         acct=free_port(socket.SOCK_DGRAM),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 from support import free_port, run_ocs, write_config
+from test_redis import REDIS_SERVER, require
 from test_session_ledger import assert_ledger, balance, money
 
 from ocs.diameter import codec as dcodec
@@ -98,13 +98,6 @@ def sample(text: str, name: str, **labels: str) -> list[float]:
     return found
 
 
-def require_redis_server() -> None:
-    if shutil.which("redis-server") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("redis-server is required in CI (scripts/install-test-deps.sh)")
-        pytest.skip("redis-server not installed")
-
-
 def daemon_config(
     path: Path,
     auth: int,
@@ -142,7 +135,7 @@ secret = "testing123"
 
 @pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
 def test_auto_runs_a_worker_per_core_as_one_daemon(dsn: str, daemons, tmp_path: Path) -> None:
-    require_redis_server()
+    require(REDIS_SERVER, "redis-server")
     auth, acct, metrics, diameter = free_udp_port(), free_udp_port(), free_port(), free_port()
     config = daemon_config(
         tmp_path / "auto.toml",
@@ -342,7 +335,7 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
     refused. (A Start that reached the other worker used to hold nothing there, and the
     admission's hold went at the ring timeout: a second call was admitted.) Then the calls
     stop, each charged once, to the micro-unit."""
-    require_redis_server()
+    require(REDIS_SERVER, "redis-server")
     users = [f"wk{n}" for n in range(8)]
     run_ocs("demo", "load", dsn=dsn)
     for n, user in enumerate(users):
