@@ -99,6 +99,10 @@ def test_shipped_files_are_valid(name: str) -> None:
             "daemon.workers = 'many' is not allowed: expected \"auto\" or a number from 1 to 64",
         ),
         ({"daemon": {"workers": 0}}, "daemon.workers = 0 is not allowed"),
+        (
+            {"radius": {"spread_access_requests": "yes"}},
+            "radius.spread_access_requests = 'yes' is not allowed",
+        ),
         ({"daemon": {"workers": 65}}, "daemon.workers = 65 is not allowed"),
         (
             {"diameter": {"national_prefix": "0x"}},
