@@ -24,6 +24,10 @@ queued (up to ``batch_max``) in one transaction:
    key), new ones inserted and usage records inserted, one set-based statement each; the
    accounts' snapshots are read back.
 
+Steps 1-2 are one call (``ocs_usage_batch_read``) and step 4 another (``ocs_usage_batch_write``,
+both migration 0061), so a batch costs four round trips with BEGIN and COMMIT, not nine: each
+round trip waits on a busy event loop while the batch holds its locks.
+
 Every caller is answered only after that commit. A batch that PostgreSQL refuses (two daemons
 opening a generation of one key at once, say) is retried one report per transaction, so only a
 report that is bad on its own fails. Waits have bounds: a connection within ``acquire_timeout_s``
@@ -90,68 +94,18 @@ _GENERATION_COLUMNS = (
     "s.billing_increment_s, s.minimum_s, s.price_per_mb_micros, s.connection_fee_micros, "
     "s.price_per_event_micros"
 )
-_LOCK_ACCOUNTS = "SELECT id FROM accounts WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
-_LOCK_GENERATIONS = f"""
-    SELECT {_GENERATION_COLUMNS}
-    FROM sessions s
-    JOIN unnest($1::text[], $2::text[], $3::text[]) AS k(source, origin, session_key)
-      ON (s.source, s.origin, s.session_key) = (k.source, k.origin, k.session_key)
-    ORDER BY s.id
-    FOR UPDATE OF s"""
-_RECORDED = """
-    SELECT u.idempotency_key, u.source, u.origin, u.session_id, u.session_ref, u.report_key,
-           u.wire_key
-    FROM usage_records u
-    WHERE u.idempotency_key = ANY($1::text[])
-       OR (u.session_ref = ANY($2::bigint[]) AND u.report_key = ANY($3::text[]))
-       OR u.wire_key = ANY($4::text[])"""
-# The batch's rows travel as one JSON array of positional arrays (one parameter), not as one
-# array parameter per column: asyncpg encodes an array element by element (4.9 µs of client
-# CPU per generation row of 27 values, measured), json.dumps the same rows in 2.0, and
-# PostgreSQL reads them faster too. Instants travel as integer microseconds since the epoch
-# (``_micros``), exact both ways below 2**53 µs (PostgreSQL multiplies the interval by a
+# The batch's two calls (migration 0061): lock and read, then write and read the snapshots back.
+_READ_BATCH = "SELECT * FROM ocs_usage_batch_read($1, $2, $3, $4, $5, $6, $7)"
+# The batch's rows travel as one JSON array of positional arrays per table (one parameter
+# each), not as one array parameter per column: asyncpg encodes an array element by element
+# (4.9 µs of client CPU per generation row of 27 values, measured), json.dumps the same rows in
+# 2.0, and PostgreSQL reads them faster too. Instants travel as integer microseconds since the
+# epoch (``_micros``), exact both ways below 2**53 µs (PostgreSQL multiplies the interval by a
 # double), that is before the year 2255: every instant written here is near the present.
-_AT = "timestamptz 'epoch' + (({})::bigint * interval '1 microsecond')"
-_INSERT_GENERATIONS = f"""
-    INSERT INTO sessions (source, origin, session_key, generation, account_id, start_ref,
-                          started_at, updated_at, seconds, octets, events, charged, start_key,
-                          start_wire_key, closed_at, close_reason, closed_by_final,
-                          final_number, hold_micros, hold_until, owner,
-                          price_per_minute_micros, billing_increment_s, minimum_s,
-                          price_per_mb_micros, connection_fee_micros, price_per_event_micros,
-                          assumed_seconds)
-    SELECT e->>0, e->>1, e->>2, (e->>3)::int, (e->>4)::bigint, e->>5,
-           {_AT.format("e->>6")}, {_AT.format("e->>6")},
-           (e->>7)::bigint, (e->>8)::bigint, (e->>9)::bigint, (e->>10)::bigint / 1000000.0,
-           e->>11, e->>12, {_AT.format("e->>13")}, e->>14, (e->>15)::boolean,
-           (e->>16)::bigint, (e->>17)::bigint, {_AT.format("e->>18")}, $2,
-           (e->>19)::bigint, (e->>20)::int, (e->>21)::int, (e->>22)::bigint, (e->>23)::bigint,
-           (e->>24)::bigint, (e->>25)::bigint
-    FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS g(e, n)
-    ORDER BY g.n
-    RETURNING id, source, origin, session_key, generation"""
-_UPDATE_GENERATIONS = f"""
-    UPDATE sessions s SET
-        seconds = (e->>1)::bigint, octets = (e->>2)::bigint, events = (e->>3)::bigint,
-        charged = (e->>4)::bigint / 1000000.0, closed_at = {_AT.format("e->>5")},
-        close_reason = e->>6, closed_by_final = (e->>7)::boolean,
-        final_number = (e->>8)::bigint, hold_micros = (e->>9)::bigint,
-        hold_until = {_AT.format("e->>10")}, owner = $2,
-        assumed_seconds = (e->>11)::bigint, updated_at = now()
-    FROM jsonb_array_elements($1::jsonb) AS g(e)
-    WHERE s.id = (e->>0)::bigint"""
-_INSERT_USAGE = f"""
-    INSERT INTO usage_records (account_id, idempotency_key, source, session_id, seconds,
-                               octets, events, amount, occurred_at, session_ref, origin,
-                               report_key, wire_key)
-    SELECT (e->>0)::bigint, e->>1, e->>2, e->>3, (e->>4)::bigint, (e->>5)::bigint,
-           (e->>6)::bigint, (e->>7)::bigint / 1000000.0, {_AT.format("e->>8")},
-           (e->>9)::bigint, e->>10, e->>11, e->>12
-    FROM jsonb_array_elements($1::jsonb) AS g(e)"""
-_SNAPSHOTS = (
-    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
-    "WHERE account_id = ANY($1::bigint[])"
-)
+_WRITE_BATCH = "SELECT * FROM ocs_usage_batch_write($1::jsonb, $2::jsonb, $3::jsonb, $4, $5)"
+# The snapshot columns by name, in the order ``snapshot_from_row`` reads them (the view's own
+# column order differs).
+_SNAPSHOT_NAMES = tuple(c.strip() for c in VERSIONED_SNAPSHOT_COLUMNS.split(","))
 _ZONES = "SELECT id, time_zone FROM accounts WHERE id = ANY($1::bigint[])"
 
 
@@ -166,8 +120,8 @@ _dumps = json.JSONEncoder(separators=(",", ":")).encode  # one batch's rows, as 
 
 
 def _micros(at: datetime | None) -> int | None:
-    """An instant as integer microseconds since the epoch (``_AT`` reads it back exactly); a
-    naive one is taken as UTC, as asyncpg takes it for a timestamptz parameter."""
+    """An instant as integer microseconds since the epoch (migration 0061's SQL reads it back
+    exactly); a naive one is taken as UTC, as asyncpg takes it for a timestamptz parameter."""
     if at is None:
         return None
     if at.tzinfo is None:
@@ -391,29 +345,35 @@ class PostgresAccounts:
         accounts = sorted({r.account_id for r in reports})
         keys = list(dict.fromkeys(_key(r) for r in reports))
         async with self.pool.acquire(timeout=self.acquire_timeout_s) as conn, conn.transaction():
-            await conn.execute(_LOCK_ACCOUNTS, accounts)
             rows = await conn.fetch(
-                _LOCK_GENERATIONS,
+                _READ_BATCH,
+                accounts,
                 [k[0] for k in keys],
                 [k[1] for k in keys],
                 [k[2] for k in keys],
+                [r.entry.uid for r in reports],
+                list({r.entry.report_key for r in reports}),
+                [r.entry.wire_key for r in reports if r.entry.wire_key is not None],
             )
             generations: dict[KeyTuple, list[Generation]] = {k: [] for k in keys}
+            recorded_rows = []
             for row in rows:
-                generations[(row["source"], row["origin"], row["session_key"])].append(
-                    generation_from_row(row)
-                )
+                if row[0] == 0:
+                    generations[(row["source"], row["origin"], row["session_key"])].append(
+                        generation_from_row(row)
+                    )
+                else:
+                    recorded_rows.append(row)
             for found in generations.values():
                 found.sort(key=lambda g: g.generation)
-            recorded = await self._recorded(conn, reports, generations)
+            recorded = self._recorded(recorded_rows, generations)
             plan = self._plan(reports, generations, recorded)
-            await self._apply(conn, plan)
-            snaps = await conn.fetch(_SNAPSHOTS, accounts)
+            snaps = await self._apply(conn, plan, accounts)
         # One snapshot per account, shared by its reports' outcomes (immutable).
-        by_account = {
-            snap["account_id"]: (snapshot_from_row(tuple(snap)), snap["changed_at"])
-            for snap in snaps
-        }
+        by_account = {}
+        for snap in snaps:
+            values = tuple(snap[name] for name in _SNAPSHOT_NAMES)
+            by_account[values[0]] = (snapshot_from_row(values), values[-1])
         outcomes = []
         for report, step in zip(reports, plan.steps, strict=True):
             snapshot, version = by_account.get(report.account_id, (None, None))
@@ -428,27 +388,16 @@ class PostgresAccounts:
             )
         return outcomes
 
-    async def _recorded(
-        self,
-        conn: asyncpg.Connection,
-        reports: list[UsageReport],
-        generations: dict[KeyTuple, list[Generation]],
+    @staticmethod
+    def _recorded(
+        rows: list[Any], generations: dict[KeyTuple, list[Generation]]
     ) -> dict[KeyTuple, Recorded]:
-        refs = [g.ref for found in generations.values() for g in found if g.ref is not None]
-        wire_keys = [r.entry.wire_key for r in reports if r.entry.wire_key is not None]
-        rows = await conn.fetch(
-            _RECORDED,
-            [r.entry.uid for r in reports],
-            refs,
-            list({r.entry.report_key for r in reports}),
-            wire_keys,
-        )
         uids = frozenset(row["idempotency_key"] for row in rows)
         found: dict[KeyTuple, tuple[set[str], set[tuple[int, str]]]] = {
             k: (set(), set()) for k in generations
         }
         for row in rows:
-            key = (row["source"], row["origin"], row["session_id"])
+            key = (row["source"], row["origin"], row["session_key"])
             entry = found.get(key)
             if entry is None:
                 continue
@@ -525,94 +474,98 @@ class PostgresAccounts:
         else:
             plan.changed[changed.ref] = changed
 
-    async def _apply(self, conn: asyncpg.Connection, plan: _Plan) -> None:
-        # Changed generations first: a generation this batch supersedes must be closed before
-        # the one that replaces it is inserted (one open generation per key, a unique index).
-        if plan.changed:
-            changed = [
+    async def _apply(self, conn: asyncpg.Connection, plan: _Plan, accounts: list[int]) -> list[Any]:
+        """Write the plan in one call (``ocs_usage_batch_write``: changed generations first, a
+        superseded one closed before the one that replaces it is inserted; then new ones, then
+        the usage records) and return the accounts' snapshot rows as the writes left them."""
+        changed = [
+            (
+                ref,
+                g.usage.seconds,
+                g.usage.octets,
+                g.usage.events,
+                g.charged,
+                _micros(g.closed_at),
+                g.close_reason,
+                g.closed_by_final,
+                g.final_number,
+                g.hold.amount if g.hold is not None else 0,
+                _micros(g.hold.until) if g.hold is not None else None,
+                g.assumed_seconds,
+            )
+            for ref, g in plan.changed.items()
+        ]
+        made: list[tuple[Any, ...]] = []
+        for key, g in plan.new:
+            hold = g.hold
+            t = g.tariff
+            made.append(
                 (
-                    ref,
+                    key[0],
+                    key[1],
+                    key[2],
+                    g.generation,
+                    g.account_id,
+                    g.start_ref,
+                    _micros(g.started_at),
                     g.usage.seconds,
                     g.usage.octets,
                     g.usage.events,
                     g.charged,
+                    g.start_key,
+                    g.start_wire_key,
                     _micros(g.closed_at),
                     g.close_reason,
                     g.closed_by_final,
                     g.final_number,
-                    g.hold.amount if g.hold is not None else 0,
-                    _micros(g.hold.until) if g.hold is not None else None,
+                    hold.amount if hold is not None else 0,
+                    _micros(hold.until) if hold is not None else None,
+                    t.price_per_minute,
+                    t.billing_increment_s,
+                    t.minimum_s,
+                    t.price_per_mb,
+                    t.connection_fee,
+                    t.price_per_event,
                     g.assumed_seconds,
                 )
-                for ref, g in plan.changed.items()
-            ]
-            await conn.execute(_UPDATE_GENERATIONS, _dumps(changed), self.owner)
+            )
+        lines: list[tuple[Any, ...]] = []
+        for report, ref, step in plan.lines:
+            line = step.line
+            assert line is not None
+            entry = report.entry
+            # A generation made in this call has no id yet: its record names it by the key
+            # (the report's) and its generation number, with the negative placeholder ref.
+            lines.append(
+                (
+                    entry.account_id,
+                    entry.uid,
+                    report.source,
+                    report.session_key,
+                    line.usage.seconds,
+                    line.usage.octets,
+                    line.usage.events,
+                    line.amount,
+                    _micros(line.occurred_at),
+                    ref,
+                    report.origin,
+                    entry.report_key,
+                    entry.wire_key,
+                    plan.new[-ref - 1][1].generation if ref < 0 else None,
+                )
+            )
+        rows = await conn.fetch(
+            _WRITE_BATCH, _dumps(changed), _dumps(made), _dumps(lines), self.owner, accounts
+        )
         real: dict[int, int] = {}
         if plan.new:
-            rows_in: list[tuple[Any, ...]] = []
-            for key, g in plan.new:
-                hold = g.hold
-                t = g.tariff
-                rows_in.append(
-                    (
-                        key[0],
-                        key[1],
-                        key[2],
-                        g.generation,
-                        g.account_id,
-                        g.start_ref,
-                        _micros(g.started_at),
-                        g.usage.seconds,
-                        g.usage.octets,
-                        g.usage.events,
-                        g.charged,
-                        g.start_key,
-                        g.start_wire_key,
-                        _micros(g.closed_at),
-                        g.close_reason,
-                        g.closed_by_final,
-                        g.final_number,
-                        hold.amount if hold is not None else 0,
-                        _micros(hold.until) if hold is not None else None,
-                        t.price_per_minute,
-                        t.billing_increment_s,
-                        t.minimum_s,
-                        t.price_per_mb,
-                        t.connection_fee,
-                        t.price_per_event,
-                        g.assumed_seconds,
-                    )
-                )
-            rows = await conn.fetch(_INSERT_GENERATIONS, _dumps(rows_in), self.owner)
-            made = {
-                (r["source"], r["origin"], r["session_key"], r["generation"]): r["id"] for r in rows
+            ids = {
+                (r["source"], r["origin"], r["session_key"], r["generation"]): r["id"]
+                for r in rows
+                if r[0] == 0
             }
             for n, (key, g) in enumerate(plan.new):
-                real[-(n + 1)] = made[(*key, g.generation)]
-        if plan.lines:
-            lines: list[tuple[Any, ...]] = []
-            for report, ref, step in plan.lines:
-                line = step.line
-                assert line is not None
-                entry = report.entry
-                lines.append(
-                    (
-                        entry.account_id,
-                        entry.uid,
-                        report.source,
-                        report.session_key,
-                        line.usage.seconds,
-                        line.usage.octets,
-                        line.usage.events,
-                        line.amount,
-                        _micros(line.occurred_at),
-                        real.get(ref, ref),
-                        report.origin,
-                        entry.report_key,
-                        entry.wire_key,
-                    )
-                )
-            await conn.execute(_INSERT_USAGE, _dumps(lines))
+                real[-(n + 1)] = ids[(*key, g.generation)]
         # The steps the callers see carry the real row ids.
         for i, step in enumerate(plan.steps):
             generation = step.generation
@@ -621,6 +574,7 @@ class PostgresAccounts:
                 plan.steps[i] = _evolve_step(
                     step, generation=_evolve_generation(final, ref=real[generation.ref])
                 )
+        return [r["snapshot"] for r in rows if r[0] == 1]
 
     # --- the rest of the sink ---------------------------------------------------------------
 
