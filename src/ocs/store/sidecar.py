@@ -2,7 +2,9 @@
 
 Rules of this file:
 - Changes arrive two ways. LISTEN ``ocs_account_changed`` (raised by triggers on every write that
-  matters, by any writer) reloads just those accounts within milliseconds; a poll every
+  matters, by any writer) reloads just those accounts within milliseconds; a usage batch's
+  announcement carries its figures (migration 0062) and is applied to the cached snapshot it
+  follows without a query (``_take_change``). A poll every
   ``refresh_interval_s`` reads the accounts whose ``changed_at`` moved since the last poll (an
   incremental watermark, with a safety margin for long transactions) and catches anything a lost
   notification missed. A successful poll also proves every other entry current, which keeps the
@@ -20,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -35,6 +37,9 @@ from ocs.store.source import DATABASE_ERRORS
 log = logging.getLogger("ocs.sidecar")
 
 WATERMARK_MARGIN = timedelta(seconds=5)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A usage batch's announcement (migration 0062), split on spaces.
+_USAGE_CHANGE_FIELDS = ("account", "raised", "before", "after", "balance", "unbilled", "period")
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 10.0
 
 
@@ -68,6 +73,10 @@ class Sidecar:
         self.listening = asyncio.Event()  # set once changes are being received
         self._healthy = True
         self.changes_applied = 0
+        # Usage announcements taken without a query: applied to the cached snapshot, or
+        # already held (this process's own batch).
+        self.changes_taken = 0
+        self.changes_current = 0
         self._lag = metrics.notification_lag
         self._applied = metrics.changes_applied
 
@@ -119,15 +128,46 @@ class Sidecar:
                 return
             self._wake.set()
             return
-        account, _, stamp = payload.partition(" ")
+        fields = payload.split(" ")
         try:
-            self._changed.add(int(account))
+            account = int(fields[0])
         except ValueError:
             return
-        if stamp:
+        if len(fields) > 1:
             with contextlib.suppress(ValueError):
-                self._lag.set(max(time.time() - float(stamp), 0.0))
+                self._lag.set(max(time.time() - float(fields[1]), 0.0))
+        if len(fields) == len(_USAGE_CHANGE_FIELDS) and self._take_change(account, fields):
+            return
+        self._changed.add(account)
         self._wake.set()
+
+    def _take_change(self, account: int, fields: list[str]) -> bool:
+        """A usage batch's announcement (migration 0062): the account's new balance, unbilled
+        amount and period, with its change stamp before and after. Applied to the cached
+        snapshot when that is the one stamped "before"; nothing to do when the cache already
+        holds "after" (this process wrote the batch). False: re-read the account."""
+        current = self.cache.version(account)
+        if current is None:  # loaded in bulk (no stamp kept) or not cached: read it
+            return False
+        try:
+            before = _EPOCH + timedelta(microseconds=int(fields[2]))
+            after = _EPOCH + timedelta(microseconds=int(fields[3]))
+            balance, unbilled = int(fields[4]), int(fields[5])
+            period = None if fields[6] == "-" else date.fromisoformat(fields[6])
+        except (ValueError, OverflowError):
+            return False
+        if current >= after:
+            self.changes_current += 1
+            return True
+        snapshot = self.cache.get(account)
+        if current != before or snapshot is None:
+            return False
+        changed = snapshot.replace(balance=balance, unbilled=unbilled, unbilled_period=period)
+        self.cache.put(changed, self.charging.clock.mono(), after)
+        self.changes_taken += 1
+        self.changes_applied += 1
+        self._applied.inc()
+        return True
 
     async def _listen_forever(self) -> None:
         backoff = BACKOFF_MIN_S
