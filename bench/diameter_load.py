@@ -11,7 +11,10 @@ for 60 s, so the account's reservations stay small), and on its answer the sessi
 (reporting ``--used-s`` seconds; 0 means nothing to record, so the daemon answers from memory;
 > 0 makes every CCR-T a committed database write). ``--users N`` spreads the sessions over
 the first N accounts that ``bench/seed_accounts.py`` creates (its accepting ones, round robin)
-instead of one ``--user``, so the writes do not all queue for one account's row. Requests
+instead of one ``--user``, so the writes do not all queue for one account's row. Those accounts
+have no tariff unless seeded with ``--charged``: without it every record charges 0, which writes
+the ledger but changes no balance and announces nothing; with it each record charges its
+account and every daemon process hears of it, as in production. Requests
 are pre-encoded templates whose Session-Id, identifiers and User-Name are patched in place,
 so the client spends little per request.
 Prints CCR/s (both kinds counted), pairs/s, p50/p99/max latency per CCR and the Result-Code

@@ -10,6 +10,12 @@ same rules as ``../shared/baseline/freeradius-baseline/schema.sql``:
 
 No tariff (free time): like the baseline, a decision is "credit available > 0", and the
 admission's credit reservation is 0, so a long run does not turn accepts into rejects.
+
+``--charged``: for the usage benchmarks instead (``bench/diameter_load.py --used-s``), give
+every bench account the tariff ``bench-charged`` (0.01 a minute) and 100,000.00 more credit, so
+each usage record charges its account (balance update, announcement to every daemon process),
+as in production, and a long run does not exhaust them. Run it once on a database; it adds the
+credit each time.
 Plain SQL (three set-based statements in one transaction), using the daemon's own config to
 find the database (embedded or DSN) and apply its migrations first:
 
@@ -57,7 +63,22 @@ WHERE a.id = ANY($1::bigint[])
 """
 
 
-async def seed(config_path: str, accounts: int) -> None:
+CHARGED_TARIFF = """
+INSERT INTO tariffs (name, price_per_minute) VALUES ('bench-charged', 0.01)
+ON CONFLICT (name) DO NOTHING
+"""
+CHARGED_ACCOUNTS = """
+UPDATE accounts SET tariff_id = (SELECT id FROM tariffs WHERE name = 'bench-charged')
+WHERE name ~ '^4178[0-9]{7}$'
+"""
+CHARGED_CREDIT = """
+INSERT INTO ledger_entries (account_id, kind, amount, note)
+SELECT id, 'adjustment', 100000, 'bench seed: credit for charged usage'
+FROM accounts WHERE name ~ '^4178[0-9]{7}$'
+"""
+
+
+async def seed(config_path: str, accounts: int, charged: bool = False) -> None:
     config = load_config(config_path)
     started = time.monotonic()
     async with open_database(config.database, apply_migrations=True) as db:
@@ -66,6 +87,10 @@ async def seed(config_path: str, accounts: int) -> None:
             if ids:
                 await conn.execute(ADD_IDENTITIES, ids)
                 await conn.execute(SET_BALANCES, ids)
+            if charged:
+                await conn.execute(CHARGED_TARIFF)
+                await conn.execute(CHARGED_ACCOUNTS)
+                await conn.execute(CHARGED_CREDIT)
         async with db.pool.acquire() as conn:
             summary = await conn.fetchrow(
                 """SELECT count(*) AS n,
@@ -74,7 +99,8 @@ async def seed(config_path: str, accounts: int) -> None:
                    FROM accounts WHERE name ~ '^4178[0-9]{7}$'"""
             )
     print(
-        f"seeded {len(ids)} new accounts; {summary['n']} bench accounts, "
+        f"seeded {len(ids)} new accounts{' (charged)' if charged else ''}; "
+        f"{summary['n']} bench accounts, "
         f"{summary['with_credit']} with credit ({time.monotonic() - started:.1f} s)"
     )
 
@@ -83,10 +109,15 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="the ocsd config file (database section)")
     p.add_argument("--accounts", type=int, default=10_000)
+    p.add_argument(
+        "--charged",
+        action="store_true",
+        help="a priced tariff and more credit for every bench account (usage benchmarks)",
+    )
     args = p.parse_args()
     if not 1 <= args.accounts <= 9_999_999:
         p.error("--accounts must be 1..9999999")
-    asyncio.run(seed(args.config, args.accounts))
+    asyncio.run(seed(args.config, args.accounts, args.charged))
     return 0
 
 
