@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # RADIUS benchmark, side by side on this machine: ocsd (one process, pinned to CPU 0) and the
 # FreeRADIUS baseline (../shared/baseline/freeradius-baseline), same load generator
-# (bench/radius_load.py, C engine, pinned to CPU 1), same 10,000 users 4178%07d, same window.
+# (bench/radius_load.py, C engine, pinned to CPU 1), same 10,000 users 4178%07d, same windows
+# (64 and 256 requests in flight; each server counted at the window where it answered most).
 # Then ocsd with daemon.workers = 2 (SO_REUSEPORT) if this ocsd knows that key.
 #
 #   bench/run_radius_bench.sh                      # full run: medians of 3 x 10 s (about 8 min,

@@ -17,7 +17,11 @@ On one machine the daemons, PostgreSQL, Redis and the clients share the same cor
 summed rate cannot double; the per-request CPU of each tier is what carries over to N machines
 (README, "Scaling out").
 
-    .venv/bin/python bench/two_daemons.py [--rounds 3] [--seconds 8] [--work DIR]
+    .venv/bin/python bench/two_daemons.py [--rounds 3] [--seconds 8] [--work DIR] [--charged]
+
+``--charged`` gives the accounts a priced tariff, so every usage record changes its account's
+balance and is announced to every daemon, as in production; without it they are free and the
+usage phase writes the ledger only.
 """
 
 from __future__ import annotations
@@ -199,6 +203,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument(
+        "--charged",
+        action="store_true",
+        help="seed the accounts with a priced tariff (seed_accounts.py --charged): every "
+        "usage record then changes its account and is announced to every daemon",
+    )
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         print("redis-server is needed (apt-get install redis-server)", file=sys.stderr)
@@ -214,7 +224,8 @@ def main() -> int:
         config_a = lab.config("a", dsn, redis_url, port_a)
         config_b = lab.config("b", dsn, redis_url, port_b)
         subprocess.run(
-            [PY, str(HERE / "seed_accounts.py"), "--config", str(config_a)],
+            [PY, str(HERE / "seed_accounts.py"), "--config", str(config_a)]
+            + (["--charged"] if args.charged else []),
             check=True,
             stdout=subprocess.DEVNULL,
         )
