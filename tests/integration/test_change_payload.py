@@ -113,16 +113,23 @@ async def settled(listeners: list[Listener], done: Callable[[Listener], bool]) -
     raise AssertionError("the announcement was not applied within 2 s")
 
 
+async def first_change(setup: Any) -> tuple[Any, PostgresAccounts, list[Listener], int, Any]:
+    """A first usage batch on ``postpaid``, applied by both listeners (which stamps their
+    entries): the state each test starts from."""
+    pool, writer, listeners = setup
+    account = await account_id(pool, "postpaid")
+    first = await writer.record(report(account, "call-1", 60))
+    await settled(listeners, lambda x: x.cache.version(account) == first.version)
+    return pool, writer, listeners, account, first
+
+
 def micros(at: datetime) -> int:
     return (at - EPOCH) // timedelta(microseconds=1)
 
 
 async def test_a_cached_snapshot_takes_a_usage_change_without_a_query(setup: Any) -> None:
-    pool, writer, listeners = setup
-    account = await account_id(pool, "postpaid")
-    first = await writer.record(report(account, "call-1", 60))
+    pool, writer, listeners, account, first = await first_change(setup)
     assert first.charged == 6_000
-    await settled(listeners, lambda x: x.cache.version(account) == first.version)
     truth = await row(pool, account)
     for x in listeners:
         assert x.cache.get(account) == snapshot_from_row(truth)
@@ -162,10 +169,7 @@ async def test_an_entry_without_a_stamp_is_re_read(setup: Any) -> None:
 async def test_a_change_of_another_kind_in_between_is_read_and_the_next_usage_follows_it(
     setup: Any,
 ) -> None:
-    pool, writer, listeners = setup
-    account = await account_id(pool, "postpaid")
-    first = await writer.record(report(account, "call-1", 60))
-    await settled(listeners, lambda x: x.cache.version(account) == first.version)
+    pool, writer, listeners, account, _first = await first_change(setup)
     await pool.execute("UPDATE accounts SET credit_limit = credit_limit + 7 WHERE id = $1", account)
     truth = await row(pool, account)
     await settled(listeners, lambda x: x.cache.version(account) == truth[-1])
@@ -181,10 +185,7 @@ async def test_a_change_of_another_kind_in_between_is_read_and_the_next_usage_fo
 
 
 async def test_a_cache_that_missed_a_change_re_reads_the_account(setup: Any) -> None:
-    pool, writer, listeners = setup
-    account = await account_id(pool, "postpaid")
-    first = await writer.record(report(account, "call-1", 60))
-    await settled(listeners, lambda x: x.cache.version(account) == first.version)
+    pool, writer, listeners, account, first = await first_change(setup)
     # The second process holds an older row than the one the next batch changes (as if it had
     # missed an announcement): the batch's figures must not be laid over it.
     behind = listeners[1]
@@ -205,10 +206,7 @@ async def test_a_cache_that_missed_a_change_re_reads_the_account(setup: Any) -> 
 
 
 async def test_the_writing_process_already_holds_its_own_change(setup: Any) -> None:
-    pool, writer, listeners = setup
-    account = await account_id(pool, "postpaid")
-    first = await writer.record(report(account, "call-1", 60))
-    await settled(listeners, lambda x: x.cache.version(account) == first.version)
+    pool, writer, listeners, account, first = await first_change(setup)
     own = listeners[0]
     taken, current, reads = own.sidecar.changes_taken, own.sidecar.changes_current, own.reads()
     second = await writer.record(report(account, "call-2", 30))
@@ -247,10 +245,7 @@ async def test_the_writing_process_already_holds_its_own_change(setup: Any) -> N
 async def test_an_announcement_it_cannot_read_makes_it_re_read_the_account(
     setup: Any, payload: str
 ) -> None:
-    pool, writer, listeners = setup
-    account = await account_id(pool, "postpaid")
-    first = await writer.record(report(account, "call-1", 60))
-    await settled(listeners, lambda x: x.cache.version(account) == first.version)
+    pool, _writer, listeners, account, _first = await first_change(setup)
     x = listeners[0]
     taken, reads = x.sidecar.changes_taken, x.reads()
     x.sidecar._on_notify(None, 0, "ocs_account_changed", payload.format(a=account))
