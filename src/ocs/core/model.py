@@ -138,6 +138,19 @@ class Tariff:
 FREE_TARIFF = Tariff()
 
 
+def tariff_values(tariff: Tariff) -> tuple[int, int, int, int, int, int]:
+    """A tariff's prices in declaration order, as the store writes them in rows and the spool
+    in its records (``Tariff(*values)`` reads them back)."""
+    return (
+        tariff.price_per_minute,
+        tariff.billing_increment_s,
+        tariff.minimum_s,
+        tariff.price_per_mb,
+        tariff.connection_fee,
+        tariff.price_per_event,
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimit:
     """An account's bandwidth limit for data sessions, in kilobits (1000 bits) per second as

@@ -21,7 +21,7 @@ from ocs.charging.pipeline import (
     UsageReport,
 )
 from ocs.core.ledger import Counting, Generation, Hold, Report, ReportKind
-from ocs.core.model import AccountSnapshot, Tariff, Usage
+from ocs.core.model import AccountSnapshot, Tariff, Usage, tariff_values
 from ocs.metrics import Metrics
 from ocs.store.accounts import zone
 from ocs.store.source import PostgresAccounts
@@ -45,7 +45,6 @@ def _parse_time(value: str | None) -> datetime | None:
 def report_to_record(report: UsageReport) -> dict[str, Any]:
     """A report as one JSON object of the spool (everything the ledger needs to replay it)."""
     e = report.entry
-    t = e.tariff
     return {
         "v": 2,
         "source": report.source,
@@ -57,14 +56,7 @@ def report_to_record(report: UsageReport) -> dict[str, Any]:
         "report_key": e.report_key,
         "received_at": e.received_at.isoformat(),
         "time_zone": _zone_name(e.time_zone),
-        "tariff": [
-            t.price_per_minute,
-            t.billing_increment_s,
-            t.minimum_s,
-            t.price_per_mb,
-            t.connection_fee,
-            t.price_per_event,
-        ],
+        "tariff": list(tariff_values(e.tariff)),
         "seconds": e.usage.seconds,
         "octets": e.usage.octets,
         "events": e.usage.events,

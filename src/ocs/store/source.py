@@ -52,7 +52,7 @@ from ocs.charging.pipeline import (
 )
 from ocs.core.identity import IdentityKind
 from ocs.core.ledger import Generation, Hold, Recorded, ReportKind, Step, apply_report
-from ocs.core.model import AccountSnapshot, Usage
+from ocs.core.model import AccountSnapshot, Usage, tariff_values
 from ocs.core.money import to_decimal
 from ocs.core.trusted import trusted_replacer
 from ocs.metrics import Metrics
@@ -498,7 +498,6 @@ class PostgresAccounts:
         made: list[tuple[Any, ...]] = []
         for key, g in plan.new:
             hold = g.hold
-            t = g.tariff
             made.append(
                 (
                     key[0],
@@ -520,12 +519,7 @@ class PostgresAccounts:
                     g.final_number,
                     hold.amount if hold is not None else 0,
                     _micros(hold.until) if hold is not None else None,
-                    t.price_per_minute,
-                    t.billing_increment_s,
-                    t.minimum_s,
-                    t.price_per_mb,
-                    t.connection_fee,
-                    t.price_per_event,
+                    *tariff_values(g.tariff),
                     g.assumed_seconds,
                 )
             )
