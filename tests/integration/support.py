@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ocs.radius import codec
 
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,3 +196,17 @@ def create_token(dsn: str, operator: str, *extra: str) -> str:
     made = run_ocs("api-token", "create", operator, *extra, dsn=dsn)
     assert made.code == 0, made.err
     return made.out.strip().splitlines()[0]
+
+
+def exchange(
+    port: int, packet: bytes, sock: socket.socket, timeout_s: float = 3.0
+) -> codec.Packet | None:
+    """Send a RADIUS request to 127.0.0.1:``port`` from ``sock`` and read its answer (None if
+    none comes within ``timeout_s``)."""
+    sock.settimeout(timeout_s)
+    sock.sendto(packet, ("127.0.0.1", port))
+    try:
+        data, _ = sock.recvfrom(4096)
+    except TimeoutError:
+        return None
+    return codec.parse_packet(data)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import BIN, ROOT, run_ocs, write_config
+from support import BIN, ROOT, exchange, run_ocs, write_config
 
 from ocs.radius import codec
 
@@ -87,13 +87,7 @@ def access(port: int, secret: bytes, user: str = "postpaid") -> codec.Packet | N
         [codec.attr_str(codec.USER_NAME, user), (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01")],
     )
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(2.0)
-        sock.sendto(packet, ("127.0.0.1", port))
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
-    return codec.parse_packet(data)
+        return exchange(port, packet, sock, timeout_s=2.0)
 
 
 def used_metric_names() -> dict[str, set[str]]:

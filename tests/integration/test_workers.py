@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import free_port, run_ocs, write_config
+from support import exchange, free_port, run_ocs, write_config
 from test_redis import REDIS_SERVER, require
 from test_session_ledger import assert_ledger, balance, money
 
@@ -48,16 +48,6 @@ def access(user: str, identifier: int) -> bytes:
         SECRET,
         [codec.attr_str(codec.USER_NAME, user), (codec.NAS_IP_ADDRESS, b"\x7f\x00\x00\x01")],
     )
-
-
-def exchange(port: int, packet: bytes, sock: socket.socket) -> codec.Packet | None:
-    sock.settimeout(3.0)
-    sock.sendto(packet, ("127.0.0.1", port))
-    try:
-        data, _ = sock.recvfrom(4096)
-    except TimeoutError:
-        return None
-    return codec.parse_packet(data)
 
 
 def cer(host: str) -> bytes:
