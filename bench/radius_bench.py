@@ -991,13 +991,24 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _windows(text: str) -> list[int]:
+    """``--inflight``: windows as "64,256", each a whole number of at least 1."""
+    try:
+        windows = [int(w) for w in text.split(",")]
+    except ValueError:
+        windows = []
+    if not windows or min(windows) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: windows are whole numbers >= 1, as 64,256")
+    return windows
+
+
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description="ocsd vs FreeRADIUS RADIUS benchmark")
     p.add_argument("--runs", type=int, default=3, help="runs per measurement (median)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of one run")
     p.add_argument(
         "--inflight",
-        type=lambda text: [int(w) for w in text.split(",")],
+        type=_windows,
         default=[64, 256],
         help="windows at saturation, comma-separated (each measured; the best counts)",
     )
