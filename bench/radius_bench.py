@@ -129,6 +129,17 @@ def cpu_ticks(pids: list[int]) -> int:
     return total
 
 
+def cpu_split(before: dict[int, int], after: dict[int, int], wall: float) -> list[float]:
+    """Each process's CPU between two ``cpu_ticks_by_pid`` readings, in % of one core, busiest
+    first, the ones under 1 % left out: how evenly the kernel spread the load over workers."""
+    shares = [100.0 * (after[p] - before.get(p, 0)) / CLK_TCK / wall for p in after]
+    return sorted((round(x, 1) for x in shares if x >= 1.0), reverse=True)
+
+
+def cpu_ticks_by_pid(pids: list[int]) -> dict[int, int]:
+    return {pid: cpu_ticks([pid]) for pid in pids}
+
+
 def machine_busy_ticks() -> tuple[int, int]:
     """(busy, total) ticks over all CPUs from /proc/stat."""
     cpu = machine_ticks()
@@ -337,6 +348,7 @@ class Bench:
         udp_before = udp_counters()
         m0 = machine_ticks()
         cpu0 = cpu_ticks(pids)
+        by_pid0 = cpu_ticks_by_pid(pids)
         t0 = time.monotonic()
         extra = ["--seconds", str(self.args.seconds)]
         if rate:
@@ -348,6 +360,7 @@ class Bench:
         report = self.generate(server, extra)
         wall = time.monotonic() - t0
         cpu1 = cpu_ticks(pids)
+        by_pid1 = cpu_ticks_by_pid(pids)
         m1 = machine_ticks()
         udp_after = udp_counters()
         per_port_after = [scrape_one(port) for port in server.metrics_ports]
@@ -360,6 +373,7 @@ class Bench:
             kind=kind,
             warmup={k: warm[k] for k in ("sent", "answered", "timeouts", "throughput")},
             server_cpu_pct=server_pct,
+            server_cpu_split=cpu_split(by_pid0, by_pid1, wall),
             machine_busy_pct=machine["busy"],
             interrupts_pct=machine["interrupts"],
             steal_pct=machine["steal"],
@@ -692,7 +706,7 @@ secret = "{SECRET}"
             raise RuntimeError(f"generator selftest failed: {selftest.stdout}{selftest.stderr}")
         if a.wait_quiet:
             wait_quiet(a.wait_quiet)
-        self.results["_meta"] = meta()
+        self.results["_meta"] = meta(self.args.accounts)
         half_rate: float | None = a.half_rate or None
         n_cpus = os.cpu_count() or 1
         pinned = n_cpus >= 2
@@ -831,8 +845,9 @@ def wait_quiet(limit_s: float, busy_pct: float = 30.0) -> None:
         log(f"machine {busy:.0f} % busy with other work: waiting")
 
 
-def meta() -> dict[str, Any]:
-    """What was measured: the commit, uncommitted source changes, machine and its load."""
+def meta(accounts: int) -> dict[str, Any]:
+    """What was measured: the commit, uncommitted source changes, the accounts the load
+    generator asks for, machine and its load."""
 
     def git(*cmd: str) -> str:
         r = subprocess.run(
@@ -842,6 +857,7 @@ def meta() -> dict[str, Any]:
 
     return {
         "commit": git("rev-parse", "--short", "HEAD"),
+        "accounts": accounts,
         "uncommitted": git("status", "--short", "src").splitlines(),
         "cpus": os.cpu_count(),
         "loadavg_at_start": Path("/proc/loadavg").read_text().split()[:3],
@@ -930,7 +946,8 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     meta = results.get("_meta", {})
     dirty = " + uncommitted src changes" if meta.get("uncommitted") else ""
     lines = [
-        f"RADIUS Access-Request benchmark, warm cache, 4178%07d accounts; commit "
+        f"RADIUS Access-Request benchmark, warm cache, {meta.get('accounts', 0):,} accounts "
+        f"({USER_PATTERN % 1} up); commit "
         f"{meta.get('commit', '?')}{dirty}, {meta.get('started', '')}.",
         "Medians of the runs; CPU in % of one core; 'others': process CPU used by other work "
         "on the machine meanwhile (noise).",
@@ -944,6 +961,20 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
             )
             for name, r in results.items()
             if not name.startswith("_") and len(r.get("saturation_by_window", {})) > 1
+        ],
+        "",
+        "Each saturation run: req/s, CPU µs per request, and each server process's CPU in % of "
+        "one core (with workers: how evenly the kernel's hash spread the generator's sockets):",
+        *[
+            f"  {name}: "
+            + "; ".join(
+                f"{x['throughput']:.0f}/s {x['server_cpu_pct'] * 1e4 / x['throughput']:.1f} µs "
+                f"[{' '.join(f'{c:.0f}' for c in x.get('server_cpu_split', []))}]"
+                for x in r["saturation_runs"]
+                if x["throughput"]
+            )
+            for name, r in results.items()
+            if not name.startswith("_") and "saturation_runs" in r
         ],
         "",
         "Latency at a paced rate (open loop; 'half' = half the ocsd-1p saturation):",
