@@ -10,6 +10,8 @@ from datetime import UTC, date, datetime, tzinfo
 from enum import StrEnum
 from typing import Any
 
+from ocs.core.trusted import trusted_replacer
+
 
 class AccountStatus(StrEnum):
     ACTIVE = "active"
@@ -239,6 +241,8 @@ _TERM_FIELDS = (
     "rate_limit",
     "rate_plan_id",
 )
+_CHARGE_FIELDS = frozenset(("balance", "unbilled", "unbilled_period"))
+_evolve_terms = trusted_replacer(AccountTerms)  # the rest of the terms is valid already
 
 
 class AccountSnapshot:
@@ -321,6 +325,8 @@ class AccountSnapshot:
 
     def replace(self, **changes: Any) -> "AccountSnapshot":
         """A copy with some fields changed (as ``dataclasses.replace``)."""
+        if changes.keys() <= _CHARGE_FIELDS:
+            return self._charged(changes)
         values: dict[str, Any] = {
             "account_id": self.account_id,
             "name": self.name,
@@ -330,14 +336,22 @@ class AccountSnapshot:
         unknown = set(changes) - set(values)
         if unknown:
             raise TypeError(f"AccountSnapshot has no field(s) {sorted(unknown)}")
-        if set(changes) <= {"balance"} and "balance" in changes:
-            # The common case (usage charged locally): keep sharing the terms.
-            _require_int("balance", changes["balance"])
-            return AccountSnapshot.trusted(
-                self.account_id, self.name, changes["balance"], self.terms
-            )
         values.update(changes)
         return AccountSnapshot(**values)
+
+    def _charged(self, changes: dict[str, Any]) -> "AccountSnapshot":
+        """``replace`` of what charging changes (the balance; the unbilled amount and its
+        period), done once per charged record in every process: the terms stay shared when
+        the unbilled figures did not change, and are copied, not rebuilt, when they did."""
+        balance = changes.get("balance", self.balance)
+        _require_int("balance", balance)
+        terms = self.terms
+        unbilled = changes.get("unbilled", terms.unbilled)
+        period = changes.get("unbilled_period", terms.unbilled_period)
+        if unbilled != terms.unbilled or period != terms.unbilled_period:
+            _require_int("unbilled", unbilled)
+            terms = _evolve_terms(terms, unbilled=unbilled, unbilled_period=period)
+        return AccountSnapshot.trusted(self.account_id, self.name, balance, terms)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"AccountSnapshot is immutable (cannot set {name})")
