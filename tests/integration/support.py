@@ -199,10 +199,13 @@ def create_token(dsn: str, operator: str, *extra: str) -> str:
 
 
 def exchange(
-    port: int, packet: bytes, sock: socket.socket, timeout_s: float = 3.0
+    port: int, packet: bytes, sock: socket.socket | None = None, timeout_s: float = 3.0
 ) -> codec.Packet | None:
-    """Send a RADIUS request to 127.0.0.1:``port`` from ``sock`` and read its answer (None if
-    none comes within ``timeout_s``)."""
+    """Send a RADIUS request to 127.0.0.1:``port`` from ``sock`` (a new socket of its own
+    when None) and read its answer (None if none comes within ``timeout_s``)."""
+    if sock is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as own:
+            return exchange(port, packet, own, timeout_s)
     sock.settimeout(timeout_s)
     sock.sendto(packet, ("127.0.0.1", port))
     try:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, write_config
+from support import ROOT, exchange, write_config
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import Peer, ccr, result_code
@@ -97,17 +97,6 @@ origin_host = "*.localdomain"
     assert "Traceback" not in out
     assert "database unavailable" not in out
     assert "CharacterNotInRepertoire" not in out
-
-
-def exchange(port: int, packet: bytes, timeout: float = 3.0) -> codec.Packet | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(packet, ("127.0.0.1", port))
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
-    return codec.parse_packet(data)
 
 
 def access(name: bytes, identifier: int) -> bytes:

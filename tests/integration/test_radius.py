@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, run_ocs, write_config
+from support import ROOT, exchange, run_ocs, write_config
 
 from ocs.radius import codec
 
@@ -53,17 +53,6 @@ secret = "testing123"
     yield auth, acct, daemon
     assert daemon.stop() == 0
     assert "Traceback" not in daemon.output()
-
-
-def exchange(port: int, packet: bytes, timeout: float = 3.0) -> codec.Packet | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(packet, ("127.0.0.1", port))
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
-    return codec.parse_packet(data)
 
 
 def access(user: str, identifier: int = 1) -> bytes:

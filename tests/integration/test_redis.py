@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from support import ROOT, real_clock_env, run_ocs, write_config
+from support import ROOT, exchange, real_clock_env, run_ocs, write_config
 
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging, UsageOutcome, UsageReport
@@ -550,17 +550,6 @@ async def test_two_instances_share_figures_through_a_redis_cluster(redis_cluster
 # --- two daemons ---------------------------------------------------------------------------------
 
 SECRET = codec.SharedSecret(b"testing123")
-
-
-def exchange(port: int, packet: bytes, timeout: float = 3.0) -> codec.Packet | None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(timeout)
-        sock.sendto(packet, ("127.0.0.1", port))
-        try:
-            data, _ = sock.recvfrom(4096)
-        except TimeoutError:
-            return None
-    return codec.parse_packet(data)
 
 
 def access(user: str, identifier: int) -> bytes:
