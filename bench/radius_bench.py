@@ -347,8 +347,8 @@ class Bench:
         metrics_before = sum_samples(per_port_before)
         udp_before = udp_counters()
         m0 = machine_ticks()
-        cpu0 = cpu_ticks(pids)
         by_pid0 = cpu_ticks_by_pid(pids)
+        cpu0 = sum(by_pid0.values())
         t0 = time.monotonic()
         extra = ["--seconds", str(self.args.seconds)]
         if rate:
@@ -359,8 +359,8 @@ class Bench:
             extra += ["--inflight", str(window or self.args.inflight[0])]
         report = self.generate(server, extra)
         wall = time.monotonic() - t0
-        cpu1 = cpu_ticks(pids)
         by_pid1 = cpu_ticks_by_pid(pids)
+        cpu1 = sum(by_pid1.values())
         m1 = machine_ticks()
         udp_after = udp_counters()
         per_port_after = [scrape_one(port) for port in server.metrics_ports]
