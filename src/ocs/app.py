@@ -450,6 +450,7 @@ class Daemon:
             charging=self.charging,
             clients=clients,
             metrics=self.metrics,
+            queue_size=cfg.queue_size,
             duplicate_window_s=cfg.duplicate_window_s,
             max_pending=cfg.max_pending,
             receive_buffer_bytes=cfg.receive_buffer_bytes,
@@ -463,7 +464,7 @@ class Daemon:
             # Accounting naming another worker's admission goes to that worker (relay.py).
             relay = WorkerRelay(relay_dir, self.worker_index, self.worker_count)
             try:
-                relay.start(self.radius.receive)
+                relay.start(self.radius.enqueue)
             except OSError as exc:
                 raise DaemonError(f"cannot open the worker relay socket: {exc}") from exc
             self.radius.relay = relay
@@ -1162,8 +1163,6 @@ def main(config: Config, *, config_path: str | None, load_demo: bool, worker: in
         warning = permission_warning(config.source)
         if warning is not None:
             log.warning(warning)
-        for retired in config.retired:
-            log.warning("config file %s sets a retired key: %s", config.source, retired)
     try:
         if worker is None:
             count = resolve_workers(config)

@@ -27,7 +27,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from ocs.core.model import GrantLimits
 from ocs.core.money import AmountError, parse_amount
@@ -366,6 +366,11 @@ class RadiusConfig:
         "",
         'ISO 4217 code sent as h323-currency beside h323-credit-amount ("": none).',
         check=check_currency,
+    )
+    queue_size: int = _spec(
+        4096,
+        "Datagrams waiting per listener; more are dropped and counted.",
+        check=_range(1, 1_000_000),
     )
     receive_buffer_bytes: int = _spec(
         4 * 1024 * 1024,
@@ -750,20 +755,6 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     cdr: CdrConfig = field(default_factory=CdrConfig)
     source: str = field(default="built-in defaults", compare=False)
-    # Retired keys the file still sets (each with what replaced it): the daemon warns at start.
-    retired: tuple[str, ...] = field(default=(), compare=False)
-
-
-# Keys that were once valid: a file that sets one still loads, and the daemon says what to do.
-RETIRED_KEYS: Final = {
-    "radius.queue_size": (
-        "it has no effect: datagrams wait in the socket's receive buffer "
-        "(radius.receive_buffer_bytes), and what the kernel drops there is counted "
-        'as ocs_dropped_packets_total{cause="receive_buffer_full"}; remove the line'
-    ),
-}
-# Config fields that describe the file rather than set anything.
-META_FIELDS: Final = frozenset(("source", "retired"))
 
 
 class ConfigError(Exception):
@@ -822,9 +813,9 @@ def _convert(key: str, tp: Any, value: Any, problems: list[str], *, secret: bool
 
 def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in META_FIELDS}
+    known = {f.name for f in dataclasses.fields(cls) if f.init and f.name != "source"}
     for name in data:
-        if name not in known and f"{prefix}{name}" not in RETIRED_KEYS:
+        if name not in known:
             problems.append(
                 f"{prefix}{name} is not a known key (known here: {', '.join(sorted(known))})"
             )
@@ -832,7 +823,7 @@ def _build(cls: type[Any], data: Mapping[str, Any], prefix: str, problems: list[
     for f in dataclasses.fields(cls):
         if f.metadata.get("required") and f.name not in data:
             problems.append(f"{prefix}{f.name} is required: {f.metadata.get('doc', '')}")
-        if f.name not in data or f.name in META_FIELDS:
+        if f.name not in data or f.name == "source":
             continue
         key = f"{prefix}{f.name}"
         raw = data[f.name]
@@ -909,7 +900,7 @@ def _section_fields() -> dict[str, dict[str, Any]]:
     hints = typing.get_type_hints(Config)
     out: dict[str, dict[str, Any]] = {}
     for f in dataclasses.fields(Config):
-        if f.name in META_FIELDS:
+        if f.name == "source":
             continue
         section = hints[f.name]
         out[f.name] = typing.get_type_hints(section)
@@ -990,12 +981,7 @@ def parse_config(data: Mapping[str, Any], env: Mapping[str, str], source: str) -
         )
     if problems:
         raise ConfigError(problems, source)
-    retired = tuple(
-        f"{key} ({why})"
-        for key, why in RETIRED_KEYS.items()
-        if key.partition(".")[2] in (merged.get(key.partition(".")[0]) or {})
-    )
-    result: Config = dataclasses.replace(config, source=source, retired=retired)
+    result: Config = dataclasses.replace(config, source=source)
     return result
 
 
@@ -1128,7 +1114,7 @@ def iter_keys(cls: type[Any] = Config, prefix: str = "") -> list[tuple[str, Any,
     out: list[tuple[str, Any, str]] = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in META_FIELDS:
+        if f.name == "source":
             continue
         tp = hints[f.name]
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):

@@ -50,7 +50,7 @@ DROP_CAUSES = (
     "proxy_state_without_message_authenticator",
     "malformed",
     "wrong_code",
-    "receive_buffer_full",  # the kernel dropped it: the socket's receive buffer was full
+    "queue_full",
     "too_many_pending",
     "duplicate_in_progress",
     "database_unavailable",

@@ -47,7 +47,6 @@ enabled = true
 auth_listen = ["127.0.0.1:{auth}"]
 acct_listen = ["127.0.0.1:{acct}"]
 dictionary = "{ROOT / "dictionaries" / "dictionary"}"
-queue_size = 4096  # retired: the file still loads, and the daemon says so at start
 [[radius.clients]]
 address = "127.0.0.0/8"
 secret = "{secret}"
@@ -84,7 +83,6 @@ def test_secrets_stay_out_of_logs_status_and_errors(dsn: str, daemons, tmp_path:
     out = proc.wait_for("msg='ready")
     assert "holds secrets (radius.clients[0].secret) and is readable by other users" in out
     assert "mode 0644" in out
-    assert "sets a retired key: radius.queue_size (it has no effect" in out
 
     assert send(auth, SECRET, "postpaid").code == codec.ACCESS_ACCEPT
     assert send(auth, "a-wrong-secret", "postpaid") is None  # dropped, logged at debug

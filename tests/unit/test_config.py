@@ -220,20 +220,6 @@ def test_a_secret_with_a_wrong_type_is_named_but_not_shown() -> None:
     )
 
 
-def test_a_retired_key_still_loads_and_is_named_with_what_replaced_it() -> None:
-    config = parse_config({"radius": {"queue_size": 4096}}, {}, "test")
-    assert config == Config()  # it changes nothing
-    (retired,) = config.retired
-    assert retired.startswith("radius.queue_size (it has no effect")
-    assert "radius.receive_buffer_bytes" in retired
-    assert parse_config({"radius": {}}, {}, "test").retired == ()
-    # Only that key of that section: a misspelt or misplaced one is still refused.
-    with pytest.raises(ConfigError, match=r"radius\.queue_sizes is not a known key"):
-        parse_config({"radius": {"queue_sizes": 4096}}, {}, "test")
-    with pytest.raises(ConfigError, match=r"diameter\.queue_size is not a known key"):
-        parse_config({"diameter": {"queue_size": 4096}}, {}, "test")
-
-
 def test_a_config_file_with_secrets_readable_by_others_is_warned_about(tmp_path: Path) -> None:
     path = tmp_path / "ocs.toml"
     path.write_text(f'[[radius.clients]]\naddress = "10.0.0.1"\nsecret = "{SECRET_TEXT}"\n')

@@ -8,10 +8,7 @@ radclient is tested in tests/integration/test_radius.py.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
-import socket
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,7 +79,7 @@ def make_front(
     *,
     require_ma: bool | MessageAuthenticatorPolicy = True,
     limit_proxy_state: bool = True,
-    receive_buffer_bytes: int = 4 * 1024 * 1024,
+    queue_size: int = 4096,
 ) -> tuple[RadiusFront, MemoryStore, FakeClock]:
     accounts = {
         1: snapshot(1, "prepaid-ok", "1.00"),
@@ -123,10 +120,7 @@ def make_front(
         identity_kind=IdentityKind.USER_NAME,
     )
     front = RadiusFront(
-        charging=charging,
-        clients=ClientTable([client]),
-        metrics=Metrics(),
-        receive_buffer_bytes=receive_buffer_bytes,
+        charging=charging, clients=ClientTable([client]), metrics=Metrics(), queue_size=queue_size
     )
     return front, store, clock
 
@@ -359,74 +353,12 @@ def test_retransmission_gets_the_cached_reply_without_a_second_decision() -> Non
     assert third.code == codec.ACCESS_REJECT
 
 
-async def test_datagrams_are_answered_as_they_arrive_and_kernel_drops_are_counted() -> None:
-    """A real socket: requests are answered inside the transport's callback (no queue of our
-    own). While the loop is busy, what overflows the receive buffer is dropped by the kernel;
-    the front counts exactly what the socket reports, once, as receive_buffer_full."""
-    front, _, _ = make_front(receive_buffer_bytes=4096)
-    bound = await front.start(["127.0.0.1:0"], [])
-    (_kind, host, port) = bound[0]
-    nas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    nas.bind(("127.0.0.1", 0))
-    nas.setblocking(False)
-    try:
-        nas.sendto(access_request("prepaid-ok"), (host, port))
-        reply = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(nas, 4096), 5)
-        assert codec.parse_packet(reply).code == codec.ACCESS_ACCEPT
-        assert drops(front)["receive_buffer_full"] == 0
-        # The loop does not run while these are sent: the small buffer overflows.
-        for identifier in range(200):
-            nas.sendto(access_request("prepaid-empty", identifier=identifier), (host, port))
-        reported = front_kernel_drops(front)
-        assert reported > 0
-        front._count_kernel_drops()
-        assert drops(front)["receive_buffer_full"] == reported
-        front._count_kernel_drops()  # counted once, not again
-        assert drops(front)["receive_buffer_full"] == reported
-        # What fitted in the buffer is answered once the loop runs again.
-        answered = 0
-        with contextlib.suppress(TimeoutError):
-            while answered < 200 - reported:
-                await asyncio.wait_for(asyncio.get_running_loop().sock_recv(nas, 4096), 2)
-                answered += 1
-        assert answered == 200 - reported
-    finally:
-        nas.close()
-        await front.stop(1.0)
-
-
-def front_kernel_drops(front: RadiusFront) -> int:
-    (sock,) = front._sockets
-    raw = sock.getsockopt(socket.SOL_SOCKET, 55, 36)  # SO_MEMINFO; the ninth u32 is drops
-    return int.from_bytes(raw[32:36], sys.byteorder)
-
-
-async def test_after_stop_begins_new_datagrams_are_left_unanswered() -> None:
-    front, _, _ = make_front()
+def test_full_queue_drops_and_counts() -> None:
+    front, _, _ = make_front(queue_size=2)
     auth = FakeListener("auth")
-    front.receive(auth, access_request("prepaid-ok"), NAS, 0.0)  # type: ignore[arg-type]
-    assert len(auth.transport.sent) == 1
-    await front.stop(1.0)
-    front.receive(auth, access_request("prepaid-ok", identifier=2), NAS, 0.0)  # type: ignore[arg-type]
-    assert len(auth.transport.sent) == 1
-    assert sum(drops(front).values()) == 0
-
-
-class BrokenTransport(FakeTransport):
-    def sendto(self, data: bytes, addr: tuple[object, ...]) -> None:
-        raise RuntimeError("a bug below the front")
-
-
-def test_an_unexpected_error_is_counted_and_the_front_goes_on() -> None:
-    front, _, _ = make_front()
-    broken = FakeListener("auth")
-    broken.transport = BrokenTransport()
-    front.receive(broken, access_request("prepaid-ok"), NAS, 0.0)  # type: ignore[arg-type]
-    assert drops(front)["internal_error"] == 1
-    auth = FakeListener("auth")
-    front.receive(auth, access_request("prepaid-empty", identifier=2), NAS, 0.0)  # type: ignore[arg-type]
-    assert replies(auth)[-1].code == codec.ACCESS_REJECT
-    assert drops(front)["internal_error"] == 1
+    for _ in range(5):
+        front.enqueue(auth, access_request("prepaid-ok"), NAS, 0.0)  # type: ignore[arg-type]
+    assert drops(front)["queue_full"] == 3
 
 
 async def test_accounting_start_stop_charges_once_and_updates_the_cache() -> None:

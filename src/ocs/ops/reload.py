@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ocs.config import META_FIELDS, Config, ConfigError, load_config
+from ocs.config import Config, ConfigError, load_config
 from ocs.logs import set_level
 from ocs.radius.setup import RadiusSetupError, build_clients, load_dictionary
 
@@ -55,7 +55,7 @@ def changed_keys(old: Config, new: Config) -> list[str]:
     """Dotted names of every top-level key whose value differs (lists compare as a whole)."""
     out = []
     for section in dataclasses.fields(Config):
-        if section.name in META_FIELDS:
+        if section.name == "source":
             continue
         before: Any = getattr(old, section.name)
         after: Any = getattr(new, section.name)
@@ -77,7 +77,7 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         section, name = key.split(".", 1)
         part = dataclasses.replace(getattr(config, section), **{name: _get(new, key)})
         config = dataclasses.replace(config, **{section: part})
-    config = dataclasses.replace(config, source=new.source, retired=new.retired)
+    config = dataclasses.replace(config, source=new.source)
     return ReloadPlan(config=config, live=tuple(live), restart=tuple(restart))
 
 
@@ -111,8 +111,6 @@ async def apply_reload(daemon: Any) -> bool:
         return False
 
     cfg = plan.config
-    for retired in cfg.retired:
-        log.warning("config file %s sets a retired key: %s", cfg.source, retired)
     if plan.changed("log."):
         set_level(cfg.log.level)
     charging = getattr(daemon, "charging", None)

@@ -1,15 +1,12 @@
 """The RADIUS front: datagrams in, charging pipeline, replies out.
 
 Rules of this file:
-- ``datagram_received`` never awaits: it answers at once what the cache can answer (the hot
-  path: an Access-Request for a cached account). Anything that needs the database (a cache miss,
-  every accounting request) runs as a task, at most ``max_pending`` at once; beyond that the
-  request is dropped and counted (the NAS retransmits).
-- There is no queue of our own: datagrams wait in the socket's receive buffer
-  (``receive_buffer_bytes``), and the event loop reads a few dozen at a time before it runs
-  anything else. What the kernel drops when that buffer is full is read from the socket once a
-  second and counted (``receive_buffer_full``). A queue in front of the handler cost 2-5 µs per
-  request (an append, a pop and a task wake-up) and protected nothing the buffer does not.
+- ``datagram_received`` never awaits and never decides: it appends to a bounded queue, or drops
+  and counts when the queue is full. One worker drains the queue.
+- The worker answers what the cache can answer synchronously (the hot path: Access-Request for a
+  cached account). Anything that needs the database (a cache miss, every accounting request)
+  runs as a task, at most ``max_pending`` at once; beyond that the request is dropped and counted
+  (the NAS retransmits).
 - Packets from unknown sources, with a bad authenticator, malformed, or with a code that does not
   belong on the port are dropped and counted by cause (bounded labels), never answered.
 - Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), per client: ``true``
@@ -43,7 +40,6 @@ import asyncio
 import ipaddress
 import logging
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -135,11 +131,6 @@ class MessageAuthenticatorPolicy(StrEnum):
 # How often a client's missing Message-Authenticator is warned about (the rest are counted).
 MA_WARNING_INTERVAL_S = 60.0
 _MAX_LEARNED_ADDRESSES = 65536
-# getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 counters (linux/sock_diag.h); the ninth is the
-# datagrams the socket dropped. Python's socket module does not name the option.
-_SO_MEMINFO = 55
-_MEMINFO_BYTES = 36
-_MEMINFO_DROPS_AT = 32
 
 
 ACCT_SESSION_ID_REF = AttributeRef("Acct-Session-Id", codec.ACCT_SESSION_ID)
@@ -236,7 +227,7 @@ class _Exchange:
 
 
 class _Listener(asyncio.DatagramProtocol):
-    """One UDP socket: datagrams in, ``sendto`` out."""
+    """One UDP socket: bounded queue in, ``sendto`` out."""
 
     tls = False  # RadSec's listeners (radius/radsec.py) say True
     relayed = False  # the workers' relay's listeners (radius/relay.py) say True
@@ -251,7 +242,7 @@ class _Listener(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        self.front.receive(self, data, addr, time.perf_counter())
+        self.front.enqueue(self, data, addr, time.perf_counter())
 
     def error_received(self, exc: Exception) -> None:
         log.debug("udp error on %s listener: %s", self.kind, exc)
@@ -264,6 +255,7 @@ class RadiusFront:
         charging: Charging,
         clients: ClientTable,
         metrics: Metrics,
+        queue_size: int = 4096,
         duplicate_window_s: float = 5.0,
         max_pending: int = 1024,
         receive_buffer_bytes: int = 4 * 1024 * 1024,
@@ -277,6 +269,7 @@ class RadiusFront:
         self.credential_lookup_timeout_s = credential_lookup_timeout_s
         self.clients = clients
         self.metrics = metrics
+        self.queue_size = queue_size
         self.duplicate_window_s = duplicate_window_s
         self.max_pending = max_pending
         self.receive_buffer_bytes = receive_buffer_bytes
@@ -287,13 +280,11 @@ class RadiusFront:
         # that their accounting is relayed here (relay.py). Set by the daemon.
         self.relay: WorkerRelay | None = None
         self.admission_tag = ""
+        self._queue: deque[tuple[Listener, bytes, tuple[str | int, ...], float]] = deque()
+        self._wakeup = asyncio.Event()
         self._listeners: list[_Listener] = []
-        # The UDP sockets, read once a second for what the kernel dropped (receive_buffer_full).
-        self._sockets: list[socket.socket] = []
-        self._kernel_drops: list[int] = []
-        self._stopping = False
         self.bound: list[tuple[str, str, int]] = []  # (kind, host, port) listening, for /status
-        self._sweeper: asyncio.Task[None] | None = None
+        self._worker: asyncio.Task[None] | None = None
         self._pending: set[asyncio.Task[None]] = set()
         # retransmission key -> (expiry, reply; None while the first copy is in progress)
         self._replies: dict[ReplyKey, tuple[float, bytes | None]] = LongLivedDict()
@@ -353,20 +344,17 @@ class RadiusFront:
                 listener = _Listener(self, kind)
                 await loop.create_datagram_endpoint(_factory(listener), sock=sock)
                 self._listeners.append(listener)
-                self._sockets.append(sock)
-                self._kernel_drops.append(_kernel_drops(sock))
                 name = sock.getsockname()
                 bound.append((kind, str(name[0]), int(name[1])))
-        self._sweeper = asyncio.create_task(self._sweep(), name="radius-sweeper")
+        self._worker = asyncio.create_task(self._drain(), name="radius-worker")
         self.bound = bound
         return bound
 
     async def stop(self, timeout_s: float) -> None:
         """Stop listening; let requests waiting on the database finish within ``timeout_s``."""
-        self._stopping = True  # what arrives from now on is left unanswered (the NAS retries)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
         if self._pending:
             _done, still = await asyncio.wait(self._pending, timeout=timeout_s)
             for task in still:
@@ -376,54 +364,38 @@ class RadiusFront:
             if listener.transport is not None:
                 listener.transport.close()
         self._listeners.clear()
-        self._sockets.clear()
-        self._kernel_drops.clear()
         if self.relay is not None:
             self.relay.close()
 
-    # --- receiving ---------------------------------------------------------------------------
+    # --- the queue -----------------------------------------------------------------------------
 
-    def receive(
+    def enqueue(
         self, listener: Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
     ) -> None:
-        """A datagram (or a RadSec packet, or a request relayed by another worker): handled at
-        once, inside the transport's callback."""
-        if self._stopping:
+        if len(self._queue) >= self.queue_size:
+            self._drop["queue_full"].inc()
+            _log_drop("queue_full", addr[0])
             return
-        try:
-            self.handle(listener, data, addr, arrived)
-        except Exception:  # the one boundary: the worker must outlive any packet
-            log.exception("radius: unexpected error handling a packet from %s", addr[0])
-            self._drop["internal_error"].inc()
+        self._queue.append((listener, data, addr, arrived))
+        self._wakeup.set()
 
-    async def _sweep(self) -> None:
-        """Ten times a second: forget cached replies older than the duplicate window; once a
-        second: count what the kernel dropped on each socket."""
-        tick = 0
+    async def _drain(self) -> None:
+        queue = self._queue
         while True:
-            await asyncio.sleep(0.1)
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            processed = 0
+            while queue:
+                listener, data, addr, arrived = queue.popleft()
+                try:
+                    self.handle(listener, data, addr, arrived)
+                except Exception:  # the one boundary: the worker must outlive any packet
+                    log.exception("radius: unexpected error handling a packet from %s", addr[0])
+                    self._drop["internal_error"].inc()
+                processed += 1
+                if processed % 256 == 0:
+                    await asyncio.sleep(0)  # let replies and timers run during a burst
             self._expire_replies(time.monotonic())
-            tick += 1
-            if tick % 10 == 0:
-                self._count_kernel_drops()
-
-    def _count_kernel_drops(self) -> None:
-        for index, sock in enumerate(self._sockets):
-            try:
-                drops = _kernel_drops(sock)
-            except OSError:
-                continue
-            new = drops - self._kernel_drops[index]
-            if new > 0:
-                self._drop["receive_buffer_full"].inc(new)
-                log.warning(
-                    "radius: the kernel dropped %d datagrams on a full receive buffer; the "
-                    "daemon is overloaded (more workers, or radius.receive_buffer_bytes for "
-                    "bursts) port=%d",
-                    new,
-                    sock.getsockname()[1],
-                )
-            self._kernel_drops[index] = drops
 
     # --- per packet ----------------------------------------------------------------------------
 
@@ -1038,15 +1010,6 @@ class RadiusFront:
     @property
     def pending(self) -> int:
         return len(self._pending)
-
-
-def _kernel_drops(sock: socket.socket) -> int:
-    """Datagrams the kernel has dropped on this socket since it was made (``SO_MEMINFO``'s
-    ``SK_MEMINFO_DROPS``: a full receive buffer, mostly); 0 where Linux does not say."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_BYTES)
-    if len(raw) < _MEMINFO_BYTES:
-        return 0
-    return int.from_bytes(raw[_MEMINFO_DROPS_AT : _MEMINFO_DROPS_AT + 4], sys.byteorder)
 
 
 def _log_drop(cause: str, source: object, **detail: object) -> None:

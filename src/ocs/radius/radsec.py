@@ -7,9 +7,9 @@ Rules of this file:
   (mutual TLS, the configured CA).
 - The stream is cut by the RADIUS Length field. A length below 20 or above 4096 octets, or a
   client that is not a RadSec client, closes the connection (counted).
-- Packets go through ``RadiusFront.receive`` like datagrams (the same drop causes); replies
-  are written back on the connection they came from. Access-Request and Status-Server are
-  handled as on the auth port, Accounting-Request as on the acct port.
+- Packets go through ``RadiusFront.enqueue`` like datagrams (the bounded queue, the same drop
+  causes); replies are written back on the connection they came from. Access-Request and
+  Status-Server are handled as on the auth port, Accounting-Request as on the acct port.
 - ``max_connections`` bounds the connections; more are closed at once.
 """
 
@@ -107,7 +107,7 @@ class RadSecConnection(asyncio.Protocol):
             packet = bytes(buffer[:length])
             del buffer[:length]
             side = self.acct if packet[0] == codec.ACCOUNTING_REQUEST else self.auth
-            front.receive(side, packet, self.addr, arrived)
+            front.enqueue(side, packet, self.addr, arrived)
 
 
 class RadSecServer:
