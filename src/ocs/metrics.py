@@ -51,6 +51,7 @@ DROP_CAUSES = (
     "malformed",
     "wrong_code",
     "queue_full",
+    "receive_buffer_full",  # the kernel dropped it: the socket's receive buffer was full
     "too_many_pending",
     "duplicate_in_progress",
     "database_unavailable",

@@ -8,7 +8,10 @@ radclient is tested in tests/integration/test_radius.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import socket
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -80,6 +83,7 @@ def make_front(
     require_ma: bool | MessageAuthenticatorPolicy = True,
     limit_proxy_state: bool = True,
     queue_size: int = 4096,
+    receive_buffer_bytes: int = 4 * 1024 * 1024,
 ) -> tuple[RadiusFront, MemoryStore, FakeClock]:
     accounts = {
         1: snapshot(1, "prepaid-ok", "1.00"),
@@ -120,7 +124,11 @@ def make_front(
         identity_kind=IdentityKind.USER_NAME,
     )
     front = RadiusFront(
-        charging=charging, clients=ClientTable([client]), metrics=Metrics(), queue_size=queue_size
+        charging=charging,
+        clients=ClientTable([client]),
+        metrics=Metrics(),
+        queue_size=queue_size,
+        receive_buffer_bytes=receive_buffer_bytes,
     )
     return front, store, clock
 
@@ -359,6 +367,49 @@ def test_full_queue_drops_and_counts() -> None:
     for _ in range(5):
         front.enqueue(auth, access_request("prepaid-ok"), NAS, 0.0)  # type: ignore[arg-type]
     assert drops(front)["queue_full"] == 3
+
+
+async def test_kernel_drops_on_a_full_receive_buffer_are_counted_once() -> None:
+    """A real socket with a small buffer, flooded while the loop is busy: the front counts
+    exactly what the socket reports as dropped, once, as receive_buffer_full, and answers
+    what fitted."""
+    front, _, _ = make_front(receive_buffer_bytes=4096)
+    bound = await front.start(["127.0.0.1:0"], [])
+    (_kind, host, port) = bound[0]
+    nas = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    nas.bind(("127.0.0.1", 0))
+    nas.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        nas.sendto(access_request("prepaid-ok"), (host, port))
+        reply = await asyncio.wait_for(loop.sock_recv(nas, 4096), 5)
+        assert codec.parse_packet(reply).code == codec.ACCESS_ACCEPT
+        front._count_kernel_drops()
+        assert drops(front)["receive_buffer_full"] == 0
+        # The loop does not run while these are sent: the small buffer overflows.
+        for identifier in range(200):
+            nas.sendto(access_request("prepaid-empty", identifier=identifier), (host, port))
+        reported = socket_drops(front)
+        assert reported > 0
+        front._count_kernel_drops()
+        assert drops(front)["receive_buffer_full"] == reported
+        front._count_kernel_drops()  # counted once, not again
+        assert drops(front)["receive_buffer_full"] == reported
+        answered = 0
+        with contextlib.suppress(TimeoutError):
+            while answered < 200 - reported:
+                await asyncio.wait_for(loop.sock_recv(nas, 4096), 2)
+                answered += 1
+        assert answered == 200 - reported
+    finally:
+        nas.close()
+        await front.stop(1.0)
+
+
+def socket_drops(front: RadiusFront) -> int:
+    (sock,) = front._sockets
+    raw = sock.getsockopt(socket.SOL_SOCKET, 55, 36)  # SO_MEMINFO; the ninth u32 is drops
+    return int.from_bytes(raw[32:36], sys.byteorder)
 
 
 async def test_accounting_start_stop_charges_once_and_updates_the_cache() -> None:

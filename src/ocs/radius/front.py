@@ -17,6 +17,8 @@ Rules of this file:
   first.
 - A retransmission (same client address and port, identifier and authenticator) within
   ``duplicate_window_s`` gets the cached reply and causes no second decision or charge (RFC 5080).
+- What the kernel drops when a socket's receive buffer is full is read from the socket once a
+  second and counted (``receive_buffer_full``); nothing else would see it.
 - An Accounting-Response is sent only after the usage is durable.
 - Text from the wire is checked before it is used: an identity that cannot be one (a NUL,
   bytes that are not UTF-8, control characters, too long) is an unknown subscriber, counted by
@@ -40,6 +42,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
@@ -131,6 +134,11 @@ class MessageAuthenticatorPolicy(StrEnum):
 # How often a client's missing Message-Authenticator is warned about (the rest are counted).
 MA_WARNING_INTERVAL_S = 60.0
 _MAX_LEARNED_ADDRESSES = 65536
+# getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 counters (linux/sock_diag.h); the ninth is the
+# datagrams the socket dropped. Python's socket module does not name the option.
+_SO_MEMINFO = 55
+_MEMINFO_BYTES = 36
+_MEMINFO_DROPS_AT = 32
 
 
 ACCT_SESSION_ID_REF = AttributeRef("Acct-Session-Id", codec.ACCT_SESSION_ID)
@@ -289,6 +297,10 @@ class RadiusFront:
         # retransmission key -> (expiry, reply; None while the first copy is in progress)
         self._replies: dict[ReplyKey, tuple[float, bytes | None]] = LongLivedDict()
         self._reply_order: deque[tuple[float, ReplyKey]] = deque()
+        # The UDP sockets, read once a second for what the kernel dropped (receive_buffer_full).
+        self._sockets: list[socket.socket] = []
+        self._kernel_drops: list[int] = []
+        self._drop_counter: asyncio.Task[None] | None = None
         # Message-Authenticator "auto": client addresses that have sent one (so must from now
         # on), addresses accepted without one (warned once), and the warnings' rate limit.
         self._ma_learned: set[tuple[str, str]] = set()
@@ -344,17 +356,21 @@ class RadiusFront:
                 listener = _Listener(self, kind)
                 await loop.create_datagram_endpoint(_factory(listener), sock=sock)
                 self._listeners.append(listener)
+                self._sockets.append(sock)
+                self._kernel_drops.append(_kernel_drops(sock))
                 name = sock.getsockname()
                 bound.append((kind, str(name[0]), int(name[1])))
         self._worker = asyncio.create_task(self._drain(), name="radius-worker")
+        self._drop_counter = asyncio.create_task(self._read_kernel_drops(), name="radius-drops")
         self.bound = bound
         return bound
 
     async def stop(self, timeout_s: float) -> None:
         """Stop listening; let requests waiting on the database finish within ``timeout_s``."""
-        if self._worker is not None:
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for task in (self._worker, self._drop_counter):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._pending:
             _done, still = await asyncio.wait(self._pending, timeout=timeout_s)
             for task in still:
@@ -364,6 +380,8 @@ class RadiusFront:
             if listener.transport is not None:
                 listener.transport.close()
         self._listeners.clear()
+        self._sockets.clear()
+        self._kernel_drops.clear()
         if self.relay is not None:
             self.relay.close()
 
@@ -396,6 +414,29 @@ class RadiusFront:
                 if processed % 256 == 0:
                     await asyncio.sleep(0)  # let replies and timers run during a burst
             self._expire_replies(time.monotonic())
+
+    async def _read_kernel_drops(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._count_kernel_drops()
+
+    def _count_kernel_drops(self) -> None:
+        for index, sock in enumerate(self._sockets):
+            try:
+                drops = _kernel_drops(sock)
+            except OSError:
+                continue
+            new = drops - self._kernel_drops[index]
+            if new > 0:
+                self._drop["receive_buffer_full"].inc(new)
+                log.warning(
+                    "radius: the kernel dropped %d datagrams on a full receive buffer; the "
+                    "daemon is overloaded (more workers), or bursts need a larger "
+                    "radius.receive_buffer_bytes port=%d",
+                    new,
+                    sock.getsockname()[1],
+                )
+            self._kernel_drops[index] = drops
 
     # --- per packet ----------------------------------------------------------------------------
 
@@ -1010,6 +1051,15 @@ class RadiusFront:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+
+def _kernel_drops(sock: socket.socket) -> int:
+    """Datagrams the kernel has dropped on this socket since it was made (``SO_MEMINFO``'s
+    ``SK_MEMINFO_DROPS``: a full receive buffer, mostly); 0 where Linux does not say."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, _SO_MEMINFO, _MEMINFO_BYTES)
+    if len(raw) < _MEMINFO_BYTES:
+        return 0
+    return int.from_bytes(raw[_MEMINFO_DROPS_AT : _MEMINFO_DROPS_AT + 4], sys.byteorder)
 
 
 def _log_drop(cause: str, source: object, **detail: object) -> None:
