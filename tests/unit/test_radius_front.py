@@ -369,10 +369,13 @@ def test_full_queue_drops_and_counts() -> None:
     assert drops(front)["queue_full"] == 3
 
 
-async def test_kernel_drops_on_a_full_receive_buffer_are_counted_once() -> None:
+async def test_kernel_drops_on_a_full_receive_buffer_are_counted_once_and_warned_once_a_minute(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """A real socket with a small buffer, flooded while the loop is busy: the front counts
     exactly what the socket reports as dropped, once, as receive_buffer_full, and answers
-    what fitted."""
+    what fitted. A second flood within the minute is counted at once and warned about when
+    the minute is up, with its own figure."""
     front, _, _ = make_front(receive_buffer_bytes=4096)
     bound = await front.start(["127.0.0.1:0"], [])
     (_kind, host, port) = bound[0]
@@ -380,28 +383,59 @@ async def test_kernel_drops_on_a_full_receive_buffer_are_counted_once() -> None:
     nas.bind(("127.0.0.1", 0))
     nas.setblocking(False)
     loop = asyncio.get_running_loop()
-    try:
-        nas.sendto(access_request("prepaid-ok"), (host, port))
-        reply = await asyncio.wait_for(loop.sock_recv(nas, 4096), 5)
-        assert codec.parse_packet(reply).code == codec.ACCESS_ACCEPT
-        front._count_kernel_drops()
-        assert drops(front)["receive_buffer_full"] == 0
-        # The loop does not run while these are sent: the small buffer overflows.
+    (sock,) = front._sockets
+
+    def flood() -> None:  # the loop does not run while these are sent: the buffer overflows
         for identifier in range(200):
             nas.sendto(access_request("prepaid-empty", identifier=identifier), (host, port))
-        (sock,) = front._sockets
-        reported = _kernel_drops(sock)
-        assert reported > 0
-        front._count_kernel_drops()
-        assert drops(front)["receive_buffer_full"] == reported
-        front._count_kernel_drops()  # counted once, not again
-        assert drops(front)["receive_buffer_full"] == reported
+
+    async def answers(expected: int) -> int:
         answered = 0
         with contextlib.suppress(TimeoutError):
-            while answered < 200 - reported:
+            while answered < expected:
                 await asyncio.wait_for(loop.sock_recv(nas, 4096), 2)
                 answered += 1
-        assert answered == 200 - reported
+        return answered
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "full receive buffer" in r.getMessage()]
+
+    try:
+        with caplog.at_level("WARNING", logger="ocs.radius"):
+            nas.sendto(access_request("prepaid-ok"), (host, port))
+            reply = await asyncio.wait_for(loop.sock_recv(nas, 4096), 5)
+            assert codec.parse_packet(reply).code == codec.ACCESS_ACCEPT
+            front._count_kernel_drops(100.0)
+            assert drops(front)["receive_buffer_full"] == 0
+            assert warnings() == []
+
+            flood()
+            first = _kernel_drops(sock)
+            assert first > 0
+            front._count_kernel_drops(100.0)
+            assert drops(front)["receive_buffer_full"] == first
+            front._count_kernel_drops(101.0)  # counted once, not again
+            assert drops(front)["receive_buffer_full"] == first
+            (warning,) = warnings()
+            assert f"dropped {first} datagrams on a full receive buffer;" in warning
+            assert f"port={port}" in warning
+            assert await answers(200 - first) == 200 - first
+
+            flood()  # within the minute: counted now, warned about when the minute is up
+            second = _kernel_drops(sock) - first
+            assert second > 0
+            front._count_kernel_drops(130.0)
+            assert drops(front)["receive_buffer_full"] == first + second
+            assert len(warnings()) == 1
+            front._count_kernel_drops(160.0)
+            assert len(warnings()) == 2
+            assert f"dropped {second} datagrams on a full receive buffer since the last" in (
+                warnings()[1]
+            )
+            front._count_kernel_drops(300.0)  # nothing new: no warning
+            assert len(warnings()) == 2
+            assert drops(front)["receive_buffer_full"] == first + second
+            assert await answers(200 - second) == 200 - second
     finally:
         nas.close()
         await front.stop(1.0)

@@ -133,6 +133,8 @@ class MessageAuthenticatorPolicy(StrEnum):
 
 # How often a client's missing Message-Authenticator is warned about (the rest are counted).
 MA_WARNING_INTERVAL_S = 60.0
+# How often a socket's kernel drops are warned about (every drop is counted).
+DROP_WARNING_INTERVAL_S = 60.0
 _MAX_LEARNED_ADDRESSES = 65536
 # getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 counters (linux/sock_diag.h); the ninth is the
 # datagrams the socket dropped. Python's socket module does not name the option.
@@ -299,7 +301,9 @@ class RadiusFront:
         self._reply_order: deque[tuple[float, ReplyKey]] = deque()
         # The UDP sockets, read once a second for what the kernel dropped (receive_buffer_full).
         self._sockets: list[socket.socket] = []
-        self._kernel_drops: list[int] = []
+        # Per socket: drops seen so far, when the next warning may be logged, drops since the
+        # last warning.
+        self._kernel_drops: list[tuple[int, float, int]] = []
         self._drop_counter: asyncio.Task[None] | None = None
         # Message-Authenticator "auto": client addresses that have sent one (so must from now
         # on), addresses accepted without one (warned once), and the warnings' rate limit.
@@ -357,7 +361,7 @@ class RadiusFront:
                 await loop.create_datagram_endpoint(_factory(listener), sock=sock)
                 self._listeners.append(listener)
                 self._sockets.append(sock)
-                self._kernel_drops.append(_kernel_drops(sock))
+                self._kernel_drops.append((_kernel_drops(sock), 0.0, 0))
                 name = sock.getsockname()
                 bound.append((kind, str(name[0]), int(name[1])))
         self._worker = asyncio.create_task(self._drain(), name="radius-worker")
@@ -418,25 +422,33 @@ class RadiusFront:
     async def _read_kernel_drops(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            self._count_kernel_drops()
+            self._count_kernel_drops(time.monotonic())
 
-    def _count_kernel_drops(self) -> None:
+    def _count_kernel_drops(self, now: float) -> None:
+        """Count what each socket's kernel counter says was dropped since the last look; warn
+        at most once per ``DROP_WARNING_INTERVAL_S`` per socket, with the drops since the last
+        warning (a sustained overload would otherwise log a line a second)."""
         for index, sock in enumerate(self._sockets):
             try:
                 drops = _kernel_drops(sock)
             except OSError:
                 continue
-            new = drops - self._kernel_drops[index]
+            seen, next_warning, unwarned = self._kernel_drops[index]
+            new = drops - seen
             if new > 0:
                 self._drop["receive_buffer_full"].inc(new)
+                unwarned += new
+            if unwarned and now >= next_warning:
                 log.warning(
-                    "radius: the kernel dropped %d datagrams on a full receive buffer; the "
+                    "radius: the kernel dropped %d datagrams on a full receive buffer%s; the "
                     "daemon is overloaded (more workers), or bursts need a larger "
                     "radius.receive_buffer_bytes port=%d",
-                    new,
+                    unwarned,
+                    "" if next_warning == 0.0 else " since the last warning",
                     sock.getsockname()[1],
                 )
-            self._kernel_drops[index] = drops
+                next_warning, unwarned = now + DROP_WARNING_INTERVAL_S, 0
+            self._kernel_drops[index] = (drops, next_warning, unwarned)
 
     # --- per packet ----------------------------------------------------------------------------
 
