@@ -429,8 +429,9 @@ async def test_kernel_drops_on_a_full_receive_buffer_are_counted_once_and_warned
             assert len(warnings()) == 1
             front._count_kernel_drops(160.0)
             assert len(warnings()) == 2
-            assert f"dropped {second} datagrams on a full receive buffer since the last" in (
-                warnings()[1]
+            assert (
+                f"dropped {second} datagrams on a full receive buffer since the last"
+                in (warnings()[1])
             )
             front._count_kernel_drops(300.0)  # nothing new: no warning
             assert len(warnings()) == 2
