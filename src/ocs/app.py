@@ -516,6 +516,7 @@ class Daemon:
             read_timeout_s=cfg.read_timeout_s,
             watchdog_s=cfg.watchdog_s,
             max_pending=cfg.max_pending,
+            duplicate_window_s=cfg.duplicate_window_s,
             ssl_context=self.ssl_context if cfg.tls_listen else None,
         )
         try:

@@ -577,6 +577,14 @@ class DiameterConfig:
         check=_range(1, 86400),
     )
     validity_time_s: int = _spec(1800, "Validity-Time sent with a grant.", check=_range(0, 86400))
+    duplicate_window_s: float = _spec(
+        60.0,
+        "A retransmitted request (T flag) whose Origin-Host and End-to-End-Id were answered"
+        " within this time gets that answer again (RFC 6733 5.5.4). Every answer is kept this"
+        " long, at most 200,000 per process, so memory grows with it; a retransmission after it"
+        " is handled afresh (a usage report is still charged once).",
+        check=_range(1, 3600),
+    )
     country_code: str | None = _spec(
         None,
         "Rating by destination: the country code of national numbers in Called-Party-Address "

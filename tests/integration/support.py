@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -213,3 +215,18 @@ def exchange(
     except TimeoutError:
         return None
     return codec.parse_packet(data)
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """The sum of a metric's samples on a metrics endpoint, those with exactly ``labels``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
+        if match is None:
+            continue
+        found = ",".join(sorted((match.group(1) or "").split(","))) if match.group(1) else ""
+        if not labels or found == want:
+            total += float(match.group(2))
+    return total

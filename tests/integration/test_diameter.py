@@ -19,7 +19,7 @@ from diameter_peer import (
     result_code,
     units,
 )
-from support import run_ocs, write_config
+from support import free_port, metric, run_ocs, write_config
 
 from ocs.diameter import codec
 
@@ -175,6 +175,58 @@ def test_initial_update_termination_change_the_balance_by_the_rated_usage(
     # 91 s at 0.06/min billed per second = 0.091
     assert "balance             -50.091" in run_ocs("account", "show", "postpaid", dsn=dsn).out
     assert "balance             0.60" in run_ocs("account", "show", "prepaid-ok", dsn=dsn).out
+
+
+def test_a_retransmission_gets_the_kept_answer_only_within_the_configured_window(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """diameter.duplicate_window_s = 1: a T-flagged CCR-T within the second gets the kept
+    answer (counted as a duplicate); after it, the same retransmission is handled afresh, and
+    the session ledger still charges its usage once."""
+    port, metrics_port = free_tcp_port(), free_port()
+    config = diameter_config(tmp_path, port, extra="duplicate_window_s = 1.0")
+    config.write_text(
+        config.read_text().replace(
+            'listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{metrics_port}"', 1
+        )
+    )
+    daemon = daemons("--config", str(config), "--load-demo", dsn=dsn)
+    daemon.wait_for("msg='ready")
+
+    def duplicates() -> float:
+        return metric(metrics_port, "ocs_duplicate_requests_total", protocol="diameter")
+
+    async def scenario() -> None:
+        peer = await opened(port)
+        initial = ccr("pcef;window;1", INITIAL, 0, user="postpaid")
+        assert result_code(await peer.request(initial)) == 2001
+        final = ccr("pcef;window;1", TERMINATION, 1, user="postpaid", used=units(446, time_s=60))
+        assert result_code(await peer.request(final)) == 2001
+        end_to_end = codec.peek_header(final).end_to_end
+
+        def retransmission() -> bytes:
+            return ccr(
+                "pcef;window;1",
+                TERMINATION,
+                1,
+                user="postpaid",
+                used=units(446, time_s=60),
+                end_to_end=end_to_end,
+                retransmit=True,
+            )
+
+        assert result_code(await peer.request(retransmission())) == 2001
+        assert duplicates() == 1
+        await asyncio.sleep(1.5)
+        assert result_code(await peer.request(retransmission())) == 2001
+        assert duplicates() == 1  # past the window: not from the kept answers
+        peer.close()
+
+    run(scenario())
+    # 60 s at 0.06/min billed per second, once.
+    assert "balance             -50.06\n" in run_ocs("account", "show", "postpaid", dsn=dsn).out
+    assert daemon.stop() == 0
+    assert "Traceback" not in daemon.output()
 
 
 def test_unknown_peer_gets_3010(diameter_daemon) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import sys
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, exchange, write_config
+from support import ROOT, exchange, metric, write_config
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import Peer, ccr, result_code
@@ -130,20 +129,6 @@ def accounting(
     return codec.encode_request(
         codec.ACCOUNTING_REQUEST, identifier, SECRET, attributes, message_authenticator=True
     )
-
-
-def metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    total = 0.0
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-        if match is None:
-            continue
-        found = ",".join(sorted((match.group(1) or "").split(","))) if match.group(1) else ""
-        if not labels or found == want:
-            total += float(match.group(2))
-    return total
 
 
 def ready(port: int) -> int:

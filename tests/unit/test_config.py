@@ -108,6 +108,11 @@ def test_shipped_files_are_valid(name: str) -> None:
             {"diameter": {"national_prefix": "0x"}},
             "diameter.national_prefix = '0x' is not allowed",
         ),
+        (
+            {"diameter": {"duplicate_window_s": 0}},
+            "diameter.duplicate_window_s = 0 is not allowed: expected a number from 1 to 3600",
+        ),
+        ({"diameter": {"duplicate_window_s": 3601}}, "diameter.duplicate_window_s = 3601"),
         ({"grant": {"min_time_s": 100, "max_time_s": 50}}, "grant.min_time_s = 100"),
         ({"cache": {"ttl": 60}}, "cache.ttl is not a known key"),
         ({"caches": {}}, "caches is not a known key"),
