@@ -11,9 +11,10 @@ sessions the daemon completes (RADIUS Access/Start/Interim/Stop and Diameter CCR
 session open for ``--hold-s``); the soak then offers half of it (or ``--rate``) on each
 protocol, sessions starting and ending all the time (``bench/usage_load.py``).
 
-Every 10 s it samples the daemon's RSS, open file descriptors, its running sessions and
-credit reservations (ocs_active_sessions, ocs_reservations), the sessions open in PostgreSQL
-and the p99 latency of the last 10 s, and prints them. After the traffic stops it waits for the
+Every 10 s it samples the daemon's RSS and open file descriptors (summed over ocsd and the
+processes under it: workers, redis-server), its running sessions and credit reservations
+(ocs_active_sessions, ocs_reservations), the sessions open in PostgreSQL and the p99 latency of
+the last 10 s, and prints them. After the traffic stops it waits for the
 tables to return to their baseline. PASS when RSS grew less than 5 % from the end of the
 warm-up (the first ``--warmup-s``) to the last sample, the tables are back at their baseline,
 and no session failed. Exit code 0 on PASS, 1 on FAIL.
@@ -84,14 +85,42 @@ class Daemon:
                 total += float(match.group(1))
         return total
 
+    def pids(self) -> list[int]:
+        """ocsd and every process under it: with workers (the default), the supervisor, the
+        workers and their redis-server, whose memory is the daemon's as much as its own."""
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(parent, []).append(int(entry))
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
+        """The resident memory of ocsd and the processes under it, summed."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        return total / 1024 if total else float("nan")
 
     def fds(self) -> int:
-        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                total += len(os.listdir(f"/proc/{pid}/fd"))
+        return total
 
 
 @dataclass
