@@ -386,3 +386,60 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
     assert relay_dir.stat().st_mode & 0o777 == 0o700
     assert supervisor.stop() == 0
     assert not relay_dir.exists()
+
+
+@pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
+def test_accounting_without_the_class_meets_its_session_on_one_worker(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """A generic NAS that does not echo Class (RFC 2865 says it should) and sends each request
+    from a new source port: the kernel gives each to either worker. Its Start and its Stop go
+    to the worker of their Acct-Session-Id, so the Stop ends the session where it runs: once
+    the calls are over no worker keeps a running session or a hold, and each call is charged
+    once. (Handled where they landed, as before, 8 calls left 5 sessions running and 2 holds
+    10 s after their Stops, to stay until the sessions' expiry.)"""
+    require(REDIS_SERVER, "redis-server")
+    nas = Nas("generic", echoes_class=True)  # its profile expects the Class back; none comes
+    users = [f"wk{n}" for n in range(8)]
+    run_ocs("demo", "load", dsn=dsn)
+    for user in users:
+        assert run_ocs("account", "create", user, "--tariff", "demo", dsn=dsn).code == 0
+        assert run_ocs("identity", "add", user, "user_name", user, dsn=dsn).code == 0
+        assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
+    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
+    config = daemon_config(
+        tmp_path / "noclass.toml",
+        auth,
+        acct,
+        metrics,
+        client='profile = "generic"',
+        extra="[grant]\nring_timeout_s = 2\n",
+    )
+    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
+    supervisor.wait_for("workers=2'", timeout=90)
+    before = {user: balance(dsn, user) for user in users}
+    for n in range(len(users)):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as port_a:
+            accept = exchange(auth, nas.access(n, identifier=n), port_a)
+        assert accept is not None and accept.code == codec.ACCESS_ACCEPT
+        for identifier, stop_after_s in ((n, 0), (50 + n, 60)):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as port_b:
+                request = nas.accounting(n, identifier, None, stop_after_s=stop_after_s)
+                answer = exchange(acct, request, port_b)
+            assert answer is not None and answer.code == codec.ACCOUNTING_RESPONSE
+    for user in users:  # 60 s at 0.06 a minute, charged once
+        assert_ledger(dsn, user, before[user], money("0.06"))
+    # The gauges follow the books once a second; the admissions' holds end at the ring
+    # timeout (2 s) on the worker that made them.
+    deadline = time.monotonic() + 10
+    while True:
+        _, body = get(f"http://127.0.0.1:{metrics}/metrics")
+        text = body.decode()
+        running = sum(sample(text, "ocs_active_sessions"))
+        held = sum(sample(text, "ocs_reservations"))
+        if (running, held) == (0, 0) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert (running, held) == (0, 0)
+    assert sum(sample(text, "ocs_radius_relayed_total", direction="out")) > 0
+    assert supervisor.stop() == 0

@@ -1094,14 +1094,19 @@ def _called(client: RadiusClient, packet: Packet) -> CalledNumber | None:
 def _owner(client: RadiusClient, packet: Packet, relay: WorkerRelay) -> int:
     """The worker that must handle a request (relay.py): an Accounting-Request naming an
     admission (its Class) goes to the worker that made it; a client that echoes no Class has
-    its Access-Requests and accounting go to the worker of their call key; else this one."""
+    its Access-Requests and accounting go to the worker of their call key. Accounting without
+    a Class of ours from a client expected to echo one also goes by its call key, so a
+    session's Start, Interim-Updates and Stop meet on one worker whatever source ports they
+    come from (handled where they landed, a Stop could miss its Start's worker, which then
+    kept the session running, and counted, until its expiry). Else this one."""
     if client.reply.profile.class_attribute:
         if packet.code != codec.ACCOUNTING_REQUEST:
             return relay.index
         admission = _admission_of(packet)
         owner = admission_owner(admission) if admission is not None else None
-        return relay.index if owner is None else owner
-    if packet.code not in _CALL_CODES:
+        if owner is not None:
+            return owner
+    elif packet.code not in _CALL_CODES:
         return relay.index
     call = client.call_key.read_bytes(packet)
     return call_owner(call, relay.count) if call else relay.index
