@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from support import exchange, free_port, run_ocs, write_config
 from test_redis import REDIS_SERVER, require
-from test_session_ledger import assert_ledger, balance, money
+from test_session_ledger import assert_ledger, balance, money, sql
 
 from ocs.diameter import codec as dcodec
 from ocs.diameter.codec import avp_address, avp_u32, avp_utf8, encode_avp, encode_message
@@ -442,4 +442,60 @@ def test_accounting_without_the_class_meets_its_session_on_one_worker(
         time.sleep(0.5)
     assert (running, held) == (0, 0)
     assert sum(sample(text, "ocs_radius_relayed_total", direction="out")) > 0
+    assert supervisor.stop() == 0
+
+
+@pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
+def test_accounting_on_ends_the_nas_sessions_on_every_worker(
+    dsn: str, daemons, tmp_path: Path
+) -> None:
+    """8 sessions of one NAS, their Starts spread over both workers (by Acct-Session-Id);
+    then the NAS reboots (Accounting-On). The database closes all 8, and every worker ends
+    those it runs: none is left running, counted against max_sessions, until it expires.
+    (Before, the worker that took the Accounting-On ended only its own.)"""
+    require(REDIS_SERVER, "redis-server")
+    run_ocs("demo", "load", dsn=dsn)
+    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
+    config = daemon_config(tmp_path / "on.toml", auth, acct, metrics, client='profile = "generic"')
+    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
+    supervisor.wait_for("workers=2'", timeout=90)
+
+    def accounting(identifier: int, status: int, session: str | None) -> None:
+        attributes = [
+            codec.attr_int(codec.ACCT_STATUS_TYPE, status),
+            codec.attr_str(codec.NAS_IDENTIFIER, "nas-reboots"),
+        ]
+        if session is not None:
+            attributes += [
+                codec.attr_str(codec.USER_NAME, "postpaid"),
+                codec.attr_str(codec.ACCT_SESSION_ID, session),
+            ]
+        request = codec.encode_request(
+            codec.ACCOUNTING_REQUEST, identifier, SECRET, attributes, message_authenticator=False
+        )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as port:
+            answer = exchange(acct, request, port)
+        assert answer is not None and answer.code == codec.ACCOUNTING_RESPONSE
+
+    def running(expected: int) -> list[float]:
+        deadline = time.monotonic() + 5  # the gauges follow the books once a second
+        while True:
+            _, body = get(f"http://127.0.0.1:{metrics}/metrics")
+            found = sample(body.decode(), "ocs_active_sessions")
+            if (len(found) == 2 and sum(found) == expected) or time.monotonic() > deadline:
+                return found
+            time.sleep(0.5)
+
+    def open_in_database() -> int:
+        query = "SELECT count(*) FROM sessions WHERE origin = $1 AND closed_at IS NULL"
+        return int(sql(dsn, query, "nas-reboots")[0][0])
+
+    for n in range(8):
+        accounting(n, 1, f"reboot-{n}")
+    spread = running(8)
+    assert sum(spread) == 8 and min(spread) > 0, spread  # both workers run some
+    assert open_in_database() == 8
+    accounting(100, 7, None)  # Accounting-On
+    assert running(0) == [0.0, 0.0]
+    assert open_in_database() == 0
     assert supervisor.stop() == 0

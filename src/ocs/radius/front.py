@@ -846,6 +846,33 @@ class RadiusFront:
         self._remember(ex.key, reply)
         self._send(ex.listener, reply, ex.addr)
 
+    async def _close_origin_on_other_workers(
+        self, ex: _Exchange, relay: WorkerRelay, name: str
+    ) -> None:
+        """Accounting-On/Off, passed on to every other worker before it is answered: the
+        database has closed all the NAS's sessions, but each worker's book holds those that
+        started there, and would keep them running (counted, holding credit) until they
+        expire. Each worker handles the copy as its own and ends its sessions of the NAS."""
+        for worker in range(relay.count):
+            if worker == relay.index:
+                continue
+            try:
+                answer = await relay.forward(
+                    worker, ex.packet.raw, ex.addr, tls=ex.listener.tls, kind=ex.listener.kind
+                )
+            except ConnectionError as exc:
+                answer, why = None, str(exc)
+            else:
+                why = "no answer in time"
+            if answer is None:
+                log.warning(
+                    "radius: %s not passed on to worker %d (%s); its sessions of this NAS run "
+                    "until they expire",
+                    name,
+                    worker,
+                    why,
+                )
+
     async def _accounting(self, ex: _Exchange) -> None:
         client, packet, addr, key = ex.client, ex.packet, ex.addr, ex.key
         try:
@@ -863,6 +890,8 @@ class RadiusFront:
                 else:
                     closed = await self.charging.close_origin("radius", origin, name)
                     log.info("radius: %s from %s closed %d sessions", name, origin, closed)
+                    if self.relay is not None and not ex.listener.relayed:
+                        await self._close_origin_on_other_workers(ex, self.relay, name)
             elif status in (STATUS_START, STATUS_STOP, STATUS_INTERIM):
                 await self._usage(client, packet, origin, status)
             elif status == STATUS_FAILED:
