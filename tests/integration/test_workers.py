@@ -308,6 +308,19 @@ class Nas:
         )
 
 
+def prepaid_users(dsn: str, nas: Nas, count: int = 8) -> list[str]:
+    """The demo data, and ``count`` accounts wk0... on the demo tariff with 1.00 each (1000 s),
+    named as ``nas`` names its subscribers."""
+    users = [f"wk{n}" for n in range(count)]
+    run_ocs("demo", "load", dsn=dsn)
+    for n, user in enumerate(users):
+        assert run_ocs("account", "create", user, "--tariff", "demo", dsn=dsn).code == 0
+        kind, value = ("user_name", user) if nas.echoes_class else ("e164", f"+4144555{n:04d}")
+        assert run_ocs("identity", "add", user, kind, value, dsn=dsn).code == 0
+        assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
+    return users
+
+
 @pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
 @pytest.mark.parametrize(
     "nas",
@@ -326,13 +339,7 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
     admission's hold went at the ring timeout: a second call was admitted.) Then the calls
     stop, each charged once, to the micro-unit."""
     require(REDIS_SERVER, "redis-server")
-    users = [f"wk{n}" for n in range(8)]
-    run_ocs("demo", "load", dsn=dsn)
-    for n, user in enumerate(users):
-        assert run_ocs("account", "create", user, "--tariff", "demo", dsn=dsn).code == 0
-        kind, value = ("user_name", user) if nas.echoes_class else ("e164", f"+4144555{n:04d}")
-        assert run_ocs("identity", "add", user, kind, value, dsn=dsn).code == 0
-        assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
+    users = prepaid_users(dsn, nas)
     auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
     config = daemon_config(
         tmp_path / "calls.toml",
@@ -400,12 +407,7 @@ def test_accounting_without_the_class_meets_its_session_on_one_worker(
     10 s after their Stops, to stay until the sessions' expiry.)"""
     require(REDIS_SERVER, "redis-server")
     nas = Nas("generic", echoes_class=True)  # its profile expects the Class back; none comes
-    users = [f"wk{n}" for n in range(8)]
-    run_ocs("demo", "load", dsn=dsn)
-    for user in users:
-        assert run_ocs("account", "create", user, "--tariff", "demo", dsn=dsn).code == 0
-        assert run_ocs("identity", "add", user, "user_name", user, dsn=dsn).code == 0
-        assert run_ocs("payment", "add", user, "1.00", dsn=dsn).code == 0
+    users = prepaid_users(dsn, nas)
     auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
     config = daemon_config(
         tmp_path / "noclass.toml",
