@@ -43,7 +43,7 @@ class LongLivedDict(dict[K, V]):
 
 
 FULL_COLLECTION_EVERY: Final = 100
-"""Middle-generation collections between two full ones, at most (CPython's default: 10)."""
+"""Middle-generation collections between two full ones, at least (CPython's default: 10)."""
 
 
 def space_full_collections() -> None:
