@@ -17,8 +17,13 @@ module rebuilds all of them (about a minute on two cores).
 Compiled code differs from interpreted code in ways the test suite covers: a native class
 takes no attribute that is not declared, checks argument types at call time, and cannot be
 built with ``object.__new__`` (``ocs.core.trusted`` falls back to the constructor). Modules
-whose classes depend on such tricks (``ocs.core.model``, ``ocs.core.destinations``,
-``ocs.radius.profiles``) are not in the list.
+whose classes depend on such tricks (``ocs.core.model``, ``ocs.core.destinations``) are not in
+the list; the enumerations ``ocs.core.model`` uses are (``ocs.core.enums``), since compiled
+code reads a member of a compiled enumeration as a constant.
+
+A dataclass's generated ``__init__`` runs interpreted even in a compiled module (about 0.4 µs
+for a frozen one of three fields, against 0.02 µs for a compiled ``__init__``): a class built
+once per request in these modules is a plain class (``radius.codec.Packet``).
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ SRC = ROOT / "src"
 NATIVE = (
     "ocs/radius/codec.py",
     "ocs/radius/front.py",
+    "ocs/radius/profiles.py",
     "ocs/diameter/framer.py",
     "ocs/diameter/codec.py",
     "ocs/diameter/credit_control.py",
     "ocs/diameter/server.py",
     "ocs/diameter/handler.py",
+    "ocs/core/enums.py",
     "ocs/core/identity.py",
     "ocs/core/money.py",
     "ocs/core/credit.py",
@@ -52,6 +59,7 @@ NATIVE = (
     "ocs/charging/cache.py",
     "ocs/charging/sessions.py",
     "ocs/charging/pipeline.py",
+    "ocs/tally.py",
 )
 
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"

@@ -38,7 +38,7 @@ from ocs.charging.rates import RatePlanCache
 from ocs.charging.sessions import SessionBook
 from ocs.config import Config, permission_warning, split_host_port
 from ocs.core.identity import DialPlan, IdentityKind
-from ocs.core.model import CreditDecision, RefusalReason
+from ocs.core.model import RefusalReason
 from ocs.diameter.handler import CreditControl
 from ocs.diameter.server import DiameterServer, PeerAllowList
 from ocs.metrics import DIAMETER_PEER_STATES, Metrics
@@ -430,15 +430,9 @@ class Daemon:
             rates=self.rate_plans,
         )
         charging.charge_unended = cfg.grant.unended_sessions == "charge_grant"
-        results = {}
         for reason in ("admitted", *(r.value for r in RefusalReason)):
-            results[reason] = self.metrics.decisions.labels(reason)
-
-        def count(decision: CreditDecision) -> None:
-            key = "admitted" if decision.admitted else str(decision.reason)
-            results[key].inc()
-
-        charging.on_decision = count
+            self.metrics.decisions.labels(reason)  # each result shown from the start, at 0
+        self.metrics.decisions.count_from(lambda: charging.stats.decisions)
         return charging
 
     async def _start_radius(self, clients: ClientTable, pool: asyncpg.Pool) -> None:

@@ -14,8 +14,7 @@ callbacks) stay prometheus-client's.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import (
     CollectorRegistry,
@@ -35,6 +34,7 @@ from prometheus_client.metrics_core import (
 )
 
 from ocs import __version__
+from ocs.tally import LocalCounterChild, LocalHistogramChild
 
 # The *_created series double every counter's output for little use on dashboards.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -88,35 +88,6 @@ DIAMETER_CLOSE_REASONS = (
 )
 
 
-class LocalCounterChild:
-    """One labelled counter: a float the event loop adds to."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0.0
-
-    def inc(self, amount: float = 1) -> None:
-        if amount < 0:
-            raise ValueError("counters can only be incremented by non-negative amounts")
-        self.value += amount
-
-
-class LocalHistogramChild:
-    """One labelled histogram: a count per bucket (not cumulative) and the sum."""
-
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, amount: float) -> None:
-        self.counts[bisect_left(self.bounds, amount)] += 1
-        self.sum += amount
-
-
 class _LocalFamily:
     """A labelled family of local children, collected when the registry is scraped."""
 
@@ -161,6 +132,17 @@ class _LocalFamily:
 class LocalCounter(_LocalFamily):
     """A counter family kept in plain floats (module docstring)."""
 
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        registry: CollectorRegistry,
+    ) -> None:
+        self._sources: list[Callable[[], Mapping[str, int]]] = []
+        super().__init__(name, documentation, labelnames, registry=registry)
+
     def _new_child(self) -> LocalCounterChild:
         return LocalCounterChild()
 
@@ -174,12 +156,26 @@ class LocalCounter(_LocalFamily):
         name = self.name[: -len("_total")] if self.name.endswith("_total") else self.name
         return CounterMetricFamily(name, self.documentation, labels=self.labelnames)
 
+    def count_from(self, read: Callable[[], Mapping[str, int]]) -> None:
+        """Add, when scraped, counts kept elsewhere by the event loop (``read()``: label value
+        to count, for a family of one label), so that the hot path counts once, in its own
+        figures (``Charging.stats.decisions``)."""
+        if len(self.labelnames) != 1:
+            raise ValueError(f"{self.name}: count_from needs a family of one label")
+        self._sources.append(read)
+
     def collect(self) -> Iterator[Metric]:
         name = self.name[: -len("_total")] if self.name.endswith("_total") else self.name
         family = CounterMetricFamily(name, self.documentation, labels=self.labelnames)
+        totals: dict[tuple[str, ...], float] = {}
         for values, child in self._items():
             assert isinstance(child, LocalCounterChild)
-            family.add_metric(list(values), child.value)
+            totals[values] = child.value
+        for read in self._sources:
+            for label, count in dict(read()).items():  # a copy, made at once (the GIL)
+                totals[(label,)] = totals.get((label,), 0.0) + count
+        for values, value in totals.items():
+            family.add_metric(list(values), value)
         yield family
 
 

@@ -188,6 +188,9 @@ address = "127.0.0.1"
     radius_answers = sample(text, "ocs_requests_total", protocol="radius", type="access")
     assert sum(radius_answers) == 40
     assert sample(text, "ocs_requests_total", outcome="accept", type="access") == [accepted]
+    # Decisions are counted by each worker's pipeline and read when scraped.
+    assert sample(text, "ocs_new_sessions_total", result="admitted") == [accepted]
+    assert sum(sample(text, "ocs_new_sessions_total")) == 40
     entries = sample(text, "ocs_cache_entries")
     assert len(entries) == CORES and len(set(entries)) == 1 and entries[0] > 0
     for index in range(CORES):

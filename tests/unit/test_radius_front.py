@@ -369,6 +369,29 @@ def test_full_queue_drops_and_counts() -> None:
     assert drops(front)["queue_full"] == 3
 
 
+async def test_the_drain_answers_a_burst_and_wakes_for_the_next_datagram() -> None:
+    """The queue wakes the drain only when it was empty (the drain empties it before it waits
+    again): a burst queued at once is answered whole, and so is a datagram after a pause."""
+    front, _, _ = make_front()
+    auth = FakeListener("auth")
+    drain = asyncio.create_task(front._drain())
+    try:
+        for identifier in range(1, 4):
+            request = access_request("prepaid-ok", identifier=identifier)
+            front.enqueue(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [r.identifier for r in replies(auth)] == [1, 2, 3]
+        front.enqueue(auth, access_request("prepaid-ok", identifier=4), NAS, 0.0)  # type: ignore[arg-type]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert [r.identifier for r in replies(auth)] == [1, 2, 3, 4]
+    finally:
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+
+
 async def test_kernel_drops_on_a_full_receive_buffer_are_counted_once_and_warned_once_a_minute(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -682,6 +705,7 @@ async def test_a_wrong_password_is_refused_before_the_credit_is_looked_at(
     assert [r.code for r in replies(auth)] == [codec.ACCESS_REJECT] * 2
     assert {r.get(codec.REPLY_MESSAGE) for r in replies(auth)} == {b"authentication failed"}
     assert reject_count(front, "bad_credential") == 2
+    assert front.charging.stats.decisions == {"bad_credential": 2}  # ocs_new_sessions_total
     # No credit was held for them: the right password gets the whole grant.
     assert front.charging.sessions.reserved(1) == 0
     front.handle(auth, pap_request("prepaid-ok", PASSWORD, identifier=3), NAS, 0.0)  # type: ignore[arg-type]

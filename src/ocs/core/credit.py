@@ -101,14 +101,22 @@ def figure_changes_at(snapshot: AccountSnapshot, now: datetime) -> datetime | No
     return min(candidates) if candidates else None
 
 
+def largest_grant(limits: GrantLimits, unit: ServiceUnit) -> int:
+    """The largest grant of ``unit`` the limits allow (here, compiled, rather than a method of
+    the interpreted ``GrantLimits``: it is asked on every admission)."""
+    if unit is ServiceUnit.TIME:
+        return limits.max_time_s
+    if unit is ServiceUnit.VOLUME:
+        return limits.max_volume_bytes
+    return limits.max_events
+
+
 def _cap_for(unit: ServiceUnit, limits: GrantLimits) -> tuple[int, int]:
     if unit is ServiceUnit.TIME:
-        minimum = max(limits.min_time_s, 1)
-    elif unit is ServiceUnit.VOLUME:
-        minimum = max(limits.min_volume_bytes, 1)
-    else:
-        minimum = 1
-    return limits.max_for(unit), minimum
+        return limits.max_time_s, max(limits.min_time_s, 1)
+    if unit is ServiceUnit.VOLUME:
+        return limits.max_volume_bytes, max(limits.min_volume_bytes, 1)
+    return limits.max_events, 1
 
 
 def _refuse(

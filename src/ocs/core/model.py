@@ -7,64 +7,30 @@ are whole seconds; volumes are bytes.
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
-from enum import StrEnum
 from typing import Any
 
+from ocs.core.enums import REFUSAL_TEXT, AccountStatus, LimitBasis, RefusalReason, ServiceUnit
 from ocs.core.trusted import trusted_replacer
 
-
-class AccountStatus(StrEnum):
-    ACTIVE = "active"
-    BLOCKED = "blocked"
-    CLOSED = "closed"
-
-
-class LimitBasis(StrEnum):
-    """What the credit limit is measured against (seed 002, B3Networks)."""
-
-    BALANCE = "balance"  # the running balance, accumulated over all transactions
-    UNBILLED = "unbilled"  # postpaid: usage not yet billed in the current monthly period
-
-
-class ServiceUnit(StrEnum):
-    TIME = "time"  # seconds
-    VOLUME = "volume"  # bytes
-    EVENT = "event"  # a count of events (SMS, MMS, API calls)
-
-
-class RefusalReason(StrEnum):
-    """Why a new session is refused. Adapters map these to wire codes and texts."""
-
-    UNKNOWN_ACCOUNT = "unknown_account"
-    INSUFFICIENT_CREDIT = "insufficient_credit"
-    # The balance would do, but running sessions hold the credit (their grants' price).
-    CREDIT_HELD = "credit_held"
-    BLOCKED = "blocked"
-    CLOSED = "closed"
-    TOO_MANY_SESSIONS = "too_many_sessions"
-    SETUP_RATE_EXCEEDED = "setup_rate_exceeded"
-    # Not a rule of the account: the figures are too old to trust and policy says refuse.
-    CREDIT_DATA_UNAVAILABLE = "credit_data_unavailable"
-    # The identity has a credential and the request's password (PAP, CHAP, MS-CHAPv2) is wrong
-    # or missing: decided before the credit is looked at.
-    BAD_CREDENTIAL = "bad_credential"
-    # The account's rate plan prices no prefix of the called number (issue 13).
-    NO_RATE = "no_rate"
-
-
-# What a subscriber or an operator reads (RADIUS Reply-Message, the CLI).
-REFUSAL_TEXT: dict[RefusalReason, str] = {
-    RefusalReason.UNKNOWN_ACCOUNT: "unknown account",
-    RefusalReason.INSUFFICIENT_CREDIT: "insufficient credit",
-    RefusalReason.CREDIT_HELD: "insufficient credit: held by running sessions",
-    RefusalReason.BLOCKED: "account blocked",
-    RefusalReason.CLOSED: "account closed",
-    RefusalReason.TOO_MANY_SESSIONS: "too many sessions",
-    RefusalReason.SETUP_RATE_EXCEEDED: "session setup rate exceeded",
-    RefusalReason.CREDIT_DATA_UNAVAILABLE: "credit data unavailable",
-    RefusalReason.BAD_CREDENTIAL: "authentication failed",
-    RefusalReason.NO_RATE: "no rate for the destination",
-}
+__all__ = [  # the enumerations are defined in ocs.core.enums (compiled) and used from here
+    "FREE_TARIFF",
+    "REFUSAL_TEXT",
+    "AccountSnapshot",
+    "AccountStatus",
+    "AccountTerms",
+    "CreditDecision",
+    "GrantLimits",
+    "LimitBasis",
+    "RateLimit",
+    "RefusalReason",
+    "ServiceUnit",
+    "SessionRequest",
+    "Tariff",
+    "TemporaryIncrease",
+    "Usage",
+    "refusal_text",
+    "tariff_values",
+]
 
 
 def _require_int(name: str, value: object, *, minimum: int | None = None) -> None:
@@ -455,14 +421,6 @@ class GrantLimits:
     overdraft_volume_bytes: int = 10_000_000
     overdraft_events: int = 0
     overdraft_amount: int | None = None
-
-    def max_for(self, unit: ServiceUnit) -> int:
-        """The largest grant of ``unit``."""
-        if unit is ServiceUnit.TIME:
-            return self.max_time_s
-        if unit is ServiceUnit.VOLUME:
-            return self.max_volume_bytes
-        return self.max_events
 
     def __post_init__(self) -> None:
         _require_int("max_time_s", self.max_time_s, minimum=1)

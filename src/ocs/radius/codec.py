@@ -33,7 +33,6 @@ import hmac
 import secrets
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 # Packet codes (RFC 2865 §3, RFC 2866 §3, RFC 5997, RFC 5176 §2.3).
@@ -128,20 +127,68 @@ class MalformedPacket(ValueError):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
 class Packet:
     """A parsed RADIUS packet: header fields, raw bytes up to Length, attributes in wire order.
 
     ``message_authenticator_offset`` is the offset in ``raw`` of the Message-Authenticator
     value (16 octets), or None when the packet has none.
+
+    Immutable (the attributes are ``Final``; compiled, setting one raises AttributeError) and
+    compared by value. A plain class rather than a frozen dataclass: a dataclass's generated
+    ``__init__`` runs interpreted even in the compiled module, and one is built per datagram.
     """
 
-    code: int
-    identifier: int
-    authenticator: bytes
-    raw: bytes
-    attributes: tuple[tuple[int, bytes], ...]
-    message_authenticator_offset: int | None
+    __slots__ = (
+        "attributes",
+        "authenticator",
+        "code",
+        "identifier",
+        "message_authenticator_offset",
+        "raw",
+    )
+
+    def __init__(
+        self,
+        *,
+        code: int,
+        identifier: int,
+        authenticator: bytes,
+        raw: bytes,
+        attributes: tuple[tuple[int, bytes], ...],
+        message_authenticator_offset: int | None,
+    ) -> None:
+        self.code: Final = code
+        self.identifier: Final = identifier
+        self.authenticator: Final = authenticator
+        self.raw: Final = raw
+        self.attributes: Final = attributes
+        self.message_authenticator_offset: Final = message_authenticator_offset
+
+    def _fields(self) -> tuple[object, ...]:
+        return (
+            self.code,
+            self.identifier,
+            self.authenticator,
+            self.raw,
+            self.attributes,
+            self.message_authenticator_offset,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Packet):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"Packet(code={self.code!r}, identifier={self.identifier!r}, "
+            f"authenticator={self.authenticator!r}, raw={self.raw!r}, "
+            f"attributes={self.attributes!r}, "
+            f"message_authenticator_offset={self.message_authenticator_offset!r})"
+        )
 
     def get(self, attribute_type: int) -> bytes | None:
         """The value of the first attribute of this type, or None."""
@@ -240,7 +287,14 @@ def parse_packet(data: bytes, *, max_length: int = MAX_PACKET_LENGTH) -> Packet:
             ma_offset = position + 2
         append((attribute_type, raw[position + 2 : end]))
         position = end
-    return Packet(code, identifier, raw[4:20], raw, tuple(attributes), ma_offset)
+    return Packet(
+        code=code,
+        identifier=identifier,
+        authenticator=raw[4:20],
+        raw=raw,
+        attributes=tuple(attributes),
+        message_authenticator_offset=ma_offset,
+    )
 
 
 class SharedSecret:

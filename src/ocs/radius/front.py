@@ -224,16 +224,28 @@ class Listener(Protocol):
     def transport(self) -> _Sends | None: ...
 
 
-@dataclass(slots=True)
 class _Exchange:
-    """One request on its way to an answer."""
+    """One request on its way to an answer. (Not a dataclass: its generated ``__init__`` would
+    run interpreted in this compiled module, once per datagram.)"""
 
-    listener: Listener
-    client: RadiusClient
-    packet: Packet
-    addr: tuple[str | int, ...]
-    key: ReplyKey
-    arrived: float  # perf_counter seconds
+    __slots__ = ("addr", "arrived", "client", "key", "listener", "packet")
+
+    def __init__(
+        self,
+        *,
+        listener: Listener,
+        client: RadiusClient,
+        packet: Packet,
+        addr: tuple[str | int, ...],
+        key: ReplyKey,
+        arrived: float,  # perf_counter seconds
+    ) -> None:
+        self.listener = listener
+        self.client = client
+        self.packet = packet
+        self.addr = addr
+        self.key = key
+        self.arrived = arrived
 
 
 class _Listener(asyncio.DatagramProtocol):
@@ -394,12 +406,14 @@ class RadiusFront:
     def enqueue(
         self, listener: Listener, data: bytes, addr: tuple[str | int, ...], arrived: float
     ) -> None:
-        if len(self._queue) >= self.queue_size:
+        queue = self._queue
+        if len(queue) >= self.queue_size:
             self._drop["queue_full"].inc()
             _log_drop("queue_full", addr[0])
             return
-        self._queue.append((listener, data, addr, arrived))
-        self._wakeup.set()
+        if not queue:  # else the drain is awake already: it empties the queue before it waits
+            self._wakeup.set()
+        queue.append((listener, data, addr, arrived))
 
     async def _drain(self) -> None:
         queue = self._queue
@@ -478,7 +492,9 @@ class RadiusFront:
                 self._dup.inc()
                 self._send(listener, cached[1], addr)
             return
-        ex = _Exchange(listener, client, packet, addr, key, arrived)
+        ex = _Exchange(
+            listener=listener, client=client, packet=packet, addr=addr, key=key, arrived=arrived
+        )
         relay = self.relay
         if relay is not None:
             if listener.relayed:
@@ -709,8 +725,7 @@ class RadiusFront:
             available=0,
             effective_limit=0,
         )
-        if self.charging.on_decision is not None:
-            self.charging.on_decision(decision)
+        self.charging.count_decision(decision)
         log.debug(
             "radius: authentication failed method=%s client=%s", checked.method, ex.client.name
         )
