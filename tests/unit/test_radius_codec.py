@@ -922,3 +922,23 @@ def test_a_parsed_packet_is_a_value() -> None:
     assert first != codec.parse_packet(wire[:-1] + bytes([wire[-1] ^ 1]))
     assert first != wire
     assert repr(first).startswith("Packet(code=1, identifier=9, ")
+
+
+def test_md5_is_cpythons_own_where_it_has_one_and_hashlibs_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib
+
+    data = bytes(range(256)) * 3
+    own = codec._builtin_md5()
+    assert own is importlib.import_module("_md5").md5
+    assert own(data).digest() == hashlib.md5(data).digest()
+    state = own(b"k" * 64)
+    state.update(data)
+    assert state.copy().digest() == hashlib.md5(b"k" * 64 + data).digest()
+
+    def missing(name: str) -> object:
+        raise ImportError(name)
+
+    monkeypatch.setattr(importlib, "import_module", missing)
+    assert codec._builtin_md5() is hashlib.md5

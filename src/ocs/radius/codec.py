@@ -30,10 +30,11 @@ Rules of this file:
 
 import hashlib
 import hmac
+import importlib
 import secrets
 import struct
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol, cast
 
 # Packet codes (RFC 2865 §3, RFC 2866 §3, RFC 5997, RFC 5176 §2.3).
 ACCESS_REQUEST: Final = 1
@@ -115,6 +116,30 @@ _MA_PLACEHOLDER: Final = _MA_HEADER + _ZERO_AUTHENTICATOR
 _ZERO_VECTOR_REQUESTS: Final = frozenset({ACCOUNTING_REQUEST, DISCONNECT_REQUEST, COA_REQUEST})
 _SELF_VECTOR_REQUESTS: Final = frozenset({ACCESS_REQUEST, STATUS_SERVER})
 _HMAC_BLOCK_SIZE: Final = 64
+
+
+class _Md5(Protocol):
+    """What the codec uses of an MD5 object (hashlib's or ``_md5``'s)."""
+
+    def update(self, data: bytes, /) -> None: ...
+    def digest(self) -> bytes: ...
+    def copy(self) -> "_Md5": ...
+
+
+def _builtin_md5() -> Callable[[bytes], _Md5]:
+    """CPython's own MD5 (``_md5``), else OpenSSL's through hashlib. For the few dozen octets
+    of a RADIUS packet the call costs more than the hashing, and OpenSSL's EVP calls cost
+    more: 235 against 345 ns to hash 110 octets, 336 against 423 ns for a copy of a
+    precomputed HMAC state, updated and finished (Python 3.11). Five of them per
+    Access-Request."""
+    try:
+        builtin = importlib.import_module("_md5")
+    except ImportError:  # a Python built without it (--with-builtin-hashlib-hashes)
+        return hashlib.md5
+    return cast("Callable[[bytes], _Md5]", builtin.md5)
+
+
+_MD5: Final = _builtin_md5()
 
 
 class MalformedPacket(ValueError):
@@ -312,10 +337,10 @@ class SharedSecret:
         if not secret:
             raise ValueError("the RADIUS shared secret must not be empty (RFC 2865 §3)")
         self._secret = secret
-        key = hashlib.md5(secret).digest() if len(secret) > _HMAC_BLOCK_SIZE else secret
+        key = _MD5(secret).digest() if len(secret) > _HMAC_BLOCK_SIZE else secret
         key = key.ljust(_HMAC_BLOCK_SIZE, b"\x00")
-        self._inner = hashlib.md5(bytes(octet ^ 0x36 for octet in key))
-        self._outer = hashlib.md5(bytes(octet ^ 0x5C for octet in key))
+        self._inner = _MD5(bytes(octet ^ 0x36 for octet in key))
+        self._outer = _MD5(bytes(octet ^ 0x5C for octet in key))
 
     @property
     def secret(self) -> bytes:
@@ -385,9 +410,7 @@ def verify_request_authenticator(packet: Packet, secret: SharedSecret) -> bool:
     if packet.code not in _ZERO_VECTOR_REQUESTS:
         return False
     raw = packet.raw
-    expected = hashlib.md5(
-        raw[:4] + _ZERO_AUTHENTICATOR + raw[HEADER_LENGTH:] + secret.secret
-    ).digest()
+    expected = _MD5(raw[:4] + _ZERO_AUTHENTICATOR + raw[HEADER_LENGTH:] + secret.secret).digest()
     return hmac.compare_digest(expected, packet.authenticator)
 
 
@@ -398,9 +421,7 @@ def verify_response_authenticator(
     if len(request_authenticator) != AUTHENTICATOR_LENGTH:
         return False
     raw = response.raw
-    expected = hashlib.md5(
-        raw[:4] + request_authenticator + raw[HEADER_LENGTH:] + secret.secret
-    ).digest()
+    expected = _MD5(raw[:4] + request_authenticator + raw[HEADER_LENGTH:] + secret.secret).digest()
     return hmac.compare_digest(expected, response.authenticator)
 
 
@@ -463,7 +484,7 @@ def encode_reply(
         attributes_wire = _MA_HEADER + mac + body
     else:
         attributes_wire = body
-    response_authenticator = hashlib.md5(
+    response_authenticator = _MD5(
         header + request_authenticator + attributes_wire + secret.secret
     ).digest()
     return header + response_authenticator + attributes_wire
@@ -507,9 +528,7 @@ def encode_request(
         if message_authenticator:
             mac = secret.hmac_md5(header + _ZERO_AUTHENTICATOR + _MA_PLACEHOLDER + body)
             body = _MA_HEADER + mac + body
-        request_authenticator = hashlib.md5(
-            header + _ZERO_AUTHENTICATOR + body + secret.secret
-        ).digest()
+        request_authenticator = _MD5(header + _ZERO_AUTHENTICATOR + body + secret.secret).digest()
         return header + request_authenticator + body
 
     raise ValueError(f"code {code} is not a request code")
