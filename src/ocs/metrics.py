@@ -132,16 +132,8 @@ class _LocalFamily:
 class LocalCounter(_LocalFamily):
     """A counter family kept in plain floats (module docstring)."""
 
-    def __init__(
-        self,
-        name: str,
-        documentation: str,
-        labelnames: Sequence[str] = (),
-        *,
-        registry: CollectorRegistry,
-    ) -> None:
-        self._sources: list[Callable[[], Mapping[str, int]]] = []
-        super().__init__(name, documentation, labelnames, registry=registry)
+    # Counts kept elsewhere, added when scraped (count_from).
+    _sources: tuple[Callable[[], Mapping[str, int]], ...] = ()
 
     def _new_child(self) -> LocalCounterChild:
         return LocalCounterChild()
@@ -162,7 +154,7 @@ class LocalCounter(_LocalFamily):
         figures (``Charging.stats.decisions``)."""
         if len(self.labelnames) != 1:
             raise ValueError(f"{self.name}: count_from needs a family of one label")
-        self._sources.append(read)
+        self._sources = (*self._sources, read)
 
     def collect(self) -> Iterator[Metric]:
         name = self.name[: -len("_total")] if self.name.endswith("_total") else self.name

@@ -123,6 +123,16 @@ secret = "testing123"
     )
 
 
+def two_workers(daemons, dsn: str, path: Path, *, client: str, extra: str = ""):
+    """A daemon of two workers on fresh ports (``daemon_config`` at ``path``), ready; returns
+    it and its auth, acct and metrics ports."""
+    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
+    config = daemon_config(path, auth, acct, metrics, client=client, extra=extra)
+    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
+    supervisor.wait_for("workers=2'", timeout=90)
+    return supervisor, auth, acct, metrics
+
+
 @pytest.mark.skipif(CORES < 2, reason="auto is one process on a one-core machine")
 def test_auto_runs_a_worker_per_core_as_one_daemon(dsn: str, daemons, tmp_path: Path) -> None:
     require(REDIS_SERVER, "redis-server")
@@ -343,17 +353,13 @@ def test_a_call_holds_its_credit_whichever_worker_its_start_reaches(
     stop, each charged once, to the micro-unit."""
     require(REDIS_SERVER, "redis-server")
     users = prepaid_users(dsn, nas)
-    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
-    config = daemon_config(
+    supervisor, auth, acct, metrics = two_workers(
+        daemons,
+        dsn,
         tmp_path / "calls.toml",
-        auth,
-        acct,
-        metrics,
         client=f'profile = "{nas.profile}"',
         extra="[grant]\nring_timeout_s = 2\n",
     )
-    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
-    supervisor.wait_for("workers=2'", timeout=90)
     classes: list[bytes | None] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as nas_socket:
         for n in range(len(users)):
@@ -411,17 +417,13 @@ def test_accounting_without_the_class_meets_its_session_on_one_worker(
     require(REDIS_SERVER, "redis-server")
     nas = Nas("generic", echoes_class=True)  # its profile expects the Class back; none comes
     users = prepaid_users(dsn, nas)
-    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
-    config = daemon_config(
+    supervisor, auth, acct, metrics = two_workers(
+        daemons,
+        dsn,
         tmp_path / "noclass.toml",
-        auth,
-        acct,
-        metrics,
         client='profile = "generic"',
         extra="[grant]\nring_timeout_s = 2\n",
     )
-    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
-    supervisor.wait_for("workers=2'", timeout=90)
     before = {user: balance(dsn, user) for user in users}
     for n in range(len(users)):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as port_a:
@@ -460,10 +462,9 @@ def test_accounting_on_ends_the_nas_sessions_on_every_worker(
     (Before, the worker that took the Accounting-On ended only its own.)"""
     require(REDIS_SERVER, "redis-server")
     run_ocs("demo", "load", dsn=dsn)
-    auth, acct, metrics = free_udp_port(), free_udp_port(), free_port()
-    config = daemon_config(tmp_path / "on.toml", auth, acct, metrics, client='profile = "generic"')
-    supervisor = daemons("--config", str(config), dsn=dsn, OCS_DAEMON__WORKERS="2")
-    supervisor.wait_for("workers=2'", timeout=90)
+    supervisor, _, acct, metrics = two_workers(
+        daemons, dsn, tmp_path / "on.toml", client='profile = "generic"'
+    )
 
     def accounting(identifier: int, status: int, session: str | None) -> None:
         attributes = [

@@ -113,10 +113,12 @@ def largest_grant(limits: GrantLimits, unit: ServiceUnit) -> int:
 
 def _cap_for(unit: ServiceUnit, limits: GrantLimits) -> tuple[int, int]:
     if unit is ServiceUnit.TIME:
-        return limits.max_time_s, max(limits.min_time_s, 1)
-    if unit is ServiceUnit.VOLUME:
-        return limits.max_volume_bytes, max(limits.min_volume_bytes, 1)
-    return limits.max_events, 1
+        minimum = max(limits.min_time_s, 1)
+    elif unit is ServiceUnit.VOLUME:
+        minimum = max(limits.min_volume_bytes, 1)
+    else:
+        minimum = 1
+    return largest_grant(limits, unit), minimum
 
 
 def _refuse(
