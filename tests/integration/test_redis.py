@@ -283,7 +283,10 @@ async def test_a_session_on_one_instance_counts_on_the_other(instances, redis_se
     client = aioredis.from_url(redis_server.url)
     try:
         keys = KeyLayout("t")
-        assert await client.get(keys.account(ACCOUNT, b.sync.instance)) == b"0 1"
+        # "reserved sessions version": the version is B's, raised per round and confirmation.
+        value = await client.get(keys.account(ACCOUNT, b.sync.instance))
+        reserved, sessions, version = value.split()
+        assert (reserved, sessions) == (b"0", b"1") and 0 < int(version) <= b.sync._version
         assert await client.get(keys.account(ACCOUNT, a.sync.instance)) is None  # zero: deleted
         assert 0 < await client.pttl(keys.account(ACCOUNT, b.sync.instance)) <= 1000
         assert keys.account(ACCOUNT, "x") == "t:{acct:42}:i:x"
@@ -481,6 +484,47 @@ async def test_a_burst_of_changes_goes_out_in_a_few_batched_rounds(instances) ->
     assert all(b.book.reserved(1000 + n) == 20 for n in range(100))
 
 
+async def test_a_confirmed_figure_is_not_undone_by_an_older_announcement(
+    redis_server: RedisServer,
+) -> None:
+    """B reads A's key when it confirms an admission, then A's announcement of a round that
+    took its figures before that key was written: B keeps the newer figure (the older one
+    would let B admit against credit A holds), and takes A's announcements again once they are
+    as new."""
+    hold = 100
+    a_book, b_book = SessionBook(), SessionBook()
+    a, b = (
+        RedisSync(book, url=redis_server.url, key_prefix="t", instance_ttl_s=60.0, timeout_s=0.5)
+        for book in (a_book, b_book)
+    )
+    try:
+        for sync in (a, b, a):  # rounds by hand: each lists the other as live
+            await sync.sync_once()
+        assert a.live == {b.instance} and b.live == {a.instance}
+
+        a_book.admit("a-1", ACCOUNT, hold, mono(), ttl_s=600)
+        await a.sync_once()  # announces one hold
+        a_book.admit("a-2", ACCOUNT, hold, mono(), ttl_s=600)
+        assert await a.confirm(ACCOUNT, 0)  # A's key: two holds; not announced yet
+        b_book.admit("b-1", ACCOUNT, hold, mono(), ttl_s=600)
+        assert not await b.confirm(ACCOUNT, 0)  # A holds more than B knew: refused
+        assert b_book.remote_figures(ACCOUNT) == (2 * hold, 0)
+        await b.sync_once()  # reads A's older announcement (one hold)
+        assert b_book.remote_figures(ACCOUNT) == (2 * hold, 0)
+
+        await a.sync_once()  # announces two holds: as new as the key B read
+        await b.sync_once()
+        assert b_book.remote_figures(ACCOUNT) == (2 * hold, 0)
+        assert b._heard == {}  # nothing older can come now
+        a_book.end("a-2")
+        await a.sync_once()
+        await b.sync_once()
+        assert b_book.remote_figures(ACCOUNT) == (hold, 0)  # newer announcements apply
+    finally:
+        await a.stop()
+        await b.stop()
+
+
 # --- Redis Cluster ------------------------------------------------------------------------------
 
 
@@ -515,7 +559,7 @@ async def test_two_instances_share_figures_through_a_redis_cluster(redis_cluster
             assert b.book.reserved(account) == 100 + n
             assert b.book.local_figures(account) == (0, 0)
             key = keys.account(account, a.sync.instance)
-            assert await client.get(key) == f"{100 + n} 1".encode()
+            assert (await client.get(key)).split()[:2] == [b"%d" % (100 + n), b"1"]
             assert 0 < await client.pttl(key) <= 1000
 
         # B's calls count on A; an end reaches B and deletes A's key.
@@ -531,7 +575,8 @@ async def test_two_instances_share_figures_through_a_redis_cluster(redis_cluster
         # Still counted past the instance TTL (re-published per key, re-announced).
         await asyncio.sleep(1.5 * INSTANCE_TTL_S)
         assert b.book.active_sessions(second_account) == 2
-        assert await client.get(keys.account(second_account, a.sync.instance)) == b"101 1"
+        value = await client.get(keys.account(second_account, a.sync.instance))
+        assert value.split()[:2] == [b"101", b"1"]  # and A's version
 
         # A stops cleanly: its keys on every node and its heartbeat go, B forgets it at once.
         await a.sync.stop()

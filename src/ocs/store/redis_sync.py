@@ -10,16 +10,18 @@ command per request would cap a process near 5,000-8,000 requests/s; measured he
 
 Key layout (``P`` = ``redis.key_prefix``, ``I`` = instance id: host-pid-random):
 
-- ``P:{acct:ID}:i:I`` - string ``"<reserved micro-units> <running sessions>"`` that instance I
-  holds for account ID, ``PX instance_ttl_s``; deleted when both are 0. All keys of one account
-  share the hash tag ``{acct:ID}`` (one slot on Redis Cluster: ``MGET`` of ``P:{acct:ID}:i:I`` for
-  the live instances answers "who holds what for this account" in one command). They are the
-  truth an operator or a tool can read; the instances learn changes from the stream below.
+- ``P:{acct:ID}:i:I`` - string ``"<reserved micro-units> <running sessions> <version>"`` that
+  instance I holds for account ID, ``PX instance_ttl_s``; deleted when both are 0. The version
+  is I's own counter, raised for every round and every confirmation (see "Order" below). All
+  keys of one account share the hash tag ``{acct:ID}`` (one slot on Redis Cluster: ``MGET`` of
+  ``P:{acct:ID}:i:I`` for the live instances answers "who holds what for this account" in one
+  command). They are the truth an operator or a tool can read; the instances learn changes from
+  the stream below.
 - ``P:{sync}:instances`` - sorted set, member I, score = last heartbeat (ms, Redis's clock);
   members older than ``instance_ttl_s`` are trimmed by whoever runs the next round.
 - ``P:{sync}:changes`` - stream of announcements, one entry per instance and round that changed
-  something: ``i`` = I, ``d`` = ``"ID reserved sessions ID reserved sessions ..."``. Trimmed to
-  ``instance_ttl_s`` of history (``XADD MINID ~``).
+  something: ``i`` = I, ``d`` = ``"ID reserved sessions ID reserved sessions ..."``, ``v`` = the
+  round's version. Trimmed to ``instance_ttl_s`` of history (``XADD MINID ~``).
 
 One round = one ``EVALSHA`` of ``ROUND_SCRIPT``, atomic (on one server), on the Redis server's
 clock:
@@ -70,6 +72,17 @@ account keys could be dropped there - no instance reads them, the stream is the 
 but they are the per-account, per-slot view an operator reads, so they stay.) Detection rather
 than a URL scheme of its own: the config accepts only ``redis://``, ``rediss://`` and ``unix://``.
 
+Order: an instance learns another's figures for an account in two ways, from its announcements
+in the stream and, when it confirms an admission, from that instance's key. The two can
+disagree in time: instance A takes its round's figures, then confirms an admission (its key now
+newer than the round), and only then does the round's announcement reach the stream; an
+instance B that read A's key when it confirmed, and the stream after, would go back to A's older
+figures and admit against credit A holds. So every write carries A's version (one counter per
+instance, raised for each round's batch and each confirmation, in the order the figures were
+taken), and B keeps, per instance, the versions it read from keys until the stream has caught
+up with them: an announcement older than a key B has read is not applied to that account. A
+writer without versions (before this order existed) is applied as it comes.
+
 Redis unreachable, timing out or refusing: the round fails, ``ocs_redis_errors_total`` counts it,
 the remote figures are cleared (decisions use local state alone), ``ocs_redis_up`` turns 0, one log
 line says so, and rounds are retried with a capped backoff (0.1 s doubling to 5 s). The first good
@@ -111,7 +124,7 @@ REFRESH_CHUNK = 2000  # accounts re-written per round for their TTL, at most
 # instance's keys of the accounts in ARGV[5], in its order (none: the caller writes them itself,
 # as on Redis Cluster). ARGV[1]: instance, ARGV[2]: TTL (ms), ARGV[3]: first stream id to read
 # ("-" or "(" .. last seen), ARGV[4]: most entries to read, ARGV[5]: this instance's figures to
-# publish, "ID reserved sessions ID reserved sessions ..." ("" for none).
+# publish, "ID reserved sessions ID reserved sessions ..." ("" for none), ARGV[6]: their version.
 # Returns {live instances, the others' entries, last entry id read ("" for none), entries read}.
 ROUND_SCRIPT = """
 local clock = redis.call('TIME')
@@ -129,11 +142,11 @@ if ARGV[5] ~= '' then
       if reserved == '0' and sessions == '0' then
         redis.call('DEL', KEYS[k])
       else
-        redis.call('SET', KEYS[k], reserved .. ' ' .. sessions, 'PX', ttl)
+        redis.call('SET', KEYS[k], reserved .. ' ' .. sessions .. ' ' .. ARGV[6], 'PX', ttl)
       end
     end
   end
-  redis.call('XADD', KEYS[2], 'MINID', '~', horizon, '*', 'i', me, 'd', ARGV[5])
+  redis.call('XADD', KEYS[2], 'MINID', '~', horizon, '*', 'i', me, 'd', ARGV[5], 'v', ARGV[6])
   redis.call('PEXPIRE', KEYS[2], 2 * ttl)
 end
 local entries = redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', ARGV[4])
@@ -148,7 +161,7 @@ return {redis.call('ZRANGE', KEYS[1], 0, -1), others, last, #entries}
 # An admission of an account with little credit left, confirmed against the other instances at
 # once (ocs.charging.pipeline: atomic_below_grants). KEYS[1]: this instance's key for the
 # account, KEYS[2..]: the other live instances' keys for it (all in the account's {acct:ID}
-# slot). ARGV[1]: this instance's figures with the new reservation ("reserved sessions"),
+# slot). ARGV[1]: this instance's figures with the new reservation ("reserved sessions version"),
 # ARGV[2]: TTL (ms), ARGV[3]: what this instance believed the others held (micro-units).
 # If they hold more, nothing is written; either way their figures are returned.
 CONFIRM_SCRIPT = """
@@ -244,6 +257,11 @@ class RedisSync:
         self._due: list[int] = []
         self._period_started: float | None = None
         self._task: asyncio.Task[None] | None = None
+        # This instance's version: raised for each round's batch and each confirmation.
+        self._version = 0
+        # Per other instance: accounts whose figures were read from its key (a confirmation)
+        # at a version its announcements read so far have not reached (see "Order" above).
+        self._heard: dict[str, dict[int, int]] = {}
         book.track_changes()
         # What the book held before this started (holds rebuilt from the database at
         # start-up) goes out in the first round.
@@ -326,16 +344,18 @@ class RedisSync:
             # Stalled so long that the stream may have been trimmed past us: read it anew.
             self._resync()
         batch = self._take_batch(now)
+        self._version += 1
+        version = self._version
         try:
             if self.cluster is None:
                 await self._connect()
             if self._sha is None:
                 await self._load_script()
             try:
-                result = await self._round(batch)
+                result = await self._round(batch, version)
             except NoScriptError:  # Redis restarted (or SCRIPT FLUSH) since we loaded it
                 await self._load_script()
-                result = await self._round(batch)
+                result = await self._round(batch, version)
         except BaseException:
             self.book.mark_dirty(account for account, _, _ in batch)
             raise
@@ -379,7 +399,7 @@ class RedisSync:
             sha = await self.client.script_load(ROUND_SCRIPT)
         self._sha = _text(sha)
 
-    async def _round(self, batch: list[tuple[int, int, int]]) -> list[Any]:
+    async def _round(self, batch: list[tuple[int, int, int]], version: int) -> list[Any]:
         assert self._sha is not None
         accounts = self.keys.accounts((account for account, _, _ in batch), self.instance)
         figures = " ".join(f"{a} {r} {s}" for a, r, s in batch)
@@ -389,6 +409,7 @@ class RedisSync:
             "-" if self._after is None else f"({self._after}",
             MAX_ENTRIES_PER_ROUND,
             figures,
+            version,
         )
         if not self.cluster:  # one server: the account keys in the script, declared in KEYS
             call = self.client.evalsha(
@@ -413,7 +434,7 @@ class RedisSync:
         ttl_ms = int(self.instance_ttl_s * 1000)
         for key, (_, reserved, sessions) in zip(accounts, batch, strict=True):
             if reserved or sessions:
-                pipe.execute_command("SET", key, f"{reserved} {sessions}", "PX", ttl_ms)
+                pipe.execute_command("SET", key, f"{reserved} {sessions} {version}", "PX", ttl_ms)
             else:
                 pipe.execute_command("DEL", key)
         async with asyncio.timeout(self.timeout_s):
@@ -454,9 +475,10 @@ class RedisSync:
                 self._published.discard(account)
 
     def _apply(self, live_raw: Iterable[bytes], entries: list[Any]) -> None:
-        book = self.book
+        book, heard_by = self.book, self._heard
         live = {_text(name) for name in live_raw}
         live.discard(self.instance)
+        reached: dict[str, int] = {}  # per instance: the newest version announced this round
         for entry_id, fields in entries:
             pairs = dict(zip(fields[::2], fields[1::2], strict=False))
             instance = _text(pairs.get(b"i", b""))
@@ -464,14 +486,31 @@ class RedisSync:
                 continue
             try:
                 figures = [int(n) for n in pairs.get(b"d", b"").split()]
+                raw_version = pairs.get(b"v")
+                version = int(raw_version) if raw_version is not None else None
             except ValueError:
                 log.debug("redis: malformed announcement id=%s", _text(entry_id))
                 continue
+            heard = heard_by.get(instance) if version is not None else None
             for i in range(0, len(figures) - 2, 3):
-                book.set_remote(instance, figures[i], figures[i + 1], figures[i + 2])
+                account = figures[i]
+                if heard and version is not None and heard.get(account, -1) > version:
+                    continue  # older than what its key said when this instance confirmed
+                book.set_remote(instance, account, figures[i + 1], figures[i + 2])
+            if version is not None:
+                reached[instance] = version
+        for instance, version in reached.items():
+            heard = heard_by.get(instance)
+            if heard:  # its announcements are now as new as these keys: nothing older can come
+                for account in [a for a, v in heard.items() if v <= version]:
+                    del heard[account]
+                if not heard:
+                    del heard_by[instance]
         for instance in book.remote_instances():
             if instance not in live:
                 book.forget_instance(instance)
+        for instance in [i for i in heard_by if i not in live]:
+            del heard_by[instance]
         self.live = live
 
     async def _retire(self) -> None:
@@ -504,7 +543,8 @@ class RedisSync:
             self.keys.account(account_id, other) for other in others
         ]
         ttl_ms = int(self.instance_ttl_s * 1000)
-        args = (f"{reserved} {sessions}", ttl_ms, expected_remote)
+        self._version += 1
+        args = (f"{reserved} {sessions} {self._version}", ttl_ms, expected_remote)
         self.confirm_calls += 1
         async with asyncio.timeout(self.timeout_s):
             if self._confirm_sha is None:
@@ -516,8 +556,10 @@ class RedisSync:
                 ok, figures = await self.client.evalsha(self._confirm_sha, len(keys), *keys, *args)
         for other, raw in zip(others, figures, strict=True):
             parts = _text(raw).split()
-            held, running = (int(parts[0]), int(parts[1])) if len(parts) == 2 else (0, 0)
+            held, running = (int(parts[0]), int(parts[1])) if len(parts) >= 2 else (0, 0)
             self.book.set_remote(other, account_id, held, running)
+            if len(parts) == 3:  # until its announcements reach this version, they are older
+                self._heard.setdefault(other, {})[account_id] = int(parts[2])
         if ok:
             self._published.add(account_id)
             self._written.add(account_id)
@@ -529,6 +571,7 @@ class RedisSync:
         """Start again from nothing: forget the others, re-read the stream from its start and
         publish every local figure again (Redis may have lost them, or kept stale ones)."""
         self.book.clear_remote()
+        self._heard.clear()
         self._after = None
         self.book.mark_dirty(self._published)
         self.book.mark_dirty(self.book.local_accounts())
