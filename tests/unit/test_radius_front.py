@@ -30,6 +30,7 @@ from ocs.metrics import DROP_CAUSES, Metrics
 from ocs.radius import auth as radius_auth
 from ocs.radius import codec
 from ocs.radius.front import (
+    SEND_BATCH,
     AttributeRef,
     ClientTable,
     MessageAuthenticatorPolicy,
@@ -386,6 +387,43 @@ async def test_the_drain_answers_a_burst_and_wakes_for_the_next_datagram() -> No
         for _ in range(20):
             await asyncio.sleep(0)
         assert [r.identifier for r in replies(auth)] == [1, 2, 3, 4]
+    finally:
+        drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drain
+
+
+async def test_the_drain_sends_a_runs_replies_together() -> None:
+    """Replies made while the drain handles a run of datagrams go out together, SEND_BATCH at
+    a time, in order (a client woken once per run, not once per reply); one that cannot be
+    sent is counted and the others still go out."""
+    front, _, _ = make_front()
+    auth = FakeListener("auth")
+    waiting_at_send: list[int] = []  # datagrams still queued when each reply went out
+    sent = auth.transport.sent
+
+    def sendto(data: bytes, addr: tuple[object, ...]) -> None:
+        waiting_at_send.append(len(front._queue))
+        if len(waiting_at_send) == 3:
+            raise RuntimeError("the third reply cannot be sent")
+        sent.append((data, addr))
+
+    auth.transport.sendto = sendto  # type: ignore[method-assign]
+    drain = asyncio.create_task(front._drain())
+    try:
+        run = SEND_BATCH + 8
+        for identifier in range(run):
+            request = access_request("prepaid-ok", identifier=identifier)
+            front.enqueue(auth, request, NAS, 0.0)  # type: ignore[arg-type]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        # The first SEND_BATCH replies left with 8 datagrams still queued, the rest at the end.
+        assert waiting_at_send == [8] * SEND_BATCH + [0] * 8
+        assert [r.identifier for r in replies(auth)] == [i for i in range(run) if i != 2]
+        assert drops(front)["internal_error"] == 1
+        # Outside a run (a reply made by a task, later): sent at once.
+        front._send(auth, b"later", NAS)  # type: ignore[arg-type]
+        assert sent[-1] == (b"later", NAS)
     finally:
         drain.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -4,9 +4,13 @@ Rules of this file:
 - ``datagram_received`` never awaits and never decides: it appends to a bounded queue, or drops
   and counts when the queue is full. One worker drains the queue.
 - The worker answers what the cache can answer synchronously (the hot path: Access-Request for a
-  cached account). Anything that needs the database (a cache miss, every accounting request)
-  runs as a task, at most ``max_pending`` at once; beyond that the request is dropped and counted
-  (the NAS retransmits).
+  cached account). The replies it makes while it handles a run of queued datagrams are sent
+  together when the run ends (at most ``SEND_BATCH`` at a time): a client that sent the run is
+  woken once per run rather than once per reply (waking it was an eighth of the daemon's CPU
+  in a profile; README, Performance). Replies made later, by tasks, are sent at once.
+- Anything that needs the database (a cache miss, every accounting request) runs as a task, at
+  most ``max_pending`` at once; beyond that the request is dropped and counted (the NAS
+  retransmits).
 - Packets from unknown sources, with a bad authenticator, malformed, or with a code that does not
   belong on the port are dropped and counted by cause (bounded labels), never answered.
 - Message-Authenticator on Access-Request (BlastRADIUS, CVE-2024-3596), per client: ``true``
@@ -136,6 +140,8 @@ MA_WARNING_INTERVAL_S = 60.0
 # How often a socket's kernel drops are warned about (every drop is counted).
 DROP_WARNING_INTERVAL_S = 60.0
 _MAX_LEARNED_ADDRESSES = 65536
+# Replies the drain makes are sent together, at most this many at a time (see ``_drain``).
+SEND_BATCH = 32
 # getsockopt(SOL_SOCKET, SO_MEMINFO): nine u32 counters (linux/sock_diag.h); the ninth is the
 # datagrams the socket dropped. Python's socket module does not name the option.
 _SO_MEMINFO = 55
@@ -304,6 +310,9 @@ class RadiusFront:
         self.admission_tag = ""
         self._queue: deque[tuple[Listener, bytes, tuple[str | int, ...], float]] = deque()
         self._wakeup = asyncio.Event()
+        # Replies made while the drain handles a run of datagrams, sent together when the run
+        # ends (or every SEND_BATCH replies); None: send at once (outside the drain).
+        self._outbox: list[tuple[_Sends, bytes, tuple[str | int, ...]]] | None = None
         self._listeners: list[_Listener] = []
         self.bound: list[tuple[str, str, int]] = []  # (kind, host, port) listening, for /status
         self._worker: asyncio.Task[None] | None = None
@@ -421,6 +430,8 @@ class RadiusFront:
             await self._wakeup.wait()
             self._wakeup.clear()
             processed = 0
+            outbox: list[tuple[_Sends, bytes, tuple[str | int, ...]]] = []
+            self._outbox = outbox
             while queue:
                 listener, data, addr, arrived = queue.popleft()
                 try:
@@ -429,9 +440,26 @@ class RadiusFront:
                     log.exception("radius: unexpected error handling a packet from %s", addr[0])
                     self._drop["internal_error"].inc()
                 processed += 1
+                if len(outbox) >= SEND_BATCH:
+                    self._flush(outbox)
                 if processed % 256 == 0:
+                    self._flush(outbox)
+                    self._outbox = None
                     await asyncio.sleep(0)  # let replies and timers run during a burst
+                    self._outbox = outbox
+            self._flush(outbox)
+            self._outbox = None
             self._expire_replies(time.monotonic())
+
+    def _flush(self, outbox: list[tuple[_Sends, bytes, tuple[str | int, ...]]]) -> None:
+        """Send the replies the drain made since the last flush, in their order."""
+        for transport, reply, addr in outbox:
+            try:
+                transport.sendto(reply, addr)
+            except Exception:  # as for a packet: counted, and the others still go out
+                log.exception("radius: unexpected error sending a reply to %s", addr[0])
+                self._drop["internal_error"].inc()
+        outbox.clear()
 
     async def _read_kernel_drops(self) -> None:
         while True:
@@ -1101,8 +1129,13 @@ class RadiusFront:
         return self.admission_tag + _reservation_key(ex)
 
     def _send(self, listener: Listener, reply: bytes, addr: tuple[str | int, ...]) -> None:
-        if listener.transport is not None:
-            listener.transport.sendto(reply, addr)
+        transport = listener.transport
+        if transport is not None:
+            outbox = self._outbox
+            if outbox is None:
+                transport.sendto(reply, addr)
+            else:
+                outbox.append((transport, reply, addr))
 
     @property
     def pending(self) -> int:
