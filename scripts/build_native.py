@@ -57,6 +57,7 @@ NATIVE = (
     "ocs/core/rating.py",
     "ocs/core/ledger.py",
     "ocs/charging/cache.py",
+    "ocs/charging/table.py",
     "ocs/charging/sessions.py",
     "ocs/charging/pipeline.py",
     "ocs/tally.py",

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
+from ocs.charging.table import ShardedTable
 from ocs.longlived import LongLivedDict
 
 Reservation = tuple[int, int, float]
@@ -72,9 +73,11 @@ class SessionBook:
         self._sweep: list[int] | None = None  # accounts left to look at in this idle sweep
         self._window = setup_window_s
         self._accounts: dict[int, _AccountState] = LongLivedDict()
-        self._reservations: dict[str, Reservation] = LongLivedDict()
+        # The two tables that grow with the load (millions of admissions waiting out their
+        # ring timeout): sharded, so that growing them never stalls the requests (table.py).
+        self._reservations: ShardedTable[str, Reservation] = ShardedTable()
         # running session key -> [account id, expiry (monotonic)]
-        self._sessions: dict[str, tuple[int, float]] = LongLivedDict()
+        self._sessions: ShardedTable[str, tuple[int, float]] = ShardedTable()
         # Other instances: account -> [reserved, sessions] summed over them, and per instance.
         self._remote: dict[int, tuple[int, int]] = LongLivedDict()
         self._remote_by_instance: dict[str, dict[int, tuple[int, int]]] = {}
@@ -188,7 +191,7 @@ class SessionBook:
                 keys = [oldest] if oldest is not None else []
             for pending in keys:
                 grant_s = max(grant_s, state.pending.pop(pending, 0.0))
-                held = self._reservations.pop(pending, None)
+                held = self._reservations.pop(pending)
                 if held is not None:
                     state.reserved -= held[_AMOUNT]
                     total += held[_AMOUNT]
@@ -222,7 +225,7 @@ class SessionBook:
     def end(self, session_key: str) -> None:
         """The session ended (Stop, CCR-Termination, Accounting-On/Off): release everything."""
         self._release_reservation(session_key)
-        running = self._sessions.pop(session_key, None)
+        running = self._sessions.pop(session_key)
         if running is not None:
             state = self._accounts.get(running[0])
             if state is not None and state.sessions > 0:
@@ -414,7 +417,7 @@ class SessionBook:
             self._dirty.add(account_id)
 
     def _release_reservation(self, key: str) -> None:
-        held = self._reservations.pop(key, None)
+        held = self._reservations.pop(key)
         if held is not None:
             if self._dirty is not None:
                 self._dirty.add(held[_ACCOUNT])
