@@ -287,6 +287,22 @@ def test_admitting_again_under_the_same_key_replaces_the_hold() -> None:
     assert book.local_figures(ACCOUNT) == (250, 1)
 
 
+def test_admitting_again_under_the_same_key_for_another_account_moves_the_hold() -> None:
+    """The earlier hold goes from its account (and its pending start), the new one counts on
+    the new account and runs to its own expiry."""
+    book = SessionBook()
+    book.admit("call-1", ACCOUNT, 100, now=0.0, ttl_s=30)
+    book.admit("call-1", ACCOUNT + 1, 250, now=10.0, ttl_s=30)
+    assert (book.reserved(ACCOUNT), book.reserved(ACCOUNT + 1)) == (0, 250)
+    assert book.reservation_count == 1
+    book.expire(now=35.0)  # the first hold's deadline: not this hold's
+    assert book.reserved(ACCOUNT + 1) == 250
+    book.start("acct-1", ACCOUNT, now=36.0, ttl_s=600)  # nothing pending for the first account
+    assert book.local_figures(ACCOUNT) == (0, 1)
+    book.expire(now=40.0)
+    assert (book.reserved(ACCOUNT + 1), book.reservation_count) == (0, 0)
+
+
 def test_held_admissions_drop_out_of_the_cyclic_collector() -> None:
     """Hundreds of thousands of held admissions must not lengthen full GC passes: once the
     collector has seen them, none of the book's per-admission records is tracked."""

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from ocs.charging.table import ROUTES, SHARDS, ShardedTable, _routes
 
 KEYS = st.one_of(st.text(max_size=12), st.integers(min_value=-(2**70), max_value=2**70))
-OPS = st.lists(st.tuples(st.sampled_from(["set", "pop", "get", "in"]), KEYS, st.integers()))
+OPS = st.lists(st.tuples(st.sampled_from(["set", "add", "pop", "get", "in"]), KEYS, st.integers()))
 
 
 @given(OPS)
@@ -22,6 +22,9 @@ def test_it_behaves_as_a_dict(ops: list[tuple[str, object, int]]) -> None:
         if op == "set":
             table[key] = value
             model[key] = value
+        elif op == "add":
+            assert table.add(key, value) == (key not in model)
+            model.setdefault(key, value)
         elif op == "pop":
             assert table.pop(key) == model.pop(key, None)
         elif op == "get":

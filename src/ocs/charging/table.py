@@ -62,6 +62,14 @@ class ShardedTable(Generic[K, V]):
         """Remove the key's entry and return its value; None when there is none."""
         return self._shards[self._routes[hash(key) & (ROUTES - 1)]].pop(key, None)
 
+    def add(self, key: K, value: V) -> bool:
+        """Store ``value`` under ``key`` unless the key has a value already: True when stored
+        (one lookup either way)."""
+        shard = self._shards[self._routes[hash(key) & (ROUTES - 1)]]
+        size = len(shard)
+        shard.setdefault(key, value)
+        return len(shard) != size
+
     def __setitem__(self, key: K, value: V) -> None:
         self._shards[self._routes[hash(key) & (ROUTES - 1)]][key] = value
 
