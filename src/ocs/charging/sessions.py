@@ -162,10 +162,7 @@ class SessionBook:
             # hold goes, this one replaces it.
             self._release_reservation(key)
             self._reservations[key] = held
-        heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
-        state.reserved += amount
-        if self._dirty is not None:
-            self._dirty.add(account_id)
+        self._count_hold(key, state, account_id, amount, expires_at)
         state.pending[key] = grant_s
 
     def start(
@@ -422,8 +419,15 @@ class SessionBook:
 
     def _reserve(self, key: str, account_id: int, amount: int, expires_at: float) -> None:
         self._reservations[key] = (account_id, amount, expires_at)
+        self._count_hold(key, self._state(account_id), account_id, amount, expires_at)
+
+    def _count_hold(
+        self, key: str, state: _AccountState, account_id: int, amount: int, expires_at: float
+    ) -> None:
+        """What a hold just stored under ``key`` changes besides the table: its deadline, its
+        account's reserved figure, the accounts to publish."""
         heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
-        self._state(account_id).reserved += amount
+        state.reserved += amount
         if self._dirty is not None:
             self._dirty.add(account_id)
 

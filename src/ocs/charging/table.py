@@ -53,28 +53,30 @@ class ShardedTable(Generic[K, V]):
 
     def __init__(self) -> None:
         self._shards: list[dict[K, V]] = [LongLivedDict() for _ in range(SHARDS)]
-        self._routes = _ROUTES
+
+    def _shard(self, key: K) -> dict[K, V]:
+        return self._shards[_ROUTES[hash(key) & (ROUTES - 1)]]
 
     def get(self, key: K) -> V | None:
-        return self._shards[self._routes[hash(key) & (ROUTES - 1)]].get(key)
+        return self._shard(key).get(key)
 
     def pop(self, key: K) -> V | None:
         """Remove the key's entry and return its value; None when there is none."""
-        return self._shards[self._routes[hash(key) & (ROUTES - 1)]].pop(key, None)
+        return self._shard(key).pop(key, None)
 
     def add(self, key: K, value: V) -> bool:
         """Store ``value`` under ``key`` unless the key has a value already: True when stored
         (one lookup either way)."""
-        shard = self._shards[self._routes[hash(key) & (ROUTES - 1)]]
+        shard = self._shard(key)
         size = len(shard)
         shard.setdefault(key, value)
         return len(shard) != size
 
     def __setitem__(self, key: K, value: V) -> None:
-        self._shards[self._routes[hash(key) & (ROUTES - 1)]][key] = value
+        self._shard(key)[key] = value
 
     def __contains__(self, key: K) -> bool:
-        return key in self._shards[self._routes[hash(key) & (ROUTES - 1)]]
+        return key in self._shard(key)
 
     def __len__(self) -> int:
         return sum([len(shard) for shard in self._shards])
