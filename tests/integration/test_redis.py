@@ -525,6 +525,29 @@ async def test_a_confirmed_figure_is_not_undone_by_an_older_announcement(
         await b.stop()
 
 
+async def test_announcements_without_or_with_a_bad_version_are_read_as_before(
+    redis_server: RedisServer,
+) -> None:
+    """An announcement without a version (an ocsd from before versions) is applied as it
+    comes; one whose version is not a number is skipped like any malformed announcement, and
+    the round goes on."""
+    keys = KeyLayout("t")
+    b = RedisSync(SessionBook(), url=redis_server.url, key_prefix="t", instance_ttl_s=60.0)
+    client = aioredis.from_url(redis_server.url)
+    try:
+        seconds, micros = await client.time()
+        await client.zadd(keys.instances, {"old": seconds * 1000 + micros // 1000})
+        await client.xadd(keys.changes, {"i": "old", "d": f"{ACCOUNT} 300 1"})
+        await client.xadd(keys.changes, {"i": "old", "d": f"{ACCOUNT + 1} 500 1", "v": "x"})
+        await b.sync_once()
+        assert b.live == {"old"}
+        assert b.book.remote_figures(ACCOUNT) == (300, 1)
+        assert b.book.remote_figures(ACCOUNT + 1) == (0, 0)
+    finally:
+        await client.aclose()
+        await b.stop()
+
+
 # --- Redis Cluster ------------------------------------------------------------------------------
 
 
