@@ -2,7 +2,7 @@
 
 Each test starts its own ``redis-server`` on a free loopback port (no persistence) and stops it by
 pid at the end. In one process: two SessionBook + RedisSync pairs stand for two instances. End to
-end: two ``ocsd`` daemons on one PostgreSQL and one Redis, driven over RADIUS. One test starts a
+end: two ``ocsd`` daemons on one PostgreSQL and one Redis, driven over RADIUS. Two tests start a
 three-master Redis Cluster instead (three ``redis-server`` and ``redis-cli --cluster create``).
 
 With ``CI=true`` a missing redis-server (or redis-cli) fails these tests; elsewhere they are
@@ -548,6 +548,170 @@ async def test_announcements_without_or_with_a_bad_version_are_read_as_before(
         await b.stop()
 
 
+# --- each instance's key: no write replaces a newer version -------------------------------------
+
+HOLD = 100
+
+
+def by_hand(url: str) -> RedisSync:
+    """An instance whose rounds the test runs itself (sync_once), with a TTL that never runs out
+    within a test."""
+    return RedisSync(SessionBook(), url=url, key_prefix="t", instance_ttl_s=60.0, timeout_s=0.5)
+
+
+async def own_key(client: aioredis.Redis | RedisCluster, sync: RedisSync) -> bytes | None:
+    value: bytes | None = await client.get(KeyLayout("t").account(ACCOUNT, sync.instance))
+    return value
+
+
+async def check_older_rounds_leave_the_key(url: str, client: aioredis.Redis | RedisCluster) -> None:
+    """A round that took its figures before a confirmation took its own, but that reaches Redis
+    after it (another connection), leaves the key the confirmation wrote: its SET would lower
+    the hold, its DEL would drop it."""
+    a = by_hand(url)
+    real_round = a._round
+    holds: list[str] = []
+
+    def admit() -> None:
+        holds.append(f"a-{len(holds)}")
+        a.book.admit(holds[-1], ACCOUNT, HOLD, mono(), ttl_s=600)
+
+    async def confirmed_first(batch: list[tuple[int, int, int]], version: int) -> list[object]:
+        # The round's figures and version are taken; a hold more is confirmed (a newer version)
+        # and its write runs in Redis before the round's.
+        admit()
+        assert await a.confirm(ACCOUNT, 0)
+        return await real_round(batch, version)
+
+    try:
+        await a.sync_once()
+        admit()
+        a._round = confirmed_first  # type: ignore[method-assign]
+        await a.sync_once()  # SET of one hold, older than the key's two
+        assert await own_key(client, a) == b"%d 0 %d" % (2 * HOLD, a._version)
+
+        for hold in holds:
+            a.book.end(hold)
+        await a.sync_once()  # DEL (0 0), older than the key's one hold
+        assert await own_key(client, a) == b"%d 0 %d" % (HOLD, a._version)
+
+        del a._round
+        await a.sync_once()  # the next round is newer: it writes
+        assert await own_key(client, a) == b"%d 0 %d" % (HOLD, a._version)
+        a.book.end(holds[-1])
+        await a.sync_once()
+        assert await own_key(client, a) is None
+    finally:
+        await a.stop()
+
+
+async def check_versionless_keys_are_written_over(
+    url: str, client: aioredis.Redis | RedisCluster
+) -> None:
+    """A key without a version (two fields: an ocsd from before versions) is replaced by a
+    round's SET and DEL and by a confirmation, as before versions. Its second field (99) is
+    above any version here: a check that took the last field for a version would skip it."""
+    a = by_hand(url)
+    key = KeyLayout("t").account(ACCOUNT, a.instance)
+    try:
+        await a.sync_once()
+        await client.set(key, "900 99")
+        a.book.admit("a-1", ACCOUNT, HOLD, mono(), ttl_s=600)
+        await a.sync_once()
+        assert await own_key(client, a) == b"%d 0 %d" % (HOLD, a._version)
+
+        await client.set(key, "900 99")
+        a.book.admit("a-2", ACCOUNT, HOLD, mono(), ttl_s=600)
+        assert await a.confirm(ACCOUNT, 0)
+        assert await own_key(client, a) == b"%d 0 %d" % (2 * HOLD, a._version)
+
+        await client.set(key, "900 99")
+        a.book.end("a-1")
+        a.book.end("a-2")
+        await a.sync_once()
+        assert await own_key(client, a) is None
+    finally:
+        await a.stop()
+
+
+async def check_newer_writes_replace_the_key(
+    url: str, client: aioredis.Redis | RedisCluster
+) -> None:
+    """Rounds and confirmations in their order each replace the key; versions compare as
+    numbers (10 is newer than 9, though not as text)."""
+    a = by_hand(url)
+    try:
+        await a.sync_once()
+        a._version = 8
+        a.book.admit("a-1", ACCOUNT, HOLD, mono(), ttl_s=600)
+        await a.sync_once()
+        assert await own_key(client, a) == b"%d 0 9" % HOLD
+        a.book.admit("a-2", ACCOUNT, HOLD, mono(), ttl_s=600)
+        await a.sync_once()
+        assert await own_key(client, a) == b"%d 0 10" % (2 * HOLD)
+        a.book.admit("a-3", ACCOUNT, HOLD, mono(), ttl_s=600)
+        assert await a.confirm(ACCOUNT, 0)
+        assert await own_key(client, a) == b"%d 0 11" % (3 * HOLD)
+        for hold in ("a-1", "a-2", "a-3"):
+            a.book.end(hold)
+        await a.sync_once()
+        assert await own_key(client, a) is None
+    finally:
+        await a.stop()
+
+
+async def test_a_round_older_than_the_key_leaves_it(redis_server: RedisServer) -> None:
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await check_older_rounds_leave_the_key(redis_server.url, client)
+    finally:
+        await client.aclose()
+
+
+async def test_a_confirmation_older_than_the_key_leaves_it(redis_server: RedisServer) -> None:
+    """A confirmation that took its figures before a round took its own, but that reaches Redis
+    after it, leaves the key the round wrote; it is admitted all the same (the others hold
+    nothing)."""
+    a = by_hand(redis_server.url)
+    client = aioredis.from_url(redis_server.url)
+    real_evalsha = a.client.evalsha
+
+    async def round_first(sha: str, *args: object) -> object:
+        if sha == a._confirm_sha:  # the confirmation's figures (one hold) and version are taken
+            del a.client.evalsha
+            a.book.admit("a-2", ACCOUNT, HOLD, mono(), ttl_s=600)
+            await a.sync_once()  # two holds, a newer version: in Redis first
+        return await real_evalsha(sha, *args)
+
+    try:
+        await a.sync_once()
+        a.book.admit("a-1", ACCOUNT, HOLD, mono(), ttl_s=600)
+        a.client.evalsha = round_first  # type: ignore[method-assign]
+        assert await a.confirm(ACCOUNT, 0)
+        assert await own_key(client, a) == b"%d 0 %d" % (2 * HOLD, a._version)
+    finally:
+        await client.aclose()
+        await a.stop()
+
+
+async def test_a_key_without_a_version_is_written_over_as_before(
+    redis_server: RedisServer,
+) -> None:
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await check_versionless_keys_are_written_over(redis_server.url, client)
+    finally:
+        await client.aclose()
+
+
+async def test_newer_writes_replace_the_key(redis_server: RedisServer) -> None:
+    client = aioredis.from_url(redis_server.url)
+    try:
+        await check_newer_writes_replace_the_key(redis_server.url, client)
+    finally:
+        await client.aclose()
+
+
 # --- Redis Cluster ------------------------------------------------------------------------------
 
 
@@ -612,6 +776,31 @@ async def test_two_instances_share_figures_through_a_redis_cluster(redis_cluster
     finally:
         for instance in made_a + made_b:
             await instance.sync.stop()
+        await client.aclose()
+
+
+async def test_on_a_redis_cluster_no_write_replaces_a_newer_key(redis_cluster) -> None:
+    """The account keys' writes that go out beside the round (KEY_SCRIPT) compare versions as
+    the round's script does on one server; a node missing that script is given it again."""
+    url = redis_cluster[0].url
+    client = RedisCluster.from_url(url)
+    try:
+        await check_older_rounds_leave_the_key(url, client)
+        await check_versionless_keys_are_written_over(url, client)
+        await check_newer_writes_replace_the_key(url, client)
+
+        a = by_hand(url)
+        try:
+            await a.sync_once()
+            assert a.cluster is True and a._key_sha is not None
+            a._key_sha = "0" * 40  # as if the key's node had restarted: NOSCRIPT
+            a.book.admit("a-1", ACCOUNT, HOLD, mono(), ttl_s=600)
+            await a.sync_once()
+            assert await own_key(client, a) == b"%d 0 %d" % (HOLD, a._version)
+            assert a._key_sha != "0" * 40
+        finally:
+            await a.stop()
+    finally:
         await client.aclose()
 
 

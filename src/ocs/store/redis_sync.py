@@ -12,11 +12,11 @@ Key layout (``P`` = ``redis.key_prefix``, ``I`` = instance id: host-pid-random):
 
 - ``P:{acct:ID}:i:I`` - string ``"<reserved micro-units> <running sessions> <version>"`` that
   instance I holds for account ID, ``PX instance_ttl_s``; deleted when both are 0. The version
-  is I's own counter, raised for every round and every confirmation (see "Order" below). All
-  keys of one account share the hash tag ``{acct:ID}`` (one slot on Redis Cluster: ``MGET`` of
-  ``P:{acct:ID}:i:I`` for the live instances answers "who holds what for this account" in one
-  command). They are the truth an operator or a tool can read; the instances learn changes from
-  the stream below.
+  is I's own counter, raised for every round and every confirmation; no write replaces a key
+  holding a newer version (see "Order" below). All keys of one account share the hash tag
+  ``{acct:ID}`` (one slot on Redis Cluster: ``MGET`` of ``P:{acct:ID}:i:I`` for the live
+  instances answers "who holds what for this account" in one command). They are the truth an
+  operator or a tool can read; the instances learn changes from the stream below.
 - ``P:{sync}:instances`` - sorted set, member I, score = last heartbeat (ms, Redis's clock);
   members older than ``instance_ttl_s`` are trimmed by whoever runs the next round.
 - ``P:{sync}:changes`` - stream of announcements, one entry per instance and round that changed
@@ -28,16 +28,18 @@ clock:
 
 1. publish: for the accounts the book marked dirty since the last round, plus a chunk of the
    non-zero ones due for a TTL refresh, ``SET`` this instance's key to the current local figures
-   with ``PX`` (``DEL`` it when both are 0), and ``XADD`` the same figures as one announcement;
+   with ``PX`` (``DEL`` it when both are 0) unless it holds a newer version, and ``XADD`` the
+   same figures as one announcement;
 2. heartbeat: ``ZADD`` this instance, ``ZREMRANGEBYSCORE`` the ones silent for ``instance_ttl_s``;
 3. read: the live instance list and the stream entries after the last one read
    (``XRANGE (last``, at most 1,000; the rest next round, at once), less this instance's own.
 
 Every key the script touches is given to it in ``KEYS``. On Redis Cluster (below) the script is
-given only the two ``{sync}`` keys, which share a slot, and step 1's ``SET``/``DEL`` of the
-account keys go out beside it as single-key commands in one cluster pipeline (redis-py groups
-them by node, and follows ``MOVED``/``ASK`` while slots migrate); only that step is then not
-atomic with the rest, which nothing relies on: the instances read the stream, never these keys.
+given only the two ``{sync}`` keys, which share a slot, and step 1's writes of the account keys
+go out beside it as one small single-key script each (``KEY_SCRIPT``: the same ``SET`` or
+``DEL`` unless the key is newer) in one cluster pipeline (redis-py groups them by node, and
+follows ``MOVED``/``ASK`` while slots migrate); only that step is then not atomic with the rest,
+which nothing relies on: the rounds read the stream, never these keys.
 
 The answer is applied to the book: each other instance's announced figures replace what it held
 for those accounts; every instance not in the live list is forgotten (``forget_instance``), which
@@ -83,6 +85,20 @@ taken), and B keeps, per instance, the versions it read from keys until the stre
 up with them: an announcement older than a key B has read is not applied to that account. A
 writer without versions (before this order existed) is applied as it comes.
 
+The key itself has the same race: A's round and its confirmations go out on different connections
+(taking one from the pool can wait), so Redis may run the write of older figures after the write of
+newer ones. A key gone back to a lower hold, or deleted under a hold that a confirmation wrote,
+would let the next instance that reads it when it confirms admit against credit A holds. So every
+write of A's key is a compare-and-set on the version, made by the Lua script that writes it (atomic
+on the key's server): the key is written (``SET``, or ``DEL`` for 0 0) only when it is absent, has
+no version (two fields: an ocsd from before versions) or a lower one; otherwise it already holds
+these figures or later ones and is left as it is. A confirmation whose write is so skipped answers
+all the same, since its decision is about the other instances' keys; a round's announcement goes
+out all the same, since readers order announcements by version. A ``DEL`` leaves no version behind,
+so a write older than it can still land after it; that brings back figures above the zeros it
+replaced (other instances then refuse sooner, never admit more), and they go at the latest when the
+key's ``PX`` runs out.
+
 Redis unreachable, timing out or refusing: the round fails, ``ocs_redis_errors_total`` counts it,
 the remote figures are cleared (decisions use local state alone), ``ocs_redis_up`` turns 0, one log
 line says so, and rounds are retried with a capped backoff (0.1 s doubling to 5 s). The first good
@@ -120,13 +136,29 @@ BACKOFF_MAX_S = 5.0
 MAX_ENTRIES_PER_ROUND = 1000
 REFRESH_CHUNK = 2000  # accounts re-written per round for their TTL, at most
 
+# Lua, the start of every script that writes this instance's account keys: whether the key
+# holds figures older than a write of this version (a number), so that the write may replace
+# them: the key is absent, has no version (two fields, written by an ocsd from before versions;
+# or a third field that is not a number) or a lower one (see "Order" in the module docstring).
+# Versions are RedisSync._version, a counter from 0 raised by one per round and confirmation:
+# far below 2^53, up to which Lua's numbers (doubles) hold integers exactly.
+STALE = """
+local function stale(key, version)
+  local held = string.match(redis.call('GET', key) or '', '^%d+ %d+ (%d+)$')
+  return held == nil or tonumber(held) < version
+end
+"""
+
 # One round. KEYS[1]: live instances (sorted set), KEYS[2]: change stream, KEYS[3] ...: this
 # instance's keys of the accounts in ARGV[5], in its order (none: the caller writes them itself,
 # as on Redis Cluster). ARGV[1]: instance, ARGV[2]: TTL (ms), ARGV[3]: first stream id to read
 # ("-" or "(" .. last seen), ARGV[4]: most entries to read, ARGV[5]: this instance's figures to
 # publish, "ID reserved sessions ID reserved sessions ..." ("" for none), ARGV[6]: their version.
 # Returns {live instances, the others' entries, last entry id read ("" for none), entries read}.
-ROUND_SCRIPT = """
+# An account key holding a newer version than ARGV[6] is left as it is (STALE).
+ROUND_SCRIPT = (
+    STALE
+    + """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local me, ttl = ARGV[1], tonumber(ARGV[2])
@@ -136,13 +168,15 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', horizon)
 redis.call('PEXPIRE', KEYS[1], 2 * ttl)
 if ARGV[5] ~= '' then
   if #KEYS > 2 then
-    local k = 2
+    local k, version = 2, tonumber(ARGV[6])
     for _, reserved, sessions in string.gmatch(ARGV[5], '(%d+) (%d+) (%d+)') do
       k = k + 1
-      if reserved == '0' and sessions == '0' then
-        redis.call('DEL', KEYS[k])
-      else
-        redis.call('SET', KEYS[k], reserved .. ' ' .. sessions .. ' ' .. ARGV[6], 'PX', ttl)
+      if stale(KEYS[k], version) then
+        if reserved == '0' and sessions == '0' then
+          redis.call('DEL', KEYS[k])
+        else
+          redis.call('SET', KEYS[k], reserved .. ' ' .. sessions .. ' ' .. ARGV[6], 'PX', ttl)
+        end
       end
     end
   end
@@ -157,14 +191,37 @@ for _, entry in ipairs(entries) do
 end
 return {redis.call('ZRANGE', KEYS[1], 0, -1), others, last, #entries}
 """
+)
+
+# One account key of a round on Redis Cluster, where ROUND_SCRIPT writes none (see the module
+# docstring). KEYS[1]: this instance's key, ARGV[1]: its figures ("reserved sessions version"),
+# ARGV[2]: TTL (ms). Written as ROUND_SCRIPT writes it: deleted for 0 0, and not at all over a
+# newer version.
+KEY_SCRIPT = (
+    STALE
+    + """
+if stale(KEYS[1], tonumber(string.match(ARGV[1], '(%d+)$'))) then
+  if string.match(ARGV[1], '^0 0 ') then
+    redis.call('DEL', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  end
+end
+return 0
+"""
+)
 
 # An admission of an account with little credit left, confirmed against the other instances at
 # once (ocs.charging.pipeline: atomic_below_grants). KEYS[1]: this instance's key for the
 # account, KEYS[2..]: the other live instances' keys for it (all in the account's {acct:ID}
 # slot). ARGV[1]: this instance's figures with the new reservation ("reserved sessions version"),
 # ARGV[2]: TTL (ms), ARGV[3]: what this instance believed the others held (micro-units).
-# If they hold more, nothing is written; either way their figures are returned.
-CONFIRM_SCRIPT = """
+# If they hold more, nothing is written; either way their figures are returned. This instance's
+# key is not written over a newer version either (STALE): a round that took its figures after
+# these has written them already. The answer is the same, as it is about the others' keys.
+CONFIRM_SCRIPT = (
+    STALE
+    + """
 local others, figures = 0, {}
 for i = 2, #KEYS do
   local value = redis.call('GET', KEYS[i]) or ''
@@ -174,9 +231,12 @@ end
 if others > tonumber(ARGV[3]) then
   return {0, figures}
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if stale(KEYS[1], tonumber(string.match(ARGV[1], '(%d+)$'))) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 return {1, figures}
 """
+)
 
 # Redis errors (connection refused, reset, timed out, READONLY, OOM, ...), socket errors and our
 # own asyncio timeout: all mean "Redis is not usable now".
@@ -246,6 +306,7 @@ class RedisSync:
         self.rounds = 0
         self.errors = 0
         self._sha: str | None = None
+        self._key_sha: str | None = None  # KEY_SCRIPT, loaded on Redis Cluster alone
         self._confirm_sha: str | None = None
         self.confirm_calls = 0
         self._after: str | None = None  # last stream id read; None: read from the start
@@ -394,9 +455,12 @@ class RedisSync:
         log.info("redis: %s is a Redis Cluster node", _safe_url(self.url))
 
     async def _load_script(self) -> None:
-        # On Cluster, SCRIPT LOAD goes to every primary.
+        # On Cluster, SCRIPT LOAD goes to every primary. A round there needs KEY_SCRIPT too: it
+        # is loaded with ROUND_SCRIPT, and again whenever either is missing (NOSCRIPT).
         async with asyncio.timeout(self.timeout_s):
             sha = await self.client.script_load(ROUND_SCRIPT)
+            if self.cluster:
+                self._key_sha = _text(await self.client.script_load(KEY_SCRIPT))
         self._sha = _text(sha)
 
     async def _round(self, batch: list[tuple[int, int, int]], version: int) -> list[Any]:
@@ -424,19 +488,18 @@ class RedisSync:
                 result: list[Any] = await call
             return result
         # Cluster: the script touches the {sync} slot alone; the account keys, one slot each, go
-        # out beside it as single-key commands.
+        # out beside it as one KEY_SCRIPT each. A NOSCRIPT of either raises NoScriptError.
         script = self.client.evalsha(self._sha, 2, self.keys.instances, self.keys.changes, *args)
         if not batch:
             async with asyncio.timeout(self.timeout_s):
                 only: list[Any] = await script
             return only
+        assert self._key_sha is not None
         pipe = self.client.pipeline()
         ttl_ms = int(self.instance_ttl_s * 1000)
         for key, (_, reserved, sessions) in zip(accounts, batch, strict=True):
-            if reserved or sessions:
-                pipe.execute_command("SET", key, f"{reserved} {sessions} {version}", "PX", ttl_ms)
-            else:
-                pipe.execute_command("DEL", key)
+            value = f"{reserved} {sessions} {version}"
+            pipe.execute_command("EVALSHA", self._key_sha, 1, key, value, ttl_ms)
         async with asyncio.timeout(self.timeout_s):
             result, _ = await asyncio.gather(script, pipe.execute())
         return result
