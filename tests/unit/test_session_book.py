@@ -9,6 +9,8 @@ from __future__ import annotations
 import gc
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ocs.charging.sessions import SessionBook
 
@@ -368,7 +370,7 @@ def test_the_deadline_heap_stays_bounded_under_steady_traffic() -> None:
         if n % 100 == 0:
             book.expire(now, max_work=100)
     assert book.session_count == 0 and book.reservation_count == 0
-    assert book.deadline_count <= 4096 + 4 * 1  # not 200,000
+    assert book.deadline_count <= 4096 + 4 * 1  # not 100,000
     # What is held still expires on time after a rebuild.
     book.start("kept", 1, now, 5.0)
     for _ in range(5000):
@@ -377,3 +379,109 @@ def test_the_deadline_heap_stays_bounded_under_steady_traffic() -> None:
     assert book.is_running("kept")
     book.expire(now + 6.0)
     assert not book.is_running("kept") and book.reservation_count == 0
+
+
+def test_a_touch_to_a_later_expiry_adds_no_deadline_and_expiry_follows_it() -> None:
+    book = SessionBook()
+    book.start("s", ACCOUNT, now=0.0, ttl_s=10.0)
+    book.admit("r", ACCOUNT, 500, 0.0, 10.0)
+    before = book.deadline_count
+    for second in range(1, 6):  # interim updates: one deadline each before, none now
+        book.touch("s", float(second), 10.0)
+        book.touch("r", float(second), 10.0)
+    assert book.deadline_count == before == 2
+    book.expire(now=10.0)  # the old deadline surfaces and moves to 15
+    assert book.is_running("s") and book.held_for("r") == 500
+    assert book.deadline_count == 2
+    book.expire(now=14.999)
+    assert book.is_running("s") and book.held_for("r") == 500
+    book.expire(now=15.0)
+    assert not book.is_running("s") and book.held_for("r") == 0
+    assert book.take_expired() == ["s"]
+
+
+def test_a_touch_to_an_earlier_expiry_takes_effect_on_time() -> None:
+    """A shorter validity (a CCR-Update granting less time) must not wait for the old one."""
+    book = SessionBook()
+    book.start("s", ACCOUNT, now=0.0, ttl_s=100.0)
+    book.admit("r", ACCOUNT, 500, 0.0, 100.0)
+    book.touch("s", 1.0, 5.0)
+    book.touch("r", 1.0, 5.0)
+    book.expire(now=5.9)
+    assert book.is_running("s") and book.reserved(ACCOUNT) == 500
+    book.expire(now=6.0)
+    assert not book.is_running("s") and book.reserved(ACCOUNT) == 0
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["admit", "start", "touch", "end", "reserve", "expire"]),
+            st.integers(0, 11),  # key
+            st.integers(1, 40),  # ttl (seconds)
+            st.integers(0, 7),  # seconds that pass before the step
+        ),
+        max_size=120,
+    ),
+    st.sampled_from([None, 1, 3]),
+)
+def test_expiry_matches_a_model_of_expiries(
+    steps: list[tuple[str, int, int, int]], max_work: int | None
+) -> None:
+    """Whatever the order of admissions, starts, touches (later or earlier), re-sizes and ends,
+    and however a pass is sliced, a hold or a session is gone exactly when its last expiry has
+    passed, and not before."""
+    book = SessionBook()
+    holds: dict[str, float] = {}
+    running: dict[str, float] = {}
+    keys = [f"k{n}" for n in range(12)]
+    now = 0.0
+
+    def settle() -> None:
+        book.expire(now, max_work=max_work)
+        while book.expiry_due(now):
+            book.expire(now, max_work=max_work)
+        for key in [k for k, at in running.items() if at <= now]:
+            del running[key]
+            holds.pop(key, None)  # a session's end releases what is held under its key
+        for key in [k for k, at in holds.items() if at <= now]:
+            del holds[key]
+
+    for op, n, ttl, wait in steps:
+        now += wait
+        key = f"k{n}"
+        if op == "admit":
+            book.admit(key, n % 3, 100, now, ttl)
+            holds[key] = now + ttl
+        elif op == "start":
+            if key in running:
+                book.start(key, n % 3, now, ttl)  # a touch
+                running[key] = now + ttl
+                if key in holds:
+                    holds[key] = now + ttl
+            else:
+                book.start(key, n % 3, now, ttl, amount=0)
+                running[key] = now + ttl
+        elif op == "touch":
+            book.touch(key, now, ttl)
+            for table in (holds, running):
+                if key in table:
+                    table[key] = now + ttl
+        elif op == "end":
+            book.end(key)
+            holds.pop(key, None)
+            running.pop(key, None)
+        elif op == "reserve":
+            book.reserve(key, n % 3, 100, now, ttl)
+            holds[key] = now + ttl
+        else:
+            settle()
+        assert {k for k in keys if book.is_running(k)} == set(running)
+        assert {k for k in keys if book.held_for(k)} == set(holds)
+    settle()
+    assert {k for k in keys if book.is_running(k)} == set(running)
+    assert {k for k in keys if book.held_for(k)} == set(holds)
+    now += 41
+    settle()
+    assert book.session_count == book.reservation_count == 0
+    assert book.deadline_count == 0
