@@ -400,6 +400,34 @@ def test_a_touch_to_a_later_expiry_adds_no_deadline_and_expiry_follows_it() -> N
     assert book.take_expired() == ["s"]
 
 
+def test_updates_of_a_long_session_keep_one_deadline_per_hold() -> None:
+    """A Diameter session re-sizes its hold and is touched on every CCR-Update: the deadlines
+    stay one per session and one per hold, however many updates (not one more per update until
+    the heap's rebuild), and the last update's expiry is the one that counts."""
+    book = SessionBook()
+    for n in range(100):
+        book.start(f"s{n}", ACCOUNT, 0.0, 180.0, amount=0)
+        book.reserve(f"s{n}", ACCOUNT, 10, 0.0, 180.0)
+    for update in range(1, 60):
+        now = update * 60.0
+        for n in range(100):
+            book.reserve(f"s{n}", ACCOUNT, 10, now, 180.0)
+            book.touch(f"s{n}", now, 180.0)
+        book.expire(now)
+        assert book.deadline_count == 200
+    assert book.reserved(ACCOUNT) == 1_000 and book.session_count == 100
+    book.expire(59 * 60.0 + 179.9)
+    assert book.session_count == 100
+    book.expire(59 * 60.0 + 180.0)
+    assert book.session_count == 0 and book.reserved(ACCOUNT) == 0
+    # A re-size to a shorter hold takes effect on time.
+    book.start("short", ACCOUNT, 0.0, 600.0, amount=0)
+    book.reserve("short", ACCOUNT, 10, 0.0, 600.0)
+    book.reserve("short", ACCOUNT, 10, 1.0, 5.0)
+    book.expire(6.0)
+    assert book.held_for("short") == 0 and book.is_running("short")
+
+
 def test_a_touch_to_an_earlier_expiry_takes_effect_on_time() -> None:
     """A shorter validity (a CCR-Update granting less time) must not wait for the old one."""
     book = SessionBook()

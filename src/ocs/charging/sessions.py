@@ -159,12 +159,14 @@ class SessionBook:
         held = (account_id, amount, expires_at)
         # A new name almost always: one lookup stores it (a miss in a table of millions costs
         # a few cache misses; a pop before the store made it two).
+        queue = True
         if not self._reservations.add(key, held):
             # The same admission again (a call attempted again under its name): the earlier
-            # hold goes, this one replaces it.
-            self._release_reservation(key)
+            # hold goes, this one replaces it (and its deadline, if it comes first, moves).
+            before = self._release_reservation(key)
             self._reservations[key] = held
-        self._count_hold(key, state, account_id, amount, expires_at)
+            queue = before is None or expires_at < before[_EXPIRES]
+        self._count_hold(key, state, account_id, amount, expires_at, queue=queue)
         state.pending[key] = grant_s
 
     def start(
@@ -235,8 +237,12 @@ class SessionBook:
 
     def reserve(self, key: str, account_id: int, amount: int, now: float, ttl_s: float) -> None:
         """Hold (or re-size) the credit of a running session (the next quota of a CCR-U)."""
-        self._release_reservation(key)
-        self._reserve(key, account_id, amount, now + ttl_s)
+        before = self._release_reservation(key)
+        expires_at = now + ttl_s
+        # The earlier hold's deadline, at or before its expiry, moves to this one when it comes
+        # (as for a touch): one deadline per key, not one per CCR-Update.
+        queue = before is None or expires_at < before[_EXPIRES]
+        self._reserve(key, account_id, amount, expires_at, queue=queue)
 
     def end(self, session_key: str) -> None:
         """The session ended (Stop, CCR-Termination, Accounting-On/Off): release everything."""
@@ -432,21 +438,33 @@ class SessionBook:
         else:
             self._remote[account_id] = new
 
-    def _reserve(self, key: str, account_id: int, amount: int, expires_at: float) -> None:
+    def _reserve(
+        self, key: str, account_id: int, amount: int, expires_at: float, *, queue: bool = True
+    ) -> None:
         self._reservations[key] = (account_id, amount, expires_at)
-        self._count_hold(key, self._state(account_id), account_id, amount, expires_at)
+        self._count_hold(key, self._state(account_id), account_id, amount, expires_at, queue=queue)
 
     def _count_hold(
-        self, key: str, state: _AccountState, account_id: int, amount: int, expires_at: float
+        self,
+        key: str,
+        state: _AccountState,
+        account_id: int,
+        amount: int,
+        expires_at: float,
+        *,
+        queue: bool,
     ) -> None:
-        """What a hold just stored under ``key`` changes besides the table: its deadline, its
-        account's reserved figure, the accounts to publish."""
-        heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
+        """What a hold just stored under ``key`` changes besides the table: its deadline (not
+        when ``queue`` is False: the key's earlier deadline is still due first), its account's
+        reserved figure, the accounts to publish."""
+        if queue:
+            heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
         state.reserved += amount
         if self._dirty is not None:
             self._dirty.add(account_id)
 
-    def _release_reservation(self, key: str) -> None:
+    def _release_reservation(self, key: str) -> Reservation | None:
+        """Drop the hold under ``key``; returns it (None: there was none)."""
         held = self._reservations.pop(key)
         if held is not None:
             if self._dirty is not None:
@@ -455,6 +473,7 @@ class SessionBook:
             if state is not None:
                 state.reserved -= held[_AMOUNT]
                 state.pending.pop(key, None)
+        return held
 
     @property
     def reservation_count(self) -> int:
