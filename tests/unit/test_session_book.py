@@ -444,7 +444,7 @@ def test_a_touch_to_an_earlier_expiry_takes_effect_on_time() -> None:
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["admit", "start", "touch", "end", "reserve", "expire"]),
+            st.sampled_from(["admit", "start", "touch", "end", "reserve", "expire", "slice"]),
             st.integers(0, 11),  # key
             st.integers(1, 40),  # ttl (seconds)
             st.integers(0, 7),  # seconds that pass before the step
@@ -452,20 +452,25 @@ def test_a_touch_to_an_earlier_expiry_takes_effect_on_time() -> None:
         max_size=120,
     ),
     st.sampled_from([None, 1, 3]),
+    st.sampled_from([4096, 0, 2]),
 )
 def test_expiry_matches_a_model_of_expiries(
-    steps: list[tuple[str, int, int, int]], max_work: int | None
+    steps: list[tuple[str, int, int, int]], max_work: int | None, stale_min: int
 ) -> None:
     """Whatever the order of admissions, starts, touches (later or earlier), re-sizes and ends,
-    and however a pass is sliced, a hold or a session is gone exactly when its last expiry has
-    passed, and not before."""
-    book = SessionBook()
+    however a pass is sliced and whenever the heap is rebuilt (``stale_min`` 0 and 2: rebuilds
+    all the time, read a slice at a time between the other steps), a hold or a session is gone
+    exactly when its last expiry has passed, and not before."""
+    book = SessionBook(stale_min=stale_min)
     holds: dict[str, float] = {}
     running: dict[str, float] = {}
     keys = [f"k{n}" for n in range(12)]
     now = 0.0
 
+    settled = [0.0]
+
     def settle() -> None:
+        settled[0] = now
         book.expire(now, max_work=max_work)
         while book.expiry_due(now):
             book.expire(now, max_work=max_work)
@@ -502,6 +507,8 @@ def test_expiry_matches_a_model_of_expiries(
         elif op == "reserve":
             book.reserve(key, n % 3, 100, now, ttl)
             holds[key] = now + ttl
+        elif op == "slice":  # one bounded call as of the last settled instant: nothing is due
+            book.expire(settled[0], max_work=max_work)  # then, but a rebuild goes on a slice
         else:
             settle()
         assert {k for k in keys if book.is_running(k)} == set(running)
@@ -513,3 +520,46 @@ def test_expiry_matches_a_model_of_expiries(
     settle()
     assert book.session_count == book.reservation_count == 0
     assert book.deadline_count == 0
+
+
+def test_the_heap_is_rebuilt_a_slice_at_a_time_and_nothing_is_lost() -> None:
+    """Stale deadlines (sessions that ended before their expiry) bring a rebuild; it reads the
+    tables in slices between other work, and whatever happens meanwhile (sessions started,
+    ended, touched earlier or later, expiring) comes out of it on time."""
+    book = SessionBook()
+    for n in range(20_000):
+        book.start(f"live-{n}", n % 100, 0.0, 1_000.0)
+    for n in range(80_000):  # ended long before their expiry: their deadlines are stale
+        book.start(f"gone-{n}", n % 100, 0.0, 1_000.0)
+        book.end(f"gone-{n}")
+    assert book.deadline_count == 100_000
+    book.expire(1.0, max_work=10)  # starts the rebuild; reads 80 keys
+    assert book._rebuild is not None and book.expiry_due(1.0)
+    book.start("new", 1, 1.0, 50.0)  # queued while the rebuild runs
+    book.admit("held", 1, 100, 1.0, 60.0)
+    book.touch("live-0", 1.0, 20.0)  # earlier: a deadline of its own
+    book.touch("live-1", 1.0, 2_000.0)  # later: none; the old one moves when it comes
+    book.end("live-2")
+    slices = 1
+    while book.expiry_due(1.0) and slices < 5_000:
+        book.expire(1.0, max_work=10)
+        slices += 1
+    assert not book.expiry_due(1.0)
+    # 20,000 keys read and 100,000 old entries freed, 80 a slice: in pieces, not in one step
+    assert slices > 1_000
+    assert book._rebuild is None and book._discard == []
+    assert book.deadline_count <= 20_000 + 4  # the stale ones are gone
+    book.expire(20.999)
+    assert book.is_running("live-0")
+    book.expire(21.0)
+    assert not book.is_running("live-0") and book.is_running("new")
+    book.expire(51.0)
+    assert not book.is_running("new") and book.held_for("held") == 100
+    book.expire(61.0)
+    assert book.held_for("held") == 0
+    book.expire(999.999)
+    assert book.session_count == 19_998
+    book.expire(1_000.0)
+    assert book.session_count == 1 and book.is_running("live-1")
+    book.expire(2_001.0)
+    assert book.session_count == 0 and book.deadline_count == 0

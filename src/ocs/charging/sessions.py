@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from ocs.charging.table import ShardedTable
+from ocs.charging.table import SHARDS, ShardedTable
 from ocs.longlived import LongLivedDict
 
 Reservation = tuple[int, int, float]
@@ -56,11 +56,14 @@ _IDLE_SWEEP_S = 10.0
 # Deadlines are deleted lazily; once stale ones outnumber the live ones this much, the heap is
 # rebuilt from what is held. Without it every ended session left its deadline behind until
 # that passed (an hour for a RADIUS session): under steady traffic memory grew for an hour
-# (the soak saw 1 KB a session). The rebuild is O(held) in one step (about 1 s for a million
-# sessions here); touches no longer add entries, so it is ended sessions and claimed
-# admissions that bring it on, not interim updates.
+# (the soak saw 1 KB a session). Touches and re-sized holds add no entries, so it is ended
+# sessions and claimed admissions that bring a rebuild on. The rebuild reads the tables a
+# slice at a time (``_SCAN_PER_STEP`` keys for each heap step of ``max_work``) into a new heap
+# while the old one goes on serving; done in one step, it stalled the loop about 1 s per
+# million sessions held.
 _STALE_FACTOR = 4
 _STALE_MIN = 4096
+_SCAN_PER_STEP = 8  # keys a rebuild reads for one heap step of budget (each is cheaper)
 _SWEEP_CHUNK = 2_000  # accounts looked at per bounded expire() call
 
 
@@ -68,9 +71,21 @@ class SessionBook:
     """In-process bookkeeping; one instance per daemon, shared with other daemons through the
     remote figures a sync task keeps up to date."""
 
-    def __init__(self, *, setup_window_s: float = 1.0) -> None:
+    def __init__(self, *, setup_window_s: float = 1.0, stale_min: int = _STALE_MIN) -> None:
         # (deadline, kind, key): every reservation's and session's expiry, lazily deleted
         self._deadlines: list[tuple[float, int, str]] = []
+        # A rebuild under way: the new heap (every deadline queued meanwhile goes in both), and
+        # where its reading of the tables stands: table (0 reservations, 1 sessions), shard,
+        # that shard's keys as they were, the next of them.
+        self._rebuild: list[tuple[float, int, str]] | None = None
+        self._stale_min = stale_min  # stale entries tolerated beyond the factor (tests: few)
+        self._scan_table = 0
+        self._scan_shard = 0
+        self._scan_keys: list[str] = []
+        self._scan_next = 0
+        # The heap a rebuild replaced, freed a slice at a time (freeing millions of entries at
+        # once took 150 ms here).
+        self._discard: list[tuple[float, int, str]] = []
         self._next_idle_sweep = 0.0
         self._sweep: list[int] | None = None  # accounts left to look at in this idle sweep
         self._window = setup_window_s
@@ -212,7 +227,7 @@ class SessionBook:
         if total:
             self._reserve(session_key, account_id, total, now + ttl_s)
         self._sessions[session_key] = (account_id, now + ttl_s)
-        heapq.heappush(self._deadlines, (now + ttl_s, _SESSION, session_key))
+        self._queue(now + ttl_s, _SESSION, session_key)
         state.sessions += 1
         if self._dirty is not None:
             self._dirty.add(account_id)
@@ -228,12 +243,12 @@ class SessionBook:
         if running is not None:
             self._sessions[session_key] = (running[0], expires_at)
             if expires_at < running[1]:
-                heapq.heappush(self._deadlines, (expires_at, _SESSION, session_key))
+                self._queue(expires_at, _SESSION, session_key)
         held = self._reservations.get(session_key)
         if held is not None:
             self._reservations[session_key] = (held[_ACCOUNT], held[_AMOUNT], expires_at)
             if expires_at < held[_EXPIRES]:
-                heapq.heappush(self._deadlines, (expires_at, _RESERVATION, session_key))
+                self._queue(expires_at, _RESERVATION, session_key)
 
     def reserve(self, key: str, account_id: int, amount: int, now: float, ttl_s: float) -> None:
         """Hold (or re-size) the credit of a running session (the next quota of a CCR-U)."""
@@ -266,9 +281,10 @@ class SessionBook:
         the event loop yields between calls, so 100,000 admissions expiring together never
         stall the requests behind them."""
         expired = 0
-        live = len(self._reservations) + len(self._sessions)
-        if len(self._deadlines) > _STALE_FACTOR * live + _STALE_MIN:
-            self._compact()
+        if self._rebuild is None and not self._discard:
+            live = len(self._reservations) + len(self._sessions)
+            if len(self._deadlines) > _STALE_FACTOR * live + self._stale_min:
+                self._start_rebuild()
         deadlines = self._deadlines
         budget = -1 if max_work is None else max_work
         while budget and deadlines and deadlines[0][0] <= now:
@@ -281,7 +297,7 @@ class SessionBook:
                         self._release_reservation(key)
                         expired += 1
                     else:  # touched since: the deadline moves to the new expiry
-                        heapq.heappush(deadlines, (held[_EXPIRES], _RESERVATION, key))
+                        self._queue(held[_EXPIRES], _RESERVATION, key)
             else:
                 running = self._sessions.get(key)
                 if running is not None:
@@ -290,7 +306,12 @@ class SessionBook:
                         self._expired_sessions.append(key)
                         expired += 1
                     else:
-                        heapq.heappush(deadlines, (running[1], _SESSION, key))
+                        self._queue(running[1], _SESSION, key)
+        if self._rebuild is not None and budget:
+            self._scan(-1 if budget < 0 else budget * _SCAN_PER_STEP)
+        elif self._discard and budget:
+            keep = 0 if budget < 0 else max(len(self._discard) - budget * _SCAN_PER_STEP, 0)
+            del self._discard[keep:]
         # Idle accounts (nothing held, no recent setup) are dropped now and then, not on every
         # call, and in chunks: the pass is over every account with state.
         if self._sweep is None and now >= self._next_idle_sweep:
@@ -310,19 +331,58 @@ class SessionBook:
                 self._sweep = None
         return expired
 
-    def _compact(self) -> None:
-        """Rebuild the deadline heap from the reservations and sessions held (one entry each,
-        at its current expiry): O(held), amortised over the stale entries it drops."""
-        deadlines = [
-            (held[_EXPIRES], _RESERVATION, key) for key, held in self._reservations.items()
-        ]
-        deadlines += [(running[1], _SESSION, key) for key, running in self._sessions.items()]
-        heapq.heapify(deadlines)
-        self._deadlines = deadlines
+    def _queue(self, deadline: float, kind: int, key: str) -> None:
+        """Add a deadline (to the new heap too while one is being built)."""
+        heapq.heappush(self._deadlines, (deadline, kind, key))
+        if self._rebuild is not None:
+            heapq.heappush(self._rebuild, (deadline, kind, key))
+
+    def _start_rebuild(self) -> None:
+        self._rebuild = []
+        self._scan_table = 0
+        self._scan_shard = -1
+        self._scan_keys = []
+        self._scan_next = 0
+
+    def _scan(self, budget: int) -> None:
+        """Read up to ``budget`` keys (-1: all) of the tables into the rebuild's heap, one
+        entry each at its current expiry; once every shard of both is read, the new heap
+        replaces the old. O(held) in all, amortised over the stale entries it drops; a key
+        gone or changed since its shard was listed is read as it is now, and one queued since
+        is in the new heap already (``_queue``)."""
+        rebuild = self._rebuild
+        assert rebuild is not None
+        while budget:
+            if self._scan_next >= len(self._scan_keys):
+                self._scan_shard += 1
+                if self._scan_shard == SHARDS:
+                    if self._scan_table == 1:
+                        self._discard = self._deadlines
+                        self._deadlines = rebuild
+                        self._rebuild = None
+                        self._scan_keys = []
+                        return
+                    self._scan_table = 1
+                    self._scan_shard = 0
+                table = self._reservations if self._scan_table == 0 else self._sessions
+                self._scan_keys = list(table.shard(self._scan_shard))
+                self._scan_next = 0
+                continue
+            key = self._scan_keys[self._scan_next]
+            self._scan_next += 1
+            budget -= 1
+            if self._scan_table == 0:
+                held = self._reservations.get(key)
+                if held is not None:
+                    heapq.heappush(rebuild, (held[_EXPIRES], _RESERVATION, key))
+            else:
+                running = self._sessions.get(key)
+                if running is not None:
+                    heapq.heappush(rebuild, (running[1], _SESSION, key))
 
     @property
     def deadline_count(self) -> int:
-        """Entries in the deadline heap, stale ones included (bounded by ``_compact``)."""
+        """Entries in the deadline heap, stale ones included (bounded by rebuilds)."""
         return len(self._deadlines)
 
     def take_expired(self) -> list[str]:
@@ -349,7 +409,12 @@ class SessionBook:
     def expiry_due(self, now: float) -> bool:
         """Work is left that ``expire(now, max_work)`` stopped short of."""
         deadlines = self._deadlines
-        return bool(self._sweep) or bool(deadlines and deadlines[0][0] <= now)
+        return (
+            bool(self._sweep)
+            or self._rebuild is not None
+            or bool(self._discard)
+            or bool(deadlines and deadlines[0][0] <= now)
+        )
 
     # --- sharing with other instances ---------------------------------------------------------
 
@@ -458,7 +523,7 @@ class SessionBook:
         when ``queue`` is False: the key's earlier deadline is still due first), its account's
         reserved figure, the accounts to publish."""
         if queue:
-            heapq.heappush(self._deadlines, (expires_at, _RESERVATION, key))
+            self._queue(expires_at, _RESERVATION, key)
         state.reserved += amount
         if self._dirty is not None:
             self._dirty.add(account_id)

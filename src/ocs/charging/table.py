@@ -78,6 +78,10 @@ class ShardedTable(Generic[K, V]):
     def __contains__(self, key: K) -> bool:
         return key in self._shard(key)
 
+    def shard(self, index: int) -> dict[K, V]:
+        """Shard ``index`` (0 to ``SHARDS`` - 1) itself, for reading it a shard at a time."""
+        return self._shards[index]
+
     def __len__(self) -> int:
         return sum([len(shard) for shard in self._shards])
 
