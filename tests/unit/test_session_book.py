@@ -564,3 +564,21 @@ def test_the_heap_is_rebuilt_a_slice_at_a_time_and_nothing_is_lost() -> None:
     assert book.session_count == 1 and book.is_running("live-1")
     book.expire(2_001.0)
     assert book.session_count == 0 and book.deadline_count == 0
+
+
+def test_the_heap_a_mass_close_leaves_is_freed_a_slice_at_a_time() -> None:
+    """Accounting-On closing fifty thousand sessions at once: nothing is held, so the heap is
+    rebuilt in one step, and the old one (every closed session's deadline) freed in slices."""
+    book = SessionBook()
+    for n in range(50_000):
+        book.start(f"s{n}", ACCOUNT, 0.0, 3_600.0)
+    for n in range(50_000):
+        book.end(f"s{n}")
+    book.expire(1.0, max_work=10)
+    assert book.deadline_count == 0
+    assert len(book._discard) == 50_000 - 10 * 256
+    calls = 1
+    while book.expiry_due(1.0) and calls < 1_000:
+        book.expire(1.0, max_work=10)
+        calls += 1
+    assert calls == 20 and book._discard == []

@@ -64,9 +64,8 @@ _IDLE_SWEEP_S = 10.0
 _STALE_FACTOR = 4
 _STALE_MIN = 4096
 # Per heap step of budget (about 3 µs: a slice of the daemon's 100 steps is about 0.3 ms), a
-# rebuild reads 16 keys and frees 128 old entries (each much cheaper than a step). Smaller
-# shares made the daemon take 16 times the slices (each a turn of the event loop) under
-# Diameter churn, where a small heap is rebuilt every tick: 5 % more CPU per CCR.
+# rebuild reads 16 entries into the new heap, and 256 entries of the old one are freed (each
+# much cheaper than a step).
 _SCAN_PER_STEP = 16
 _FREE_PER_STEP = 256
 # Up to this many held, a rebuild is one step (a millisecond or two): reading two thousand
@@ -293,11 +292,12 @@ class SessionBook:
 
         Work is proportional to what expires, not to what is held: deadlines sit in a heap
         (entries made stale by a release are skipped when they surface; a touched session's
-        moves to its new expiry). With
-        ``max_work``, one call does at most that many heap steps and sweeps at most
-        ``_SWEEP_CHUNK`` accounts; ``expiry_due`` then says whether to call again. A caller on
-        the event loop yields between calls, so 100,000 admissions expiring together never
-        stall the requests behind them."""
+        moves to its new expiry), rebuilt a slice at a time once stale entries pile up. With
+        ``max_work``, one call does at most that many heap steps (a rebuild's entries count a
+        fraction of a step each) and sweeps at most ``_SWEEP_CHUNK`` accounts; ``expiry_due``
+        then says whether to call again. A caller on the event loop yields between calls, so
+        100,000 admissions expiring together, or a million sessions to rebuild the heap from,
+        never stall the requests behind them."""
         expired = 0
         if self._rebuild is None and not self._discard:
             live = len(self._reservations) + len(self._sessions)
@@ -361,7 +361,9 @@ class SessionBook:
             heapq.heappush(self._rebuild, (deadline, kind, key))
 
     def _compact(self) -> None:
-        """Rebuild the heap from what is held, in one step: for small tables."""
+        """Rebuild the heap from what is held, in one step: for small tables. The old heap is
+        freed in slices (it can be large: a million sessions closed at once leave theirs)."""
+        self._discard = self._deadlines
         deadlines = [
             (held[_EXPIRES], _RESERVATION, key) for key, held in self._reservations.items()
         ]
