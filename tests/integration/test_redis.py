@@ -608,8 +608,9 @@ async def check_older_rounds_leave_the_key(url: str, client: aioredis.Redis | Re
 async def check_versionless_keys_are_written_over(
     url: str, client: aioredis.Redis | RedisCluster
 ) -> None:
-    """A key without a version (two fields: an ocsd from before versions) is replaced by a
-    round's SET and DEL and by a confirmation, as before versions. Its second field (99) is
+    """A key without a version (two fields: an ocsd from before versions; or a third field
+    that is not a number) is replaced by a round's SET and DEL and by a confirmation, as
+    before versions. Its second field (99) is
     above any version here: a check that took the last field for a version would skip it."""
     a = by_hand(url)
     key = KeyLayout("t").account(ACCOUNT, a.instance)
@@ -625,9 +626,16 @@ async def check_versionless_keys_are_written_over(
         assert await a.confirm(ACCOUNT, 0)
         assert await own_key(client, a) == b"%d 0 %d" % (2 * HOLD, a._version)
 
+        # A third field that is not a number (written by hand, or damaged) is no version.
+        await client.set(key, "900 99 x")
+        a.book.admit("a-3", ACCOUNT, HOLD, mono(), ttl_s=600)
+        await a.sync_once()
+        assert await own_key(client, a) == b"%d 0 %d" % (3 * HOLD, a._version)
+
         await client.set(key, "900 99")
         a.book.end("a-1")
         a.book.end("a-2")
+        a.book.end("a-3")
         await a.sync_once()
         assert await own_key(client, a) is None
     finally:
