@@ -254,6 +254,14 @@ async def instances(redis_server: RedisServer) -> AsyncIterator[Callable[[], Ins
         await instance.sync.stop()
 
 
+@pytest.fixture
+async def server_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client of the test's Redis server, to read and plant keys; closed at the end."""
+    client = aioredis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
 def mono() -> float:
     return asyncio.get_running_loop().time()
 
@@ -668,20 +676,19 @@ async def check_newer_writes_replace_the_key(
         await a.stop()
 
 
-async def test_a_round_older_than_the_key_leaves_it(redis_server: RedisServer) -> None:
-    client = aioredis.from_url(redis_server.url)
-    try:
-        await check_older_rounds_leave_the_key(redis_server.url, client)
-    finally:
-        await client.aclose()
+async def test_a_round_older_than_the_key_leaves_it(
+    redis_server: RedisServer, server_client: aioredis.Redis
+) -> None:
+    await check_older_rounds_leave_the_key(redis_server.url, server_client)
 
 
-async def test_a_confirmation_older_than_the_key_leaves_it(redis_server: RedisServer) -> None:
+async def test_a_confirmation_older_than_the_key_leaves_it(
+    redis_server: RedisServer, server_client: aioredis.Redis
+) -> None:
     """A confirmation that took its figures before a round took its own, but that reaches Redis
     after it, leaves the key the round wrote; it is admitted all the same (the others hold
     nothing)."""
     a = by_hand(redis_server.url)
-    client = aioredis.from_url(redis_server.url)
     real_evalsha = a.client.evalsha
 
     async def round_first(sha: str, *args: object) -> object:
@@ -696,28 +703,21 @@ async def test_a_confirmation_older_than_the_key_leaves_it(redis_server: RedisSe
         a.book.admit("a-1", ACCOUNT, HOLD, mono(), ttl_s=600)
         a.client.evalsha = round_first  # type: ignore[method-assign]
         assert await a.confirm(ACCOUNT, 0)
-        assert await own_key(client, a) == b"%d 0 %d" % (2 * HOLD, a._version)
+        assert await own_key(server_client, a) == b"%d 0 %d" % (2 * HOLD, a._version)
     finally:
-        await client.aclose()
         await a.stop()
 
 
 async def test_a_key_without_a_version_is_written_over_as_before(
-    redis_server: RedisServer,
+    redis_server: RedisServer, server_client: aioredis.Redis
 ) -> None:
-    client = aioredis.from_url(redis_server.url)
-    try:
-        await check_versionless_keys_are_written_over(redis_server.url, client)
-    finally:
-        await client.aclose()
+    await check_versionless_keys_are_written_over(redis_server.url, server_client)
 
 
-async def test_newer_writes_replace_the_key(redis_server: RedisServer) -> None:
-    client = aioredis.from_url(redis_server.url)
-    try:
-        await check_newer_writes_replace_the_key(redis_server.url, client)
-    finally:
-        await client.aclose()
+async def test_newer_writes_replace_the_key(
+    redis_server: RedisServer, server_client: aioredis.Redis
+) -> None:
+    await check_newer_writes_replace_the_key(redis_server.url, server_client)
 
 
 # --- Redis Cluster ------------------------------------------------------------------------------

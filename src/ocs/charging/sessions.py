@@ -89,14 +89,14 @@ class SessionBook:
         # (deadline, kind, key): every reservation's and session's expiry, lazily deleted
         self._deadlines: list[tuple[float, int, str]] = []
         # A rebuild under way: the new heap (every deadline queued meanwhile goes in both), and
-        # where its reading of the tables stands: table (0 reservations, 1 sessions), shard,
-        # that shard's entries as they were when it was listed, the next of them.
+        # where its reading of the tables stands: the shard listed last (``_shard_deadlines``:
+        # 0 to SHARDS - 1 the reservations', then the sessions'), its entries as they were
+        # when it was listed, the next of them.
         self._rebuild: list[tuple[float, int, str]] | None = None
         # Stale entries tolerated beyond the factor, and the most held for a one-step rebuild
         # (tests make rebuilds frequent and sliced with small ones).
         self._stale_min = stale_min
         self._rebuild_at_once = rebuild_at_once
-        self._scan_table = 0
         self._scan_shard = 0
         self._scan_entries: list[tuple[float, int, str]] = []
         self._scan_next = 0
@@ -197,7 +197,7 @@ class SessionBook:
             # hold goes, this one replaces it (and its deadline, if it comes first, moves).
             before = self._release_reservation(key)
             self._reservations[key] = held
-            queue = before is None or expires_at < before[_EXPIRES]
+            queue = _needs_deadline(before, expires_at)
         self._count_hold(key, state, account_id, amount, expires_at, queue=queue)
         state.pending[key] = grant_s
 
@@ -271,9 +271,7 @@ class SessionBook:
         """Hold (or re-size) the credit of a running session (the next quota of a CCR-U)."""
         before = self._release_reservation(key)
         expires_at = now + ttl_s
-        # The earlier hold's deadline, at or before its expiry, moves to this one when it comes
-        # (as for a touch): one deadline per key, not one per CCR-Update.
-        queue = before is None or expires_at < before[_EXPIRES]
+        queue = _needs_deadline(before, expires_at)  # one per key, not one per CCR-Update
         self._reserve(key, account_id, amount, expires_at, queue=queue)
 
     def end(self, session_key: str) -> None:
@@ -364,16 +362,23 @@ class SessionBook:
         """Rebuild the heap from what is held, in one step: for small tables. The old heap is
         freed in slices (it can be large: a million sessions closed at once leave theirs)."""
         self._discard = self._deadlines
-        deadlines = [
-            (held[_EXPIRES], _RESERVATION, key) for key, held in self._reservations.items()
-        ]
-        deadlines += [(running[1], _SESSION, key) for key, running in self._sessions.items()]
+        deadlines: list[tuple[float, int, str]] = []
+        for shard in range(2 * SHARDS):
+            deadlines += self._shard_deadlines(shard)
         heapq.heapify(deadlines)
         self._deadlines = deadlines
 
+    def _shard_deadlines(self, shard: int) -> list[tuple[float, int, str]]:
+        """One entry per key of a shard at its current expiry: shards 0 to SHARDS - 1 are the
+        reservations', SHARDS to 2 * SHARDS - 1 the running sessions'."""
+        if shard < SHARDS:
+            held = self._reservations.shard(shard)
+            return [(v[_EXPIRES], _RESERVATION, k) for k, v in held.items()]
+        running = self._sessions.shard(shard - SHARDS)
+        return [(v[1], _SESSION, k) for k, v in running.items()]
+
     def _start_rebuild(self) -> None:
         self._rebuild = []
-        self._scan_table = 0
         self._scan_shard = -1
         self._scan_entries = []
         self._scan_next = 0
@@ -392,21 +397,13 @@ class SessionBook:
         while budget:
             if self._scan_next >= len(self._scan_entries):
                 self._scan_shard += 1
-                if self._scan_shard == SHARDS:
-                    if self._scan_table == 1:
-                        self._discard = self._deadlines
-                        self._deadlines = rebuild
-                        self._rebuild = None
-                        self._scan_entries = []
-                        return -1 if budget < 0 else budget // _SCAN_PER_STEP
-                    self._scan_table = 1
-                    self._scan_shard = 0
-                if self._scan_table == 0:
-                    held = self._reservations.shard(self._scan_shard)
-                    self._scan_entries = [(v[_EXPIRES], _RESERVATION, k) for k, v in held.items()]
-                else:
-                    running = self._sessions.shard(self._scan_shard)
-                    self._scan_entries = [(v[1], _SESSION, k) for k, v in running.items()]
+                if self._scan_shard == 2 * SHARDS:
+                    self._discard = self._deadlines
+                    self._deadlines = rebuild
+                    self._rebuild = None
+                    self._scan_entries = []
+                    return -1 if budget < 0 else budget // _SCAN_PER_STEP
+                self._scan_entries = self._shard_deadlines(self._scan_shard)
                 self._scan_next = 0
                 continue
             heapq.heappush(rebuild, self._scan_entries[self._scan_next])
@@ -581,6 +578,13 @@ class SessionBook:
     @property
     def session_count(self) -> int:
         return len(self._sessions)
+
+
+def _needs_deadline(before: Reservation | None, expires_at: float) -> bool:
+    """Whether a hold replacing ``before`` needs a deadline of its own: not when it expires
+    no earlier, since ``before``'s deadline (at or before its expiry) is still to come and then
+    moves to this expiry, as for a touch."""
+    return before is None or expires_at < before[_EXPIRES]
 
 
 def _idle(state: _AccountState, horizon: float) -> bool:
