@@ -75,7 +75,7 @@ from ocs.core.rating import (
     usage_charge,
     volume_charge,
 )
-from ocs.core.trusted import trusted_builder
+from ocs.core.trusted import assigning_init, trusted_builder
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ log = logging.getLogger(__name__)
 WALL_CLOCK_RESOLUTION_S: Final = 0.001
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class UsageReport:
     """One report about one session key, for the store: the key and the ledger's report."""
 
@@ -91,6 +91,19 @@ class UsageReport:
     origin: str
     session_key: str
     entry: Report
+
+    def __init__(
+        self,
+        *,
+        source: str,
+        origin: str,
+        session_key: str,
+        entry: Report,
+    ) -> None:
+        self.source = source  # type: ignore[misc]
+        self.origin = origin  # type: ignore[misc]
+        self.session_key = session_key  # type: ignore[misc]
+        self.entry = entry  # type: ignore[misc]
 
     @property
     def account_id(self) -> int:
@@ -101,7 +114,10 @@ class UsageReport:
         return self.entry.uid
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+assigning_init(UsageReport)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class UsageOutcome:
     charged: int  # micro-units charged by this report (0 for a repeat)
     duplicate: bool
@@ -109,6 +125,26 @@ class UsageOutcome:
     spooled: bool = False  # kept in the local spool until the database is back
     version: Any = None  # the snapshot's change stamp, for the cache
     generation: Generation | None = None  # the report's generation after it, when known
+
+    def __init__(
+        self,
+        *,
+        charged: int,
+        duplicate: bool,
+        snapshot: AccountSnapshot | None,
+        spooled: bool = False,
+        version: Any = None,
+        generation: Generation | None = None,
+    ) -> None:
+        self.charged = charged  # type: ignore[misc]
+        self.duplicate = duplicate  # type: ignore[misc]
+        self.snapshot = snapshot  # type: ignore[misc]
+        self.spooled = spooled  # type: ignore[misc]
+        self.version = version  # type: ignore[misc]
+        self.generation = generation  # type: ignore[misc]
+
+
+assigning_init(UsageOutcome)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,13 +370,25 @@ class LiveSession:
         self.timed = False  # transaction-style accounting: duration from Start to Stop
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Reported:
     """What ``report`` did: the store's outcome and the session it went to (None when the
     session is over or unknown here)."""
 
     outcome: UsageOutcome
     session: LiveSession | None
+
+    def __init__(
+        self,
+        *,
+        outcome: UsageOutcome,
+        session: LiveSession | None,
+    ) -> None:
+        self.outcome = outcome  # type: ignore[misc]
+        self.session = session  # type: ignore[misc]
+
+
+assigning_init(Reported)
 
 
 def _unknown(unit: ServiceUnit) -> CreditDecision:

@@ -35,7 +35,7 @@ from enum import StrEnum
 from ocs.core.credit import billing_period_start_in
 from ocs.core.model import Tariff, Usage
 from ocs.core.rating import usage_charge
-from ocs.core.trusted import trusted_builder, trusted_replacer
+from ocs.core.trusted import assigning_init, trusted_builder, trusted_replacer
 
 NO_USAGE = Usage()  # immutable: safe to share as a default
 
@@ -57,15 +57,27 @@ class Counting(StrEnum):
 SUPERSEDED = "superseded"  # the key started again (a new start, or another account's report)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Hold:
     """Credit held for a running session (micro-units) until ``until`` (the grant's end)."""
 
     amount: int
     until: datetime
 
+    def __init__(
+        self,
+        *,
+        amount: int,
+        until: datetime,
+    ) -> None:
+        self.amount = amount  # type: ignore[misc]
+        self.until = until  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+assigning_init(Hold)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Generation:
     """One generation of a session key, as recorded. ``ref`` is its row id (None: new)."""
 
@@ -88,12 +100,52 @@ class Generation:
     # ended with no news); reported increments are set against them first.
     assumed_seconds: int = 0
 
+    def __init__(
+        self,
+        *,
+        ref: int | None,
+        generation: int,
+        account_id: int,
+        start_ref: str | None,
+        started_at: datetime,
+        tariff: Tariff,
+        usage: Usage = NO_USAGE,
+        charged: int = 0,
+        start_key: str | None = None,
+        start_wire_key: str | None = None,
+        closed_at: datetime | None = None,
+        close_reason: str | None = None,
+        closed_by_final: bool = False,
+        final_number: int | None = None,
+        hold: Hold | None = None,
+        assumed_seconds: int = 0,
+    ) -> None:
+        self.ref = ref  # type: ignore[misc]
+        self.generation = generation  # type: ignore[misc]
+        self.account_id = account_id  # type: ignore[misc]
+        self.start_ref = start_ref  # type: ignore[misc]
+        self.started_at = started_at  # type: ignore[misc]
+        self.tariff = tariff  # type: ignore[misc]
+        self.usage = usage  # type: ignore[misc]
+        self.charged = charged  # type: ignore[misc]
+        self.start_key = start_key  # type: ignore[misc]
+        self.start_wire_key = start_wire_key  # type: ignore[misc]
+        self.closed_at = closed_at  # type: ignore[misc]
+        self.close_reason = close_reason  # type: ignore[misc]
+        self.closed_by_final = closed_by_final  # type: ignore[misc]
+        self.final_number = final_number  # type: ignore[misc]
+        self.hold = hold  # type: ignore[misc]
+        self.assumed_seconds = assumed_seconds  # type: ignore[misc]
+
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+assigning_init(Generation)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Report:
     """One message about a session, as the ledger needs it.
 
@@ -123,8 +175,48 @@ class Report:
     # received them (the client's timestamp may only shorten it, within those bounds).
     timed: bool = False
 
+    def __init__(
+        self,
+        *,
+        kind: ReportKind,
+        account_id: int,
+        uid: str,
+        report_key: str,
+        received_at: datetime,
+        time_zone: tzinfo,
+        tariff: Tariff,
+        usage: Usage = NO_USAGE,
+        counting: Counting = Counting.CUMULATIVE,
+        wire_key: str | None = None,
+        start_ref: str | None = None,
+        client_at: datetime | None = None,
+        request_number: int | None = None,
+        close_reason: str | None = None,
+        hold: Hold | None = None,
+        timed: bool = False,
+    ) -> None:
+        self.kind = kind  # type: ignore[misc]
+        self.account_id = account_id  # type: ignore[misc]
+        self.uid = uid  # type: ignore[misc]
+        self.report_key = report_key  # type: ignore[misc]
+        self.received_at = received_at  # type: ignore[misc]
+        self.time_zone = time_zone  # type: ignore[misc]
+        self.tariff = tariff  # type: ignore[misc]
+        self.usage = usage  # type: ignore[misc]
+        self.counting = counting  # type: ignore[misc]
+        self.wire_key = wire_key  # type: ignore[misc]
+        self.start_ref = start_ref  # type: ignore[misc]
+        self.client_at = client_at  # type: ignore[misc]
+        self.request_number = request_number  # type: ignore[misc]
+        self.close_reason = close_reason  # type: ignore[misc]
+        self.hold = hold  # type: ignore[misc]
+        self.timed = timed  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+assigning_init(Report)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Recorded:
     """What was recorded before for the report's key (the store reads it under lock)."""
 
@@ -132,6 +224,20 @@ class Recorded:
     wire_keys: frozenset[str] = frozenset()
     # (generation ref, report key) pairs recorded for the key's generations
     report_keys: frozenset[tuple[int, str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        uids: frozenset[str] = frozenset(),
+        wire_keys: frozenset[str] = frozenset(),
+        report_keys: frozenset[tuple[int, str]] = frozenset(),
+    ) -> None:
+        self.uids = uids  # type: ignore[misc]
+        self.wire_keys = wire_keys  # type: ignore[misc]
+        self.report_keys = report_keys  # type: ignore[misc]
+
+
+assigning_init(Recorded)
 
 
 NOTHING_RECORDED = Recorded()
@@ -143,7 +249,7 @@ _evolve = trusted_replacer(Generation)
 _usage = trusted_builder(Usage, "seconds", "octets", "events")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class UsageLine:
     """The row a report leaves in the usage records: what it added, and when it counts."""
 
@@ -151,8 +257,22 @@ class UsageLine:
     amount: int
     occurred_at: datetime
 
+    def __init__(
+        self,
+        *,
+        usage: Usage,
+        amount: int,
+        occurred_at: datetime,
+    ) -> None:
+        self.usage = usage  # type: ignore[misc]
+        self.amount = amount  # type: ignore[misc]
+        self.occurred_at = occurred_at  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+assigning_init(UsageLine)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Step:
     """The ledger's answer for one report.
 
@@ -167,9 +287,27 @@ class Step:
     superseded: Generation | None = None
     line: UsageLine | None = None
 
+    def __init__(
+        self,
+        *,
+        duplicate: bool,
+        generation: Generation | None = None,
+        created: bool = False,
+        superseded: Generation | None = None,
+        line: UsageLine | None = None,
+    ) -> None:
+        self.duplicate = duplicate  # type: ignore[misc]
+        self.generation = generation  # type: ignore[misc]
+        self.created = created  # type: ignore[misc]
+        self.superseded = superseded  # type: ignore[misc]
+        self.line = line  # type: ignore[misc]
+
     @property
     def charged(self) -> int:
         return self.line.amount if self.line is not None else 0
+
+
+assigning_init(Step)
 
 
 def apply_report(

@@ -14,6 +14,13 @@ Rules of this file:
 - A class compiled with mypyc (``scripts/build_native.py``) has no slot descriptors to set and
   cannot be made with ``object.__new__``; for it both helpers call its constructor, which
   validates, and costs about what the generated setter costs interpreted.
+- A compiled class whose construction is hot declares ``init=False`` and writes its own
+  ``__init__`` with plain assignments (``self.x = x``): compiled, that is a native
+  constructor (about 0.02 µs for a frozen one of four fields against 0.6 µs for the
+  dataclass's interpreted one), since compiled code sets a native class's attributes directly.
+  Interpreted, a frozen dataclass refuses those assignments; ``assigning_init`` (called after
+  the class, a no-op compiled) runs the same ``__init__`` with its assignments routed past the
+  frozen check, so both ways build the same instance from the same code.
 """
 
 from __future__ import annotations
@@ -101,6 +108,41 @@ def _generate(
     made = namespace[header[4 : header.index("(")]]
     made.__qualname__ = made.__name__ = qualname
     return made
+
+
+def assigning_init(*classes: type[Any]) -> None:
+    """Make the own ``__init__`` of each frozen dataclass in ``classes``, which assigns its
+    fields with ``self.x = x``, work interpreted (module rules); compiled classes are left as
+    they are. Call it right after the class, before any instance is made."""
+    for cls in classes:
+        if not _compiled(cls):
+            cls.__init__ = _assigning(cls.__dict__["__init__"])
+
+
+def _assigning(own: Callable[..., None]) -> Callable[..., None]:
+    def __init__(self: object, *args: Any, **kwargs: Any) -> None:
+        own(_Assigner(self), *args, **kwargs)
+
+    __init__.__qualname__ = own.__qualname__
+    __init__.__doc__ = own.__doc__
+    __init__.__wrapped__ = own  # type: ignore[attr-defined]  # inspect.signature follows it
+    return __init__
+
+
+class _Assigner:
+    """Stands for an instance under construction: assignments go to it unchecked, everything
+    else (``self.__post_init__()``, reading a field already set) is the instance's own."""
+
+    __slots__ = ("_target",)
+
+    def __init__(self, target: object) -> None:
+        object.__setattr__(self, "_target", target)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self._target, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
 
 
 def _has_default(spec: dataclasses.Field[Any]) -> bool:

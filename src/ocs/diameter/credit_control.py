@@ -49,7 +49,7 @@ from enum import IntEnum
 from typing import Final
 
 from ocs.core.identity import sip_uri_has_extras
-from ocs.core.trusted import trusted_builder
+from ocs.core.trusted import assigning_init
 from ocs.diameter import codec
 from ocs.diameter.codec import (
     APP_CREDIT_CONTROL,
@@ -211,7 +211,7 @@ def _check_range(name: str, value: object, maximum: int) -> None:
         raise ValueError(f"{name} must be an int from 0 to {maximum}, got {value!r}")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class ServiceUnits:
     """Requested, used or granted units (RFC 4006 §8.17-8.21): seconds, octets, service units.
 
@@ -224,6 +224,22 @@ class ServiceUnits:
     input_octets: int | None = None
     output_octets: int | None = None
     service_specific: int | None = None
+
+    def __init__(
+        self,
+        *,
+        time_s: int | None = None,
+        total_octets: int | None = None,
+        input_octets: int | None = None,
+        output_octets: int | None = None,
+        service_specific: int | None = None,
+    ) -> None:
+        self.time_s = time_s  # type: ignore[misc]
+        self.total_octets = total_octets  # type: ignore[misc]
+        self.input_octets = input_octets  # type: ignore[misc]
+        self.output_octets = output_octets  # type: ignore[misc]
+        self.service_specific = service_specific  # type: ignore[misc]
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         # Each field as it is: narrowed to int first, mypyc would pass True on as 1.
@@ -244,7 +260,10 @@ class ServiceUnits:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+assigning_init(ServiceUnits)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class Mscc:
     """One Multiple-Services-Credit-Control of a CCR (RFC 4006 §8.16).
 
@@ -259,8 +278,26 @@ class Mscc:
     used: tuple[ServiceUnits, ...] = ()
     reporting_reason: int | None = None
 
+    def __init__(
+        self,
+        *,
+        rating_group: int | None = None,
+        service_identifier: int | None = None,
+        requested: ServiceUnits | None = None,
+        used: tuple[ServiceUnits, ...] = (),
+        reporting_reason: int | None = None,
+    ) -> None:
+        self.rating_group = rating_group  # type: ignore[misc]
+        self.service_identifier = service_identifier  # type: ignore[misc]
+        self.requested = requested  # type: ignore[misc]
+        self.used = used  # type: ignore[misc]
+        self.reporting_reason = reporting_reason  # type: ignore[misc]
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+assigning_init(Mscc)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CreditControlRequest:
     """What the credit decision needs from a CCR. Identities are text; units as in
     ``ServiceUnits``; ``raw_header`` is the request's 20-octet header (for the answer);
@@ -292,6 +329,57 @@ class CreditControlRequest:
     called_party_address: str | None = None
     destination_avp_value: str | None = None
 
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        origin_host: str,
+        origin_realm: str,
+        destination_realm: str,
+        auth_application_id: int,
+        request_type: RequestType,
+        request_number: int,
+        raw_header: bytes,
+        destination_host: str | None = None,
+        service_context_id: str | None = None,
+        user_name: str | None = None,
+        subscription_ids: tuple[tuple[int, str], ...] = (),
+        requested_action: RequestedAction | None = None,
+        requested_unit: ServiceUnits | None = None,
+        used_units: tuple[ServiceUnits, ...] = (),
+        multiple_services: tuple[Mscc, ...] = (),
+        termination_cause: int | None = None,
+        event_timestamp: datetime | None = None,
+        origin_state_id: int | None = None,
+        proxy_infos: tuple[bytes, ...] = (),
+        tolerances: tuple[str, ...] = (),
+        called_party_address: str | None = None,
+        destination_avp_value: str | None = None,
+    ) -> None:
+        self.session_id = session_id  # type: ignore[misc]
+        self.origin_host = origin_host  # type: ignore[misc]
+        self.origin_realm = origin_realm  # type: ignore[misc]
+        self.destination_realm = destination_realm  # type: ignore[misc]
+        self.auth_application_id = auth_application_id  # type: ignore[misc]
+        self.request_type = request_type  # type: ignore[misc]
+        self.request_number = request_number  # type: ignore[misc]
+        self.raw_header = raw_header  # type: ignore[misc]
+        self.destination_host = destination_host  # type: ignore[misc]
+        self.service_context_id = service_context_id  # type: ignore[misc]
+        self.user_name = user_name  # type: ignore[misc]
+        self.subscription_ids = subscription_ids  # type: ignore[misc]
+        self.requested_action = requested_action  # type: ignore[misc]
+        self.requested_unit = requested_unit  # type: ignore[misc]
+        self.used_units = used_units  # type: ignore[misc]
+        self.multiple_services = multiple_services  # type: ignore[misc]
+        self.termination_cause = termination_cause  # type: ignore[misc]
+        self.event_timestamp = event_timestamp  # type: ignore[misc]
+        self.origin_state_id = origin_state_id  # type: ignore[misc]
+        self.proxy_infos = proxy_infos  # type: ignore[misc]
+        self.tolerances = tolerances  # type: ignore[misc]
+        self.called_party_address = called_party_address  # type: ignore[misc]
+        self.destination_avp_value = destination_avp_value  # type: ignore[misc]
+
     @property
     def destination(self) -> str | None:
         """What the call is rated by: the Called-Party-Address, else the configured AVP."""
@@ -310,6 +398,9 @@ class CreditControlRequest:
     @property
     def hop_by_hop(self) -> int:
         return int.from_bytes(self.raw_header[12:16], "big")
+
+
+assigning_init(CreditControlRequest)
 
 
 # --- Parsing ---------------------------------------------------------------------------------
@@ -582,7 +673,14 @@ def _units(
     if empty and specific is None:  # an empty Requested-Service-Unit, as in most CCR-I
         return _NO_UNITS, reason
     # Read from Unsigned32/64 fields: in range by construction (ServiceUnits' own check).
-    return _trusted_units(time_s, total, uplink, downlink, specific), reason
+    units = ServiceUnits(
+        time_s=time_s,
+        total_octets=total,
+        input_octets=uplink,
+        output_octets=downlink,
+        service_specific=specific,
+    )
+    return units, reason
 
 
 _U64_UNITS: Final = frozenset(
@@ -623,12 +721,12 @@ def _mscc(data: bytes, span: AvpSpan, max_depth: int) -> Mscc:
     except MalformedMessage as error:
         wrap_failed_avp(error, span[0], span[1], span[2])
         raise
-    return _trusted_mscc(
-        rating_group,
-        service_identifier,
-        requested,
-        tuple(used),
-        reporting_reason if reporting_reason is not None else usu_reason,
+    return Mscc(
+        rating_group=rating_group,
+        service_identifier=service_identifier,
+        requested=requested,
+        used=tuple(used),
+        reporting_reason=reporting_reason if reporting_reason is not None else usu_reason,
     )
 
 
@@ -954,66 +1052,31 @@ def parse_ccr(
     destination_avp_value = _utf8(data, destination_span) if destination_span else None
 
     assert request_type is not None  # 1 <= value <= 4 above
-    return _trusted_request(
-        session_id,
-        origin_host,
-        origin_realm,
-        destination_realm,
-        destination_host,
-        auth_application_id,
-        service_context_id,
-        request_type,
-        request_number,
-        user_name,
-        tuple(subscription_ids) if subscription_ids else (),
-        requested_action,
-        requested_unit,
-        tuple(used_units) if used_units else (),
-        tuple(multiple_services) if multiple_services else (),
-        termination_cause,
-        event_timestamp,
-        origin_state_id,
-        tuple(proxy_infos) if proxy_infos else (),
-        data[:HEADER_LENGTH],
-        tuple(tolerances) if tolerances else (),
-        called_party_address,
-        destination_avp_value,
+    return CreditControlRequest(
+        session_id=session_id,
+        origin_host=origin_host,
+        origin_realm=origin_realm,
+        destination_realm=destination_realm,
+        destination_host=destination_host,
+        auth_application_id=auth_application_id,
+        service_context_id=service_context_id,
+        request_type=request_type,
+        request_number=request_number,
+        user_name=user_name,
+        subscription_ids=tuple(subscription_ids) if subscription_ids else (),
+        requested_action=requested_action,
+        requested_unit=requested_unit,
+        used_units=tuple(used_units) if used_units else (),
+        multiple_services=tuple(multiple_services) if multiple_services else (),
+        termination_cause=termination_cause,
+        event_timestamp=event_timestamp,
+        origin_state_id=origin_state_id,
+        proxy_infos=tuple(proxy_infos) if proxy_infos else (),
+        raw_header=data[:HEADER_LENGTH],
+        tolerances=tuple(tolerances) if tolerances else (),
+        called_party_address=called_party_address,
+        destination_avp_value=destination_avp_value,
     )
-
-
-# The parser's constructors: every value was read and checked above (``ocs.core.trusted``).
-_trusted_request = trusted_builder(
-    CreditControlRequest,
-    "session_id",
-    "origin_host",
-    "origin_realm",
-    "destination_realm",
-    "destination_host",
-    "auth_application_id",
-    "service_context_id",
-    "request_type",
-    "request_number",
-    "user_name",
-    "subscription_ids",
-    "requested_action",
-    "requested_unit",
-    "used_units",
-    "multiple_services",
-    "termination_cause",
-    "event_timestamp",
-    "origin_state_id",
-    "proxy_infos",
-    "raw_header",
-    "tolerances",
-    "called_party_address",
-    "destination_avp_value",
-)
-_trusted_units = trusted_builder(
-    ServiceUnits, "time_s", "total_octets", "input_octets", "output_octets", "service_specific"
-)
-_trusted_mscc = trusted_builder(
-    Mscc, "rating_group", "service_identifier", "requested", "used", "reporting_reason"
-)
 
 
 def _auth_application_in_vsai(
@@ -1037,7 +1100,7 @@ def _auth_application_in_vsai(
 # --- Encoding --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class MsccAnswer:
     """One Multiple-Services-Credit-Control of a CCA (RFC 4006 §8.16): the result, grant and
     validity for one rating group / service."""
@@ -1049,6 +1112,24 @@ class MsccAnswer:
     validity_time_s: int | None = None
     final_unit_action: FinalUnitAction | None = None
 
+    def __init__(
+        self,
+        *,
+        result_code: int,
+        rating_group: int | None = None,
+        service_identifier: int | None = None,
+        granted: ServiceUnits | None = None,
+        validity_time_s: int | None = None,
+        final_unit_action: FinalUnitAction | None = None,
+    ) -> None:
+        self.result_code = result_code  # type: ignore[misc]
+        self.rating_group = rating_group  # type: ignore[misc]
+        self.service_identifier = service_identifier  # type: ignore[misc]
+        self.granted = granted  # type: ignore[misc]
+        self.validity_time_s = validity_time_s  # type: ignore[misc]
+        self.final_unit_action = final_unit_action  # type: ignore[misc]
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         _check_range("result_code", self.result_code, _U32_MAX)
         _check_range("rating_group", self.rating_group, _U32_MAX)
@@ -1058,7 +1139,10 @@ class MsccAnswer:
             FinalUnitAction(self.final_unit_action)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+assigning_init(MsccAnswer)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class CostInformation:
     """Cost-Information (RFC 4006 §8.7): ``value_digits`` × 10^``exponent`` of the ISO 4217
     ``currency_code`` (e.g. micro-units: exponent -6). Never a float."""
@@ -1068,12 +1152,29 @@ class CostInformation:
     exponent: int = 0
     cost_unit: str | None = None
 
+    def __init__(
+        self,
+        *,
+        value_digits: int,
+        currency_code: int,
+        exponent: int = 0,
+        cost_unit: str | None = None,
+    ) -> None:
+        self.value_digits = value_digits  # type: ignore[misc]
+        self.currency_code = currency_code  # type: ignore[misc]
+        self.exponent = exponent  # type: ignore[misc]
+        self.cost_unit = cost_unit  # type: ignore[misc]
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         if not -(2**63) <= self.value_digits < 2**63:
             raise ValueError(f"value_digits must fit an Integer64, got {self.value_digits}")
         if not -(2**31) <= self.exponent < 2**31:
             raise ValueError(f"exponent must fit an Integer32, got {self.exponent}")
         _check_range("currency_code", self.currency_code, _U32_MAX)
+
+
+assigning_init(CostInformation)
 
 
 def _service_units(code: int, units: ServiceUnits) -> bytes:

@@ -56,7 +56,6 @@ from ocs.core.model import (
     ServiceUnit,
     Usage,
 )
-from ocs.core.trusted import trusted_builder
 from ocs.diameter.cc_state import CcAction, CcEvent, CcState, transition
 from ocs.diameter.codec import (
     AVP_REQUESTED_ACTION,
@@ -194,16 +193,11 @@ def requested_amount(units: ServiceUnits | None, unit: ServiceUnit) -> int | Non
 
 
 def granted_units(unit: ServiceUnit, amount: int) -> ServiceUnits:
-    if unit is ServiceUnit.TIME and type(amount) is int and amount >= 0:
-        return _time_units(min(amount, 0xFFFFFFFF))  # in range: ServiceUnits' own check
     if unit is ServiceUnit.TIME:
         return ServiceUnits(time_s=min(amount, 0xFFFFFFFF))
     if unit is ServiceUnit.VOLUME:
         return ServiceUnits(total_octets=amount)
     return ServiceUnits(service_specific=amount)
-
-
-_time_units = trusted_builder(ServiceUnits, "time_s")
 
 
 def used_increment(request: CreditControlRequest) -> Usage:
