@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,8 @@ from ocs.core.model import (
     Tariff,
     Usage,
 )
-from ocs.core.trusted import trusted_builder, trusted_replacer
+from ocs.core.trusted import assigning_init, trusted_builder, trusted_replacer
+from ocs.diameter.credit_control import MsccAnswer, ServiceUnits
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 GENERATION = Generation(
@@ -146,3 +150,117 @@ def test_replace_still_refuses_what_the_constructor_refuses(changes: dict[str, o
 def test_replace_of_other_terms_still_validates_them() -> None:
     assert SNAPSHOT.replace(balance=1, credit_limit=7).terms.credit_limit == 7
     assert SNAPSHOT.replace(max_sessions=None).terms.max_sessions is None
+
+
+# --- Own constructors of compiled dataclasses (``assigning_init``) ----------------------------
+
+SOURCES = Path(__file__).resolve().parents[2] / "src" / "ocs"
+
+
+def _own_init_classes() -> list[tuple[str, ast.Module, ast.ClassDef]]:
+    """Every dataclass declared ``init=False`` in ``src/ocs``, with its module's tree."""
+    found = []
+    for path in sorted(SOURCES.rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in tree.body:
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(d, ast.Call)
+                and ast.unparse(d.func) in {"dataclass", "dataclasses.dataclass"}
+                and any(k.arg == "init" and ast.unparse(k.value) == "False" for k in d.keywords)
+                for d in node.decorator_list
+            ):
+                found.append((str(path.relative_to(SOURCES)), tree, node))
+    return found
+
+
+OWN_INIT = _own_init_classes()
+
+
+def test_the_compiled_hot_classes_have_their_own_constructor() -> None:
+    names = {node.name for _path, _tree, node in OWN_INIT}
+    assert {"CreditControlRequest", "ServiceUnits", "Mscc", "Generation", "Step"} <= names
+
+
+@pytest.mark.parametrize(
+    ("path", "tree", "node"), OWN_INIT, ids=[node.name for _p, _t, node in OWN_INIT]
+)
+def test_an_own_constructor_takes_and_sets_every_field_as_the_dataclass_would(
+    path: str, tree: ast.Module, node: ast.ClassDef
+) -> None:
+    fields = [
+        s
+        for s in node.body
+        if isinstance(s, ast.AnnAssign)
+        and isinstance(s.target, ast.Name)
+        and not ast.unparse(s.annotation).startswith("ClassVar")
+    ]
+    methods = {s.name: s for s in node.body if isinstance(s, ast.FunctionDef)}
+    init = methods["__init__"]
+    # Keywords only, in field order, with the field's annotation and default.
+    assert [a.arg for a in init.args.args] == ["self"]
+    assert init.args.vararg is None and init.args.kwarg is None
+    assert [a.arg for a in init.args.kwonlyargs] == [ast.unparse(f.target) for f in fields]
+    for arg, default, field in zip(
+        init.args.kwonlyargs, init.args.kw_defaults, fields, strict=True
+    ):
+        assert arg.annotation is not None
+        assert ast.unparse(arg.annotation) == ast.unparse(field.annotation), arg.arg
+        given = ast.unparse(default) if default is not None else None
+        declared = ast.unparse(field.value) if field.value is not None else None
+        assert given == declared, arg.arg
+    # Its body sets each field to its parameter, in order, then validates as __post_init__ did.
+    expected = [f"self.{a.arg} = {a.arg}" for a in init.args.kwonlyargs]
+    if "__post_init__" in methods:
+        expected.append("self.__post_init__()")
+    assert [ast.unparse(s) for s in init.body] == expected
+    # The next statement of the module makes it work interpreted.
+    after = tree.body[tree.body.index(node) + 1]
+    assert ast.unparse(after) == f"assigning_init({node.name})", path
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True, init=False)
+class _Pair:
+    left: int
+    right: tuple[int, ...] = ()
+
+    def __init__(self, *, left: int, right: tuple[int, ...] = ()) -> None:
+        self.left = left  # type: ignore[misc]
+        self.right = right  # type: ignore[misc]
+        self.__post_init__()
+
+    def __post_init__(self) -> None:
+        if self.left < 0:
+            raise ValueError("left must not be negative")
+
+
+assigning_init(_Pair)
+
+
+def test_an_own_constructor_runs_interpreted_and_the_instance_stays_frozen() -> None:
+    pair = _Pair(left=1)
+    assert (pair.left, pair.right) == (1, ())
+    assert pair == _Pair(left=1, right=()) and hash(pair) == hash(_Pair(left=1))
+    assert dataclasses.replace(pair, right=(2,)) == _Pair(left=1, right=(2,))
+    assert repr(pair) == "_Pair(left=1, right=())"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        pair.left = 2  # type: ignore[misc]
+    with pytest.raises(ValueError, match="negative"):
+        _Pair(left=-1)  # __post_init__ sees the fields set
+    with pytest.raises(TypeError):
+        _Pair(1)  # type: ignore[misc]  # keywords only, as the dataclass's
+    assert inspect.signature(_Pair).parameters.keys() == {"left", "right"}
+
+
+def test_compiled_hot_classes_validate_and_stay_frozen_either_way() -> None:
+    units = ServiceUnits(time_s=60)
+    assert units == ServiceUnits(time_s=60, total_octets=None) and units.is_empty is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        units.time_s = 1  # type: ignore[misc]
+    with pytest.raises(ValueError, match="time_s"):
+        ServiceUnits(time_s=-1)
+    with pytest.raises(ValueError, match="result_code"):
+        MsccAnswer(result_code=2**32)
+    step = Step(duplicate=True)
+    assert (step.generation, step.created, step.superseded, step.line) == (None, False, None, None)
+    assert dataclasses.replace(GENERATION, charged=1).charged == 1
+    assert dataclasses.replace(GENERATION, charged=1).hold == GENERATION.hold
