@@ -61,6 +61,7 @@ NATIVE = (
     "ocs/charging/sessions.py",
     "ocs/charging/pipeline.py",
     "ocs/tally.py",
+    "ocs/store/source.py",  # the usage writer: plans and encodes every batch of reports
 )
 
 SUFFIX = sysconfig.get_config_var("EXT_SUFFIX") or ".so"
