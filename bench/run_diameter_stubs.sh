@@ -8,6 +8,12 @@
 #   bench/run_diameter_stubs.sh [ROUNDS=3] [SECONDS=8] [BASE_PORT=39880]
 #   ERL_FLAGS="+S 1" bench/run_diameter_stubs.sh      # beam with one scheduler
 #   STUBS="erl c" bench/run_diameter_stubs.sh         # a subset
+#   STUBS="ocs erl c" bench/run_diameter_stubs.sh     # ocsd itself in the same rounds
+#
+# "ocs" is ocsd answering from memory (one process; OCS_WORKERS=auto for make run's default) on
+# an embedded database under OCS_BENCH_DIR (default /tmp/ocs-diameter-bench), seeded with the
+# 10,000 bench accounts on first use (bench/seed_accounts.py); each run first warms its cache
+# with 2 s of load, not counted. Its CPU is the daemon's processes', the database's apart.
 #
 # Needs .venv (make venv), gcc, and for the Erlang stub (bench only, not `make test`):
 #   apt-get install -y erlang-base erlang-diameter
@@ -21,6 +27,8 @@ SECONDS_PER_RUN=${2:-8}
 BASE_PORT=${3:-39880}
 STUBS=${STUBS:-erl c py}
 PY="$ROOT/.venv/bin/python"
+OCS_BENCH_DIR=${OCS_BENCH_DIR:-/tmp/ocs-diameter-bench}
+OCS_WORKERS=${OCS_WORKERS:-1}
 [ -x "$PY" ] || { echo "no $ROOT/.venv: run 'make venv' first" >&2; exit 2; }
 OUT=$(mktemp -d /tmp/diameter-stubs.XXXXXX)
 C_STUB="$OUT/diameter_stub"
@@ -37,8 +45,8 @@ stop_stub() {
 }
 trap stop_stub EXIT INT TERM
 
-wait_listening() {  # port: up to 15 s
-    for _ in $(seq 150); do
+wait_listening() {  # port [tenths of a second]: up to 15 s by default
+    for _ in $(seq "${2:-150}"); do
         if "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', int(sys.argv[1])), 0.2).close()" "$1" 2>/dev/null; then
             return 0
         fi
@@ -47,6 +55,26 @@ wait_listening() {  # port: up to 15 s
     done
     return 1
 }
+
+ocs_config() {  # port: a config for ocsd on the bench database, listening on port
+    local config="$OCS_BENCH_DIR/ocs-$1.toml"
+    local workers=$OCS_WORKERS
+    [ "$workers" = auto ] && workers='"auto"'
+    printf '%s\n' "[daemon]" "lock_file = \"$OCS_BENCH_DIR/ocsd.lock\"" "workers = $workers" \
+        "[log]" 'level = "warning"' "[database]" "embedded_dir = \"$OCS_BENCH_DIR/pg\"" \
+        "[metrics]" 'listen = "127.0.0.1:0"' "[diameter]" "enabled = true" \
+        "listen = [\"127.0.0.1:$1\"]" "[[diameter.peers]]" 'origin_host = "*.localdomain"' \
+        'address = "127.0.0.1"' >"$config"
+    echo "$config"
+}
+
+if [[ " $STUBS " == *" ocs "* ]]; then
+    mkdir -p "$OCS_BENCH_DIR"
+    if [ ! -e "$OCS_BENCH_DIR/seeded" ]; then
+        "$PY" "$HERE/seed_accounts.py" --config "$(ocs_config "$BASE_PORT")" >/dev/null
+        touch "$OCS_BENCH_DIR/seeded"
+    fi
+fi
 
 echo "machine: $(nproc) CPUs, $(uptime | sed 's/.*load average/load average/')"
 command -v erl >/dev/null && echo "beam: ERL_FLAGS='${ERL_FLAGS:-}'"
@@ -57,13 +85,17 @@ for round in $(seq "$ROUNDS"); do
             erl) escript "$HERE/diameter_stub.erl" 127.0.0.1 "$port" "$LIFETIME" >"$OUT/$stub-$round.stub" 2>&1 & ;;
             c) "$C_STUB" 127.0.0.1 "$port" "$LIFETIME" >"$OUT/$stub-$round.stub" 2>&1 & ;;
             py) "$PY" "$HERE/diameter_stub.py" 127.0.0.1 "$port" "$LIFETIME" >"$OUT/$stub-$round.stub" 2>&1 & ;;
-            *) echo "unknown stub $stub (erl, c, py)" >&2; exit 2 ;;
+            ocs) "$ROOT/.venv/bin/ocsd" --config "$(ocs_config "$port")" >"$OUT/$stub-$round.stub" 2>&1 & ;;
+            *) echo "unknown stub $stub (ocs, erl, c, py)" >&2; exit 2 ;;
         esac
         STUB_PID=$!
-        if ! wait_listening "$port"; then
+        if ! wait_listening "$port" 600; then
             echo "$stub stub did not listen on $port:" >&2
             cat "$OUT/$stub-$round.stub" >&2
             exit 1
+        fi
+        if [ "$stub" = ocs ]; then  # warm its cache: the stubs have none
+            "$PY" "$HERE/diameter_load.py" --port "$port" --users 10000 --duration-s 2 >/dev/null
         fi
         "$PY" "$HERE/diameter_load.py" --port "$port" --users 10000 --duration-s "$SECONDS_PER_RUN" \
             --server-pid "$STUB_PID" >"$OUT/$stub-$round.load"
