@@ -264,3 +264,55 @@ def test_compiled_hot_classes_validate_and_stay_frozen_either_way() -> None:
     assert (step.generation, step.created, step.superseded, step.line) == (None, False, None, None)
     assert dataclasses.replace(GENERATION, charged=1).charged == 1
     assert dataclasses.replace(GENERATION, charged=1).hold == GENERATION.hold
+
+
+# Every field away from its default: a field ``evolve`` dropped would come back as the default.
+FULL_GENERATION = Generation(
+    ref=7,
+    generation=2,
+    account_id=5,
+    start_ref="s-1",
+    started_at=AT,
+    tariff=Tariff(price_per_minute=60_000),
+    usage=Usage(seconds=30),
+    charged=30_000,
+    start_key="start",
+    start_wire_key="wire",
+    closed_at=AT,
+    close_reason="stop",
+    closed_by_final=True,
+    final_number=4,
+    hold=Hold(amount=1_000, until=AT),
+    assumed_seconds=12,
+)
+
+
+def test_full_generation_sets_every_field_away_from_its_default() -> None:
+    for spec in dataclasses.fields(Generation):
+        value = getattr(FULL_GENERATION, spec.name)
+        assert spec.default is dataclasses.MISSING or value != spec.default, spec.name
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"ref": 8},
+        {"ref": None, "hold": None, "closed_at": None, "final_number": None},
+        {"usage": Usage(seconds=90), "charged": 90_000, "assumed_seconds": 0},
+        {"closed_at": AT, "close_reason": "superseded", "closed_by_final": False},
+        {"start_key": None, "start_wire_key": None, "start_ref": None},
+        {"generation": 3, "account_id": 6, "started_at": AT, "tariff": Tariff()},
+        {f.name: getattr(GENERATION, f.name) for f in dataclasses.fields(Generation)},
+    ],
+)
+def test_generation_evolve_matches_dataclasses_replace(changes: dict[str, object]) -> None:
+    made = FULL_GENERATION.evolve(**changes)  # type: ignore[arg-type]
+    assert made == dataclasses.replace(FULL_GENERATION, **changes)  # type: ignore[arg-type]
+    assert type(made) is Generation and made is not FULL_GENERATION
+    assert FULL_GENERATION.ref == 7 and FULL_GENERATION.hold is not None  # untouched
+
+
+def test_generation_evolve_refuses_an_unknown_field() -> None:
+    with pytest.raises(TypeError):
+        FULL_GENERATION.evolve(colour="red")  # type: ignore[call-arg]

@@ -31,11 +31,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
+from typing import Final
 
 from ocs.core.credit import billing_period_start_in
 from ocs.core.model import Tariff, Usage
 from ocs.core.rating import usage_charge
-from ocs.core.trusted import assigning_init, trusted_builder, trusted_replacer
+from ocs.core.trusted import assigning_init, trusted_builder
 
 NO_USAGE = Usage()  # immutable: safe to share as a default
 
@@ -75,6 +76,16 @@ class Hold:
 
 
 assigning_init(Hold)
+
+
+class _Keep:
+    """``Generation.evolve``'s default: keep the field as it is."""
+
+    def __repr__(self) -> str:
+        return "<keep>"
+
+
+_KEEP: Final = _Keep()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -140,6 +151,53 @@ class Generation:
     @property
     def is_open(self) -> bool:
         return self.closed_at is None
+
+    def evolve(
+        self,
+        *,
+        ref: int | _Keep | None = _KEEP,
+        generation: int | _Keep = _KEEP,
+        account_id: int | _Keep = _KEEP,
+        start_ref: str | _Keep | None = _KEEP,
+        started_at: datetime | _Keep = _KEEP,
+        tariff: Tariff | _Keep = _KEEP,
+        usage: Usage | _Keep = _KEEP,
+        charged: int | _Keep = _KEEP,
+        start_key: str | _Keep | None = _KEEP,
+        start_wire_key: str | _Keep | None = _KEEP,
+        closed_at: datetime | _Keep | None = _KEEP,
+        close_reason: str | _Keep | None = _KEEP,
+        closed_by_final: bool | _Keep = _KEEP,
+        final_number: int | _Keep | None = _KEEP,
+        hold: Hold | _Keep | None = _KEEP,
+        assumed_seconds: int | _Keep = _KEEP,
+    ) -> Generation:
+        """A copy with the given fields changed (``dataclasses.replace`` without its cost:
+        compiled, a native call; the ledger makes a copy or two for every report)."""
+        return Generation(
+            ref=self.ref if isinstance(ref, _Keep) else ref,
+            generation=self.generation if isinstance(generation, _Keep) else generation,
+            account_id=self.account_id if isinstance(account_id, _Keep) else account_id,
+            start_ref=self.start_ref if isinstance(start_ref, _Keep) else start_ref,
+            started_at=self.started_at if isinstance(started_at, _Keep) else started_at,
+            tariff=self.tariff if isinstance(tariff, _Keep) else tariff,
+            usage=self.usage if isinstance(usage, _Keep) else usage,
+            charged=self.charged if isinstance(charged, _Keep) else charged,
+            start_key=self.start_key if isinstance(start_key, _Keep) else start_key,
+            start_wire_key=self.start_wire_key
+            if isinstance(start_wire_key, _Keep)
+            else start_wire_key,
+            closed_at=self.closed_at if isinstance(closed_at, _Keep) else closed_at,
+            close_reason=self.close_reason if isinstance(close_reason, _Keep) else close_reason,
+            closed_by_final=self.closed_by_final
+            if isinstance(closed_by_final, _Keep)
+            else closed_by_final,
+            final_number=self.final_number if isinstance(final_number, _Keep) else final_number,
+            hold=self.hold if isinstance(hold, _Keep) else hold,
+            assumed_seconds=self.assumed_seconds
+            if isinstance(assumed_seconds, _Keep)
+            else assumed_seconds,
+        )
 
 
 assigning_init(Generation)
@@ -243,9 +301,7 @@ assigning_init(Recorded)
 NOTHING_RECORDED = Recorded()
 
 
-# ``dataclasses.replace`` for generations without its cost (the writer runs the ledger on every
-# report of a batch): the ledger's own arithmetic made the values.
-_evolve = trusted_replacer(Generation)
+# Sums of valid usage, built without ``Usage``'s checks (the ledger's own arithmetic).
 _usage = trusted_builder(Usage, "seconds", "octets", "events")
 
 
@@ -358,8 +414,7 @@ def apply_report(
             return Step(duplicate=True)
         if not report.usage.is_empty or report.timed:
             return _charge(target, report)  # closed with what it is charged (its grant)
-        closed = _evolve(
-            target,
+        closed = target.evolve(
             closed_at=report.received_at,
             close_reason=report.close_reason or "closed",
             hold=None,
@@ -427,9 +482,7 @@ def _within(usage: Usage, total: Usage) -> bool:
 def _open(latest: Generation | None, report: Report, *, close_at_once: bool = False) -> Step:
     superseded = None
     if latest is not None and latest.is_open:
-        superseded = _evolve(
-            latest, closed_at=report.received_at, close_reason=SUPERSEDED, hold=None
-        )
+        superseded = latest.evolve(closed_at=report.received_at, close_reason=SUPERSEDED, hold=None)
     generation = Generation(
         ref=None,
         generation=(latest.generation + 1) if latest is not None else 1,
@@ -451,7 +504,7 @@ def _open(latest: Generation | None, report: Report, *, close_at_once: bool = Fa
 def _held(generation: Generation, report: Report) -> Step:
     if report.hold == generation.hold:
         return Step(duplicate=True)
-    return Step(duplicate=False, generation=_evolve(generation, hold=report.hold))
+    return Step(duplicate=False, generation=generation.evolve(hold=report.hold))
 
 
 def _charge(
@@ -489,23 +542,28 @@ def _charge(
     amount = max(usage_charge(generation.tariff, total) - generation.charged, 0)
     final = report.kind in (ReportKind.FINAL, ReportKind.EVENT)
     closing = report.kind is ReportKind.CLOSE
-    ends: dict[str, object] = {}  # the generation's end, when this report ends it
+    # The generation's end, when this report ends it.
+    closed_at = generation.closed_at
+    close_reason = generation.close_reason
+    closed_by_final = generation.closed_by_final
+    final_number = generation.final_number
     if final and generation.is_open:
-        ends = {
-            "closed_at": report.received_at,
-            "close_reason": report.close_reason or "stop",
-            "closed_by_final": True,
-            "final_number": report.request_number,
-        }
+        closed_at = report.received_at
+        close_reason = report.close_reason or "stop"
+        closed_by_final = True
+        final_number = report.request_number
     elif closing and generation.is_open:
-        ends = {"closed_at": report.received_at, "close_reason": report.close_reason or "closed"}
-    after = _evolve(
-        generation,
+        closed_at = report.received_at
+        close_reason = report.close_reason or "closed"
+    after = generation.evolve(
         usage=total,
         charged=generation.charged + amount,
         hold=None if final or closing else (report.hold or generation.hold),
         assumed_seconds=assumed,
-        **ends,
+        closed_at=closed_at,
+        close_reason=close_reason,
+        closed_by_final=closed_by_final,
+        final_number=final_number,
     )
     line = UsageLine(
         usage=_usage(

@@ -110,7 +110,6 @@ _ZONES = "SELECT id, time_zone FROM accounts WHERE id = ANY($1::bigint[])"
 
 
 # ``dataclasses.replace`` without its cost, for the ledger's own values (every report of a batch)
-_evolve_generation = trusted_replacer(Generation)
 _evolve_step = trusted_replacer(Step)
 
 
@@ -438,7 +437,7 @@ class PostgresAccounts:
                 continue
             if step.created:
                 ref = -(len(plan.new) + 1)
-                target = _evolve_generation(target, ref=ref)
+                target = target.evolve(ref=ref)
                 plan.new.append((key, target))
                 placeholders[ref] = target
                 gens.append(target)
@@ -566,7 +565,7 @@ class PostgresAccounts:
             if generation is not None and generation.ref is not None and generation.ref < 0:
                 final = plan.new[-generation.ref - 1][1]
                 plan.steps[i] = _evolve_step(
-                    step, generation=_evolve_generation(final, ref=real[generation.ref])
+                    step, generation=final.evolve(ref=real[generation.ref])
                 )
         return [r["snapshot"] for r in rows if r[0] == 1]
 
