@@ -267,22 +267,14 @@ def test_compiled_hot_classes_validate_and_stay_frozen_either_way() -> None:
 
 
 # Every field away from its default: a field ``evolve`` dropped would come back as the default.
-FULL_GENERATION = Generation(
-    ref=7,
-    generation=2,
-    account_id=5,
-    start_ref="s-1",
-    started_at=AT,
-    tariff=Tariff(price_per_minute=60_000),
-    usage=Usage(seconds=30),
-    charged=30_000,
+FULL_GENERATION = dataclasses.replace(
+    GENERATION,
     start_key="start",
     start_wire_key="wire",
     closed_at=AT,
     close_reason="stop",
     closed_by_final=True,
     final_number=4,
-    hold=Hold(amount=1_000, until=AT),
     assumed_seconds=12,
 )
 
