@@ -31,12 +31,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
-from typing import Final
 
 from ocs.core.credit import billing_period_start_in
 from ocs.core.model import Tariff, Usage
 from ocs.core.rating import usage_charge
-from ocs.core.trusted import assigning_init, trusted_builder
+from ocs.core.trusted import KEEP, Keep, assigning_init, trusted_builder
 
 NO_USAGE = Usage()  # immutable: safe to share as a default
 
@@ -76,16 +75,6 @@ class Hold:
 
 
 assigning_init(Hold)
-
-
-class _Keep:
-    """``Generation.evolve``'s default: keep the field as it is."""
-
-    def __repr__(self) -> str:
-        return "<keep>"
-
-
-_KEEP: Final = _Keep()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
@@ -155,47 +144,47 @@ class Generation:
     def evolve(
         self,
         *,
-        ref: int | _Keep | None = _KEEP,
-        generation: int | _Keep = _KEEP,
-        account_id: int | _Keep = _KEEP,
-        start_ref: str | _Keep | None = _KEEP,
-        started_at: datetime | _Keep = _KEEP,
-        tariff: Tariff | _Keep = _KEEP,
-        usage: Usage | _Keep = _KEEP,
-        charged: int | _Keep = _KEEP,
-        start_key: str | _Keep | None = _KEEP,
-        start_wire_key: str | _Keep | None = _KEEP,
-        closed_at: datetime | _Keep | None = _KEEP,
-        close_reason: str | _Keep | None = _KEEP,
-        closed_by_final: bool | _Keep = _KEEP,
-        final_number: int | _Keep | None = _KEEP,
-        hold: Hold | _Keep | None = _KEEP,
-        assumed_seconds: int | _Keep = _KEEP,
+        ref: int | Keep | None = KEEP,
+        generation: int | Keep = KEEP,
+        account_id: int | Keep = KEEP,
+        start_ref: str | Keep | None = KEEP,
+        started_at: datetime | Keep = KEEP,
+        tariff: Tariff | Keep = KEEP,
+        usage: Usage | Keep = KEEP,
+        charged: int | Keep = KEEP,
+        start_key: str | Keep | None = KEEP,
+        start_wire_key: str | Keep | None = KEEP,
+        closed_at: datetime | Keep | None = KEEP,
+        close_reason: str | Keep | None = KEEP,
+        closed_by_final: bool | Keep = KEEP,
+        final_number: int | Keep | None = KEEP,
+        hold: Hold | Keep | None = KEEP,
+        assumed_seconds: int | Keep = KEEP,
     ) -> Generation:
         """A copy with the given fields changed (``dataclasses.replace`` without its cost:
         compiled, a native call; the ledger makes a copy or two for every report)."""
         return Generation(
-            ref=self.ref if isinstance(ref, _Keep) else ref,
-            generation=self.generation if isinstance(generation, _Keep) else generation,
-            account_id=self.account_id if isinstance(account_id, _Keep) else account_id,
-            start_ref=self.start_ref if isinstance(start_ref, _Keep) else start_ref,
-            started_at=self.started_at if isinstance(started_at, _Keep) else started_at,
-            tariff=self.tariff if isinstance(tariff, _Keep) else tariff,
-            usage=self.usage if isinstance(usage, _Keep) else usage,
-            charged=self.charged if isinstance(charged, _Keep) else charged,
-            start_key=self.start_key if isinstance(start_key, _Keep) else start_key,
+            ref=self.ref if isinstance(ref, Keep) else ref,
+            generation=self.generation if isinstance(generation, Keep) else generation,
+            account_id=self.account_id if isinstance(account_id, Keep) else account_id,
+            start_ref=self.start_ref if isinstance(start_ref, Keep) else start_ref,
+            started_at=self.started_at if isinstance(started_at, Keep) else started_at,
+            tariff=self.tariff if isinstance(tariff, Keep) else tariff,
+            usage=self.usage if isinstance(usage, Keep) else usage,
+            charged=self.charged if isinstance(charged, Keep) else charged,
+            start_key=self.start_key if isinstance(start_key, Keep) else start_key,
             start_wire_key=self.start_wire_key
-            if isinstance(start_wire_key, _Keep)
+            if isinstance(start_wire_key, Keep)
             else start_wire_key,
-            closed_at=self.closed_at if isinstance(closed_at, _Keep) else closed_at,
-            close_reason=self.close_reason if isinstance(close_reason, _Keep) else close_reason,
+            closed_at=self.closed_at if isinstance(closed_at, Keep) else closed_at,
+            close_reason=self.close_reason if isinstance(close_reason, Keep) else close_reason,
             closed_by_final=self.closed_by_final
-            if isinstance(closed_by_final, _Keep)
+            if isinstance(closed_by_final, Keep)
             else closed_by_final,
-            final_number=self.final_number if isinstance(final_number, _Keep) else final_number,
-            hold=self.hold if isinstance(hold, _Keep) else hold,
+            final_number=self.final_number if isinstance(final_number, Keep) else final_number,
+            hold=self.hold if isinstance(hold, Keep) else hold,
             assumed_seconds=self.assumed_seconds
-            if isinstance(assumed_seconds, _Keep)
+            if isinstance(assumed_seconds, Keep)
             else assumed_seconds,
         )
 

@@ -59,14 +59,14 @@ def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
     return build
 
 
-class _Keep:
-    """The replacer's default: keep the field as it is."""
+class Keep:
+    """The replacers' default (this module's and ``Generation.evolve``): keep the field as it is."""
 
     def __repr__(self) -> str:
         return "<keep>"
 
 
-_KEEP = _Keep()
+KEEP = Keep()
 
 
 def trusted_replacer(cls: type[T]) -> Callable[..., T]:
@@ -78,7 +78,7 @@ def trusted_replacer(cls: type[T]) -> Callable[..., T]:
     values = [(name, f"_o.{name} if {name} is _KEEP else {name}", True) for name in fields]
     header = f"def evolve(_o, *, {keywords}):"
     evolve: Callable[..., T] = _generate(
-        cls, header, values, {"_KEEP": _KEEP}, f"evolve_{cls.__name__}"
+        cls, header, values, {"_KEEP": KEEP}, f"evolve_{cls.__name__}"
     )
     return evolve
 
