@@ -309,7 +309,9 @@ class RadiusFront:
         self.relay: WorkerRelay | None = None
         self.admission_tag = ""
         self._queue: deque[tuple[Listener, bytes, tuple[str | int, ...], float]] = deque()
-        self._wakeup = asyncio.Event()
+        # The drain's, while it waits for a datagram (asyncio.Event's wait and set are
+        # interpreted: 2 % of a request's CPU profiled, with a run of one or two datagrams).
+        self._wakeup: asyncio.Future[None] | None = None
         # Replies made while the drain handles a run of datagrams, sent together when the run
         # ends (or every SEND_BATCH replies); None: send at once (outside the drain).
         self._outbox: list[tuple[_Sends, bytes, tuple[str | int, ...]]] | None = None
@@ -421,14 +423,22 @@ class RadiusFront:
             _log_drop("queue_full", addr[0])
             return
         if not queue:  # else the drain is awake already: it empties the queue before it waits
-            self._wakeup.set()
+            waiter = self._wakeup
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         queue.append((listener, data, addr, arrived))
 
     async def _drain(self) -> None:
         queue = self._queue
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
+            if not queue:
+                waiter: asyncio.Future[None] = loop.create_future()
+                self._wakeup = waiter
+                try:
+                    await waiter
+                finally:
+                    self._wakeup = None
             processed = 0
             outbox: list[tuple[_Sends, bytes, tuple[str | int, ...]]] = []
             self._outbox = outbox
