@@ -54,6 +54,7 @@ NATIVE = (
     "ocs/core/enums.py",
     "ocs/core/identity.py",
     "ocs/core/money.py",
+    "ocs/core/values.py",
     "ocs/core/credit.py",
     "ocs/core/rating.py",
     "ocs/core/ledger.py",

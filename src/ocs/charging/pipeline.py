@@ -75,7 +75,7 @@ from ocs.core.rating import (
     usage_charge,
     volume_charge,
 )
-from ocs.core.trusted import assigning_init, trusted_builder
+from ocs.core.trusted import assigning_init
 
 log = logging.getLogger(__name__)
 
@@ -428,10 +428,6 @@ def usage_of(unit: ServiceUnit, amount: int) -> Usage:
     return Usage(events=amount)
 
 
-_trusted_request = trusted_builder(
-    SessionRequest, "unit", "active_sessions", "setups_last_s", "reserved", "requested_units"
-)
-
 _UID_PREFIX = secrets.token_hex(8)  # this process's: uids of two processes never meet
 _uid_counter = itertools.count(1)
 
@@ -755,17 +751,13 @@ class Charging:
             # The same admission again (a call attempted again under its name): its earlier
             # hold is what this one replaces, not credit another session holds.
             reserved -= self.sessions.held_for(reservation_key)
-        if requested is None or (type(requested) is int and requested >= 0):
-            # The book's own counts and a parsed amount: valid by construction.
-            request = _trusted_request(unit, active, setups, reserved, requested)
-        else:
-            request = SessionRequest(
-                unit=unit,
-                active_sessions=active,
-                setups_last_s=setups,
-                reserved=reserved,
-                requested_units=requested,
-            )
+        request = SessionRequest(
+            unit=unit,
+            active_sessions=active,
+            setups_last_s=setups,
+            reserved=reserved,
+            requested_units=requested,
+        )
         rated = tariff if tariff is not snapshot.tariff else None
         decision = decide(snapshot, request, self.clock.wall(), self.limits, tariff=rated)
         if (

@@ -24,21 +24,6 @@ from ocs.core.model import (
     Tariff,
 )
 from ocs.core.rating import affordable_units
-from ocs.core.trusted import trusted_builder
-
-# ``decide`` builds one decision per request: its fields are the core's own arithmetic.
-_decision = trusted_builder(
-    CreditDecision,
-    "admitted",
-    "reason",
-    "unit",
-    "granted_units",
-    "available",
-    "effective_limit",
-    "changes_at",
-    "volume_quota_bytes",
-    "rate_limit",
-)
 
 
 def billing_period_start(now: datetime, snapshot: AccountSnapshot) -> date:
@@ -201,8 +186,16 @@ def decide(
             terms.tariff, ServiceUnit.VOLUME, budget, limits.max_volume_bytes
         )
 
-    return _decision(
-        True, None, request.unit, granted, available, limit, changes, volume_quota, terms.rate_limit
+    return CreditDecision(
+        admitted=True,
+        reason=None,
+        unit=request.unit,
+        granted_units=granted,
+        available=available,
+        effective_limit=limit,
+        changes_at=changes,
+        volume_quota_bytes=volume_quota,
+        rate_limit=terms.rate_limit,
     )
 
 

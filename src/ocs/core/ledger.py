@@ -35,7 +35,7 @@ from enum import StrEnum
 from ocs.core.credit import billing_period_start_in
 from ocs.core.model import Tariff, Usage
 from ocs.core.rating import usage_charge
-from ocs.core.trusted import KEEP, Keep, assigning_init, trusted_builder
+from ocs.core.trusted import KEEP, Keep, assigning_init
 
 NO_USAGE = Usage()  # immutable: safe to share as a default
 
@@ -290,10 +290,6 @@ assigning_init(Recorded)
 NOTHING_RECORDED = Recorded()
 
 
-# Sums of valid usage, built without ``Usage``'s checks (the ledger's own arithmetic).
-_usage = trusted_builder(Usage, "seconds", "octets", "events")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True, init=False)
 class UsageLine:
     """The row a report leaves in the usage records: what it added, and when it counts."""
@@ -517,16 +513,16 @@ def _charge(
     # Sums and maxima of valid figures, and their differences to ``before`` (never negative):
     # built without ``Usage``'s checks.
     if report.counting is Counting.INCREMENT:
-        total = _usage(
-            before.seconds + used.seconds,
-            before.octets + used.octets,
-            before.events + used.events,
+        total = Usage(
+            seconds=before.seconds + used.seconds,
+            octets=before.octets + used.octets,
+            events=before.events + used.events,
         )
     else:
-        total = _usage(
-            max(before.seconds, used.seconds),
-            max(before.octets, used.octets),
-            max(before.events, used.events),
+        total = Usage(
+            seconds=max(before.seconds, used.seconds),
+            octets=max(before.octets, used.octets),
+            events=max(before.events, used.events),
         )
     amount = max(usage_charge(generation.tariff, total) - generation.charged, 0)
     final = report.kind in (ReportKind.FINAL, ReportKind.EVENT)
@@ -555,10 +551,10 @@ def _charge(
         final_number=final_number,
     )
     line = UsageLine(
-        usage=_usage(
-            total.seconds - before.seconds,
-            total.octets - before.octets,
-            total.events - before.events,
+        usage=Usage(
+            seconds=total.seconds - before.seconds,
+            octets=total.octets - before.octets,
+            events=total.events - before.events,
         ),
         amount=amount,
         occurred_at=counts_at(report, generation),

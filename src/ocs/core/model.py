@@ -11,6 +11,14 @@ from typing import Any
 
 from ocs.core.enums import REFUSAL_TEXT, AccountStatus, LimitBasis, RefusalReason, ServiceUnit
 from ocs.core.trusted import trusted_replacer
+from ocs.core.values import (
+    CreditDecision,
+    RateLimit,
+    SessionRequest,
+    Usage,
+    refusal_text,
+    require_int,
+)
 
 __all__ = [  # the enumerations are defined in ocs.core.enums (compiled) and used from here
     "FREE_TARIFF",
@@ -31,13 +39,6 @@ __all__ = [  # the enumerations are defined in ocs.core.enums (compiled) and use
     "refusal_text",
     "tariff_values",
 ]
-
-
-def _require_int(name: str, value: object, *, minimum: int | None = None) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _require_aware(name: str, value: datetime) -> None:
@@ -62,9 +63,9 @@ class TemporaryIncrease:
         if (self.amount is None) == (self.percent_bp is None):
             raise ValueError("a temporary increase is either an amount or a percentage")
         if self.amount is not None:
-            _require_int("amount", self.amount, minimum=0)
+            require_int("amount", self.amount, minimum=0)
         if self.percent_bp is not None:
-            _require_int("percent_bp", self.percent_bp, minimum=0)
+            require_int("percent_bp", self.percent_bp, minimum=0)
 
     def amount_at(self, credit_limit: int, now: datetime) -> int:
         """The extra limit in micro-units at ``now``; 0 from ``valid_until`` on."""
@@ -95,12 +96,12 @@ class Tariff:
     price_per_event: int = 0
 
     def __post_init__(self) -> None:
-        _require_int("price_per_minute", self.price_per_minute, minimum=0)
-        _require_int("billing_increment_s", self.billing_increment_s, minimum=1)
-        _require_int("minimum_s", self.minimum_s, minimum=0)
-        _require_int("price_per_mb", self.price_per_mb, minimum=0)
-        _require_int("connection_fee", self.connection_fee, minimum=0)
-        _require_int("price_per_event", self.price_per_event, minimum=0)
+        require_int("price_per_minute", self.price_per_minute, minimum=0)
+        require_int("billing_increment_s", self.billing_increment_s, minimum=1)
+        require_int("minimum_s", self.minimum_s, minimum=0)
+        require_int("price_per_mb", self.price_per_mb, minimum=0)
+        require_int("connection_fee", self.connection_fee, minimum=0)
+        require_int("price_per_event", self.price_per_event, minimum=0)
 
 
 FREE_TARIFF = Tariff()
@@ -117,20 +118,6 @@ def tariff_values(tariff: Tariff) -> tuple[int, int, int, int, int, int]:
         tariff.connection_fee,
         tariff.price_per_event,
     )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimit:
-    """An account's bandwidth limit for data sessions, in kilobits (1000 bits) per second as
-    the subscriber sees it: ``up_kbps`` from the subscriber, ``down_kbps`` towards them.
-    A NAS enforces it (Mikrotik-Rate-Limit, WISPr-Bandwidth-Max-Up/Down)."""
-
-    up_kbps: int
-    down_kbps: int
-
-    def __post_init__(self) -> None:
-        _require_int("up_kbps", self.up_kbps, minimum=1)
-        _require_int("down_kbps", self.down_kbps, minimum=1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,13 +162,13 @@ class AccountTerms:
             and (self.rate_limit is None or type(self.rate_limit) is RateLimit)
         ):
             return
-        _require_int("credit_limit", self.credit_limit)
-        _require_int("min_balance", self.min_balance)
-        _require_int("unbilled", self.unbilled)
+        require_int("credit_limit", self.credit_limit)
+        require_int("min_balance", self.min_balance)
+        require_int("unbilled", self.unbilled)
         if self.max_sessions is not None:
-            _require_int("max_sessions", self.max_sessions, minimum=0)
+            require_int("max_sessions", self.max_sessions, minimum=0)
         if self.max_setups_per_s is not None:
-            _require_int("max_setups_per_s", self.max_setups_per_s, minimum=0)
+            require_int("max_setups_per_s", self.max_setups_per_s, minimum=0)
         if not isinstance(self.status, AccountStatus):
             raise TypeError(f"status must be an AccountStatus, got {self.status!r}")
         if not isinstance(self.limit_basis, LimitBasis):
@@ -189,7 +176,7 @@ class AccountTerms:
         if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
             raise TypeError(f"rate_limit must be a RateLimit, got {self.rate_limit!r}")
         if self.rate_plan_id is not None:
-            _require_int("rate_plan_id", self.rate_plan_id, minimum=1)
+            require_int("rate_plan_id", self.rate_plan_id, minimum=1)
 
 
 _TERM_FIELDS = (
@@ -252,8 +239,8 @@ class AccountSnapshot:
         rate_limit: RateLimit | None = None,
         rate_plan_id: int | None = None,
     ) -> None:
-        _require_int("account_id", account_id)
-        _require_int("balance", balance)
+        require_int("account_id", account_id)
+        require_int("balance", balance)
         terms = AccountTerms(
             status=status,
             credit_limit=credit_limit,
@@ -310,12 +297,12 @@ class AccountSnapshot:
         period), done once per charged record in every process: the terms stay shared when
         the unbilled figures did not change, and are copied, not rebuilt, when they did."""
         balance = changes.get("balance", self.balance)
-        _require_int("balance", balance)
+        require_int("balance", balance)
         terms = self.terms
         unbilled = changes.get("unbilled", terms.unbilled)
         period = changes.get("unbilled_period", terms.unbilled_period)
         if unbilled != terms.unbilled or period != terms.unbilled_period:
-            _require_int("unbilled", unbilled)
+            require_int("unbilled", unbilled)
             terms = _evolve_terms(terms, unbilled=unbilled, unbilled_period=period)
         return AccountSnapshot.trusted(self.account_id, self.name, balance, terms)
 
@@ -423,96 +410,17 @@ class GrantLimits:
     overdraft_amount: int | None = None
 
     def __post_init__(self) -> None:
-        _require_int("max_time_s", self.max_time_s, minimum=1)
-        _require_int("min_time_s", self.min_time_s, minimum=0)
-        _require_int("max_volume_bytes", self.max_volume_bytes, minimum=1)
-        _require_int("min_volume_bytes", self.min_volume_bytes, minimum=0)
-        _require_int("max_events", self.max_events, minimum=1)
-        _require_int("overdraft_s", self.overdraft_s, minimum=0)
-        _require_int("overdraft_volume_bytes", self.overdraft_volume_bytes, minimum=0)
-        _require_int("overdraft_events", self.overdraft_events, minimum=0)
+        require_int("max_time_s", self.max_time_s, minimum=1)
+        require_int("min_time_s", self.min_time_s, minimum=0)
+        require_int("max_volume_bytes", self.max_volume_bytes, minimum=1)
+        require_int("min_volume_bytes", self.min_volume_bytes, minimum=0)
+        require_int("max_events", self.max_events, minimum=1)
+        require_int("overdraft_s", self.overdraft_s, minimum=0)
+        require_int("overdraft_volume_bytes", self.overdraft_volume_bytes, minimum=0)
+        require_int("overdraft_events", self.overdraft_events, minimum=0)
         if self.overdraft_amount is not None:
-            _require_int("overdraft_amount", self.overdraft_amount, minimum=0)
+            require_int("overdraft_amount", self.overdraft_amount, minimum=0)
         if self.min_time_s > self.max_time_s:
             raise ValueError("min_time_s must not exceed max_time_s")
         if self.min_volume_bytes > self.max_volume_bytes:
             raise ValueError("min_volume_bytes must not exceed max_volume_bytes")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SessionRequest:
-    """A request to start (or continue) a session, as the pipeline sees it.
-
-    ``active_sessions`` and ``setups_last_s`` are the account's counts not including this
-    request; ``reserved`` is credit held by the account's running sessions (micro-units);
-    ``requested_units`` is what the client asked for, if anything (seconds, bytes, events).
-    """
-
-    unit: ServiceUnit = ServiceUnit.TIME
-    active_sessions: int = 0
-    setups_last_s: int = 0
-    reserved: int = 0
-    requested_units: int | None = None
-
-    def __post_init__(self) -> None:
-        _require_int("active_sessions", self.active_sessions, minimum=0)
-        _require_int("setups_last_s", self.setups_last_s, minimum=0)
-        _require_int("reserved", self.reserved, minimum=0)
-        if self.requested_units is not None:
-            _require_int("requested_units", self.requested_units, minimum=0)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CreditDecision:
-    """The core's answer.
-
-    ``granted_units`` is seconds, bytes or events by ``unit`` (0 when refused).
-    ``available`` and ``effective_limit`` are micro-units at ``now``. ``changes_at`` is the
-    next instant at which the same data gives a different figure (a temporary increase
-    ending, a new billing period), so callers can schedule instead of polling.
-    For an admitted time grant on an account whose tariff prices volume, ``volume_quota_bytes``
-    is what the same credit buys in bytes (a NAS can enforce both); ``rate_limit`` is the
-    account's bandwidth setting, for the NAS to enforce.
-    ``held_by`` is how many running sessions hold the account's credit (set with
-    ``CREDIT_HELD``: the refusal says so).
-    """
-
-    admitted: bool
-    reason: RefusalReason | None
-    unit: ServiceUnit
-    granted_units: int
-    available: int
-    effective_limit: int
-    changes_at: datetime | None = None
-    held_by: int = 0
-    volume_quota_bytes: int | None = None
-    rate_limit: RateLimit | None = None
-
-
-def refusal_text(decision: CreditDecision) -> str:
-    """What a subscriber or an operator reads for a refused decision."""
-    reason = decision.reason
-    if reason is None:
-        return ""
-    if reason is RefusalReason.CREDIT_HELD and decision.held_by:
-        sessions = "session" if decision.held_by == 1 else "sessions"
-        return f"insufficient credit: held by {decision.held_by} running {sessions}"
-    return REFUSAL_TEXT[reason]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Usage:
-    """What a session used: seconds, bytes (both directions) and events."""
-
-    seconds: int = 0
-    octets: int = 0
-    events: int = 0
-
-    def __post_init__(self) -> None:
-        _require_int("seconds", self.seconds, minimum=0)
-        _require_int("octets", self.octets, minimum=0)
-        _require_int("events", self.events, minimum=0)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.seconds == 0 and self.octets == 0 and self.events == 0
