@@ -19,7 +19,7 @@ from ocs.core.model import (
     Tariff,
     Usage,
 )
-from ocs.core.trusted import assigning_init, trusted_builder, trusted_replacer
+from ocs.core.trusted import assigning_init, trusted_replacer
 from ocs.diameter.credit_control import MsccAnswer, ServiceUnits
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -70,20 +70,6 @@ def test_replacer_copies_are_frozen() -> None:
     assert made == Step(duplicate=False, created=True)
     with pytest.raises(dataclasses.FrozenInstanceError):
         made.created = False  # type: ignore[misc]
-
-
-def test_builder_fills_defaults_and_matches_init() -> None:
-    build = trusted_builder(Step, "duplicate", "created")
-    assert build(False, True) == Step(duplicate=False, created=True)
-    full = trusted_builder(Usage)
-    assert full(1, 2, 3) == Usage(seconds=1, octets=2, events=3)
-
-
-def test_builder_refuses_unknown_or_missing_fields() -> None:
-    with pytest.raises(TypeError, match="no field"):
-        trusted_builder(Step, "colour")
-    with pytest.raises(TypeError, match="no default"):
-        trusted_builder(Generation, "ref")
 
 
 # --- AccountSnapshot.replace of what charging changes (the sidecar, per charged record) ------

@@ -1,26 +1,22 @@
-"""Positional constructors for frozen dataclasses, for values already known to be valid.
+"""Constructors and copies of frozen dataclasses for the hot paths.
 
 Rules of this file:
-- A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__`` and takes
-  keywords: about 0.1 µs a field, 2-4 µs for a parsed CCR, on every request. ``trusted_builder``
-  makes a function that sets the slots directly (about 0.04 µs a field) and skips
-  ``__post_init__``. It is for the hot paths only, where the values come from code that has
-  already checked them (a parser that read them from fixed-width fields, the core's own
-  arithmetic); everything else builds the dataclass as usual, validated.
-- The instance is the same class, as immutable and as comparable as one built by its
-  ``__init__``; fields the builder does not take get their defaults.
-- ``trusted_replacer`` is ``dataclasses.replace`` on the same terms (about 1 µs instead of 4 for
-  a dataclass of 17 fields): a copy with the named fields changed, the rest shared.
-- A class compiled with mypyc (``scripts/build_native.py``) has no slot descriptors to set and
-  cannot be made with ``object.__new__``; for it both helpers call its constructor, which
-  validates, and costs about what the generated setter costs interpreted.
+- A frozen dataclass's generated ``__init__`` sets each field through ``object.__setattr__``
+  and takes keywords: about 0.1 µs a field, interpreted even in a compiled module, since
+  ``dataclasses`` generates it at import.
 - A compiled class whose construction is hot declares ``init=False`` and writes its own
   ``__init__`` with plain assignments (``self.x = x``): compiled, that is a native
   constructor (about 0.02 µs for a frozen one of four fields against 0.6 µs for the
   dataclass's interpreted one), since compiled code sets a native class's attributes directly.
   Interpreted, a frozen dataclass refuses those assignments; ``assigning_init`` (called after
   the class, a no-op compiled) gives it an ``__init__`` with the same signature that sets the
-  slots directly, as the trusted builder does.
+  slots directly, through their descriptors.
+- ``trusted_replacer`` is ``dataclasses.replace`` for values already known to be valid (about
+  1 µs instead of 4 for a dataclass of 17 fields): a copy with the named fields changed, the
+  rest shared, without ``__post_init__``. The copy is the same class, as immutable and as
+  comparable as one built by its ``__init__``. A compiled class (``scripts/build_native.py``)
+  has no slot descriptors to set and cannot be made with ``object.__new__``; for it the
+  replacer calls its constructor, which validates.
 """
 
 from __future__ import annotations
@@ -30,33 +26,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
-
-
-def trusted_builder(cls: type[T], *names: str) -> Callable[..., T]:
-    """``build(value, ...)`` for the fields ``names`` of the frozen, slotted dataclass ``cls``,
-    in that order (all fields, in declaration order, when none are named)."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    chosen = list(names) if names else list(fields)
-    unknown = [n for n in chosen if n not in fields]
-    if unknown:
-        raise TypeError(f"{cls.__name__} has no field(s) {unknown}")
-    without = [n for n, f in fields.items() if n not in chosen and not _has_default(f)]
-    if without:
-        raise TypeError(f"{cls.__name__}.{without[0]} has no default: the builder must take it")
-    namespace: dict[str, Any] = {}
-    values: list[tuple[str, str, bool]] = []  # per field: expression, given by the caller
-    for index, (name, spec) in enumerate(fields.items()):
-        if name in chosen:
-            values.append((name, name, True))
-        elif spec.default is not dataclasses.MISSING:
-            namespace[f"_default{index}"] = spec.default
-            values.append((name, f"_default{index}", False))
-        else:
-            namespace[f"_factory{index}"] = spec.default_factory
-            values.append((name, f"_factory{index}()", False))
-    header = f"def build({', '.join(chosen)}):"
-    build: Callable[..., T] = _generate(cls, header, values, namespace, f"trusted_{cls.__name__}")
-    return build
 
 
 class Keep:
@@ -147,12 +116,6 @@ def _slot_init(cls: type[Any], own: Callable[..., None]) -> Callable[..., None]:
     made.__qualname__ = own.__qualname__
     made.__doc__ = own.__doc__
     return made
-
-
-def _has_default(spec: dataclasses.Field[Any]) -> bool:
-    return (
-        spec.default is not dataclasses.MISSING or spec.default_factory is not dataclasses.MISSING
-    )
 
 
 def _compiled(cls: type[Any]) -> bool:
