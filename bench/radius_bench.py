@@ -22,8 +22,12 @@ in both servers, never makes a measured run cold), then ``--runs`` saturation ru
 (unpaced, at each ``--inflight`` window: 64 and 256 by default; the configuration's saturation is
 its best window's median, since a closed window too small for a server measures its latency
 rather than its capacity) and ``--runs`` paced runs at half the median ocsd-1p saturation
-rate; for ocsd, once the admissions the saturation runs left held (30 s each) have expired
-(``--no-settle``: straight away). Each run records the generator's report, the server's CPU
+rate. Before the paced runs an ocsd started here is restarted (and its sidecar settled): the
+generator sends no accounting, so every Access-Accept of the saturation runs leaves its
+admission held for ``grant.ring_timeout_s`` (180 s by default), over a million per process, and
+the paced runs would measure that burst's aftermath rather than the paced rate
+(``--no-settle``: straight away, no restart; an external ocsd: its held admissions are waited
+for, up to 60 s). Each run records the generator's report, the server's CPU
 (``/proc/PID/stat`` of the server and its children), the whole machine's busy CPU
 (``/proc/stat``: what other work was running), kernel UDP drop counters (``/proc/net/snmp``)
 and, for ocsd, the deltas of ``ocs_dropped_packets_total`` and ``ocs_requests_total`` from
@@ -234,6 +238,17 @@ def sum_samples(scrapes: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def held_admissions(server: Server) -> float:
+    """``ocs_reservations`` of the server: one process's, or the sum of the per-worker series a
+    supervisor's endpoint shows (``worker`` label)."""
+    return sum(
+        value
+        for port in server.metrics_ports
+        for key, value in scrape_one(port).items()
+        if key == "ocs_reservations" or key.startswith("ocs_reservations{")
+    )
+
+
 def scrape_one(port: int) -> dict[str, float]:
     """The ocs_* (and python_gc_collections) samples of one /metrics endpoint."""
     out: dict[str, float] = {}
@@ -274,6 +289,8 @@ class Server:
     log_offset: int = 0
     metrics_ports: list[int] = field(default_factory=list)
     extra_pids: list[int] = field(default_factory=list)
+    config: Path | None = None  # an ocsd started here: its configuration, for a restart
+    pin: set[int] | None = None  # and the CPUs it was started on (None: unpinned)
 
     def pids(self) -> list[int]:
         pids = descendants(self.root_pid) if self.root_pid else []
@@ -438,7 +455,15 @@ class Bench:
         sat = statistics.median(r["throughput"] for r in saturation)
         rate = half_rate if half_rate else sat / 2
         if server.metrics_ports and not self.args.no_settle:
-            self.settle_admissions(server)
+            if server.config is not None:
+                log(
+                    f"  {held_admissions(server):.0f} admissions held by the saturation runs "
+                    f"(grant.ring_timeout_s, no accounting claims them): restarting "
+                    f"{server.name} for the paced runs"
+                )
+                self.restart_ocsd(server)
+            else:
+                self.settle_admissions(server)
         half = [self.measured(server, f"rate {rate:.0f}", rate) for _ in range(self.args.runs)]
         extra = []
         for fixed in self.args.extra_rate:
@@ -553,7 +578,7 @@ secret = "{SECRET}"
         server = Server(
             name=name, port=port, root_pid=proc.pid, gen_cpus=None,
             server_cpus=",".join(map(str, sorted(cpus))) if cpus else "any",
-            log_path=log_path,
+            log_path=log_path, config=config, pin=cpus,
         )  # fmt: skip
         # One process: its own endpoint; a supervisor: its endpoint aggregates the workers'.
         server.metrics_ports = listening_tcp_ports([proc.pid]) or listening_tcp_ports(
@@ -594,23 +619,31 @@ secret = "{SECRET}"
         log("  sidecar did not settle within 90 s (measuring anyway)")
 
     def settle_admissions(self, server: Server, limit_s: float = 60.0) -> None:
-        """Wait until the admissions the saturation runs left held have expired.
+        """Wait until the admissions the saturation runs left held have expired (an ocsd not
+        started here, which cannot be restarted).
 
         Every Access-Accept holds its grant's cost until accounting Start claims it, or for
-        grant.admission_hold_s (30 s); the generator sends no accounting. Three saturation runs
-        leave ~600,000 held admissions that fall due in the next 30 s, a burst's aftermath, not
-        the steady state of the paced rate. ``--no-settle`` measures straight after instead.
+        grant.ring_timeout_s (180 s by default); the generator sends no accounting. The
+        saturation runs leave over a million held admissions per process, a burst's aftermath,
+        not the steady state of the paced rate. ``--no-settle`` measures straight after instead.
         """
         started = time.monotonic()
         while time.monotonic() - started < limit_s:
-            held = sum(
-                scrape_one(port).get("ocs_reservations", 0.0) for port in server.metrics_ports
-            )
+            held = held_admissions(server)
             if held < 1_000:
                 log(f"  held admissions expired after {time.monotonic() - started:.0f} s")
                 return
             time.sleep(1.0)
         log(f"  admissions still held after {limit_s:.0f} s (measuring anyway)")
+
+    def restart_ocsd(self, server: Server) -> None:
+        """Stop ``server`` (an ocsd started here) and start it again on the same configuration,
+        port and CPUs; ``server`` then describes the new process."""
+        assert server.config is not None
+        self.stop_ocsd(server)
+        fresh = self.start_ocsd(server.name, server.config, server.pin, server.port)
+        server.root_pid, server.log_path = fresh.root_pid, fresh.log_path
+        server.log_offset, server.metrics_ports = fresh.log_offset, fresh.metrics_ports
 
     def stop_ocsd(self, server: Server) -> None:
         assert server.root_pid is not None
