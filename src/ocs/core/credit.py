@@ -18,6 +18,7 @@ from ocs.core.model import (
     CreditDecision,
     GrantLimits,
     LimitBasis,
+    RateLimit,
     RefusalReason,
     ServiceUnit,
     SessionRequest,
@@ -124,6 +125,29 @@ def _refuse(
     )
 
 
+def _grant(
+    request: SessionRequest,
+    granted: int,
+    available: int,
+    limit: int,
+    changes: datetime | None,
+    *,
+    volume_quota: int | None = None,
+    rate_limit: RateLimit | None = None,
+) -> CreditDecision:
+    return CreditDecision(
+        admitted=True,
+        reason=None,
+        unit=request.unit,
+        granted_units=granted,
+        available=available,
+        effective_limit=limit,
+        changes_at=changes,
+        volume_quota_bytes=volume_quota,
+        rate_limit=rate_limit,
+    )
+
+
 def decide(
     snapshot: AccountSnapshot,
     request: SessionRequest,
@@ -186,15 +210,13 @@ def decide(
             terms.tariff, ServiceUnit.VOLUME, budget, limits.max_volume_bytes
         )
 
-    return CreditDecision(
-        admitted=True,
-        reason=None,
-        unit=request.unit,
-        granted_units=granted,
-        available=available,
-        effective_limit=limit,
-        changes_at=changes,
-        volume_quota_bytes=volume_quota,
+    return _grant(
+        request,
+        granted,
+        available,
+        limit,
+        changes,
+        volume_quota=volume_quota,
         rate_limit=terms.rate_limit,
     )
 
@@ -250,12 +272,4 @@ def continue_session(
         granted = max(min(cap, allowance), 0)
         if granted == 0:
             return _refuse(RefusalReason.INSUFFICIENT_CREDIT, request, available, limit, changes)
-    return CreditDecision(
-        admitted=True,
-        reason=None,
-        unit=request.unit,
-        granted_units=granted,
-        available=available,
-        effective_limit=limit,
-        changes_at=changes,
-    )
+    return _grant(request, granted, available, limit, changes)
