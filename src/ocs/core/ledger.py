@@ -510,8 +510,7 @@ def _charge(
         covered = min(assumed, used.seconds)  # reported at last: already charged
         assumed -= covered
         used = replace(used, seconds=used.seconds - covered)
-    # Sums and maxima of valid figures, and their differences to ``before`` (never negative):
-    # built without ``Usage``'s checks.
+    # Sums and maxima of valid figures, and their differences to ``before`` (never negative).
     if report.counting is Counting.INCREMENT:
         total = Usage(
             seconds=before.seconds + used.seconds,

@@ -41,42 +41,26 @@ KEEP = Keep()
 def trusted_replacer(cls: type[T]) -> Callable[..., T]:
     """``evolve(instance, field=value, ...)``: a copy of ``instance`` (of the frozen, slotted
     dataclass ``cls``) with the given fields changed; an unknown field is a ``TypeError``, as
-    for any keyword a function does not take."""
+    for any keyword a function does not take. Interpreted, it sets the copy's slots directly;
+    for a compiled class it calls the constructor."""
     fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     keywords = ", ".join(f"{name}=_KEEP" for name in fields)
-    values = [(name, f"_o.{name} if {name} is _KEEP else {name}", True) for name in fields]
-    header = f"def evolve(_o, *, {keywords}):"
-    evolve: Callable[..., T] = _generate(
-        cls, header, values, {"_KEEP": KEEP}, f"evolve_{cls.__name__}"
-    )
-    return evolve
-
-
-def _generate(
-    cls: type[Any],
-    header: str,
-    values: list[tuple[str, str, bool]],
-    namespace: dict[str, Any],
-    qualname: str,
-) -> Any:
-    """The function ``header`` opens, making an instance of ``cls`` from ``values``: per field
-    in declaration order, the expression to set it to and whether the caller gave it (or it is
-    the field's default). Interpreted, it sets the slots directly; for a compiled class it calls
-    the constructor with the given ones, which applies the defaults itself."""
-    namespace.update(_new=object.__new__, _cls=cls)
+    values = [f"_o.{name} if {name} is _KEEP else {name}" for name in fields]
+    namespace: dict[str, Any] = {"_KEEP": KEEP, "_new": object.__new__, "_cls": cls}
+    lines = [f"def evolve(_o, *, {keywords}):"]
     if _compiled(cls):
-        call = ", ".join(f"{name}={value}" for name, value, given in values if given)
-        lines = [header, f"    return _cls({call})"]
+        call = ", ".join(f"{name}={value}" for name, value in zip(fields, values, strict=True))
+        lines.append(f"    return _cls({call})")
     else:
-        lines = [header, "    o = _new(_cls)"]
-        for index, (name, value, _given) in enumerate(values):
+        lines.append("    o = _new(_cls)")
+        for index, (name, value) in enumerate(zip(fields, values, strict=True)):
             namespace[f"_set{index}"] = getattr(cls, name).__set__  # the slot's descriptor
             lines.append(f"    _set{index}(o, {value})")
         lines.append("    return o")
     exec("\n".join(lines), namespace)  # generated from field names, as dataclasses does
-    made = namespace[header[4 : header.index("(")]]
-    made.__qualname__ = made.__name__ = qualname
-    return made
+    evolve: Callable[..., T] = namespace["evolve"]
+    evolve.__qualname__ = evolve.__name__ = f"evolve_{cls.__name__}"
+    return evolve
 
 
 def assigning_init(*classes: type[Any]) -> None:
