@@ -418,3 +418,43 @@ async def test_sip_uri_identities_are_renormalised_by_0051(conn: asyncpg.Connect
         (account, normalize_identity(IdentityKind.SIP_URI, value)) for account, value in old[:-1]
     ]
     assert got == [*expected, ("a", "sip:dave@Example.com")]
+
+
+async def test_a_session_is_queued_for_its_cdr_once_the_first_time_it_closes(
+    conn: asyncpg.Connection,
+) -> None:
+    """0064's statement triggers queue what 0030's row triggers did: every session closed by an
+    INSERT or an UPDATE, once, with the instant it first closed; several in one statement."""
+    acct = await _account(conn)
+    first = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    later = first + timedelta(hours=1)
+    rows = await conn.fetch(
+        "INSERT INTO sessions (source, origin, session_key, account_id, closed_at) "
+        "VALUES ('radius', 'nas', 'a', $1, NULL), ('radius', 'nas', 'b', $1, NULL), "
+        "('radius', 'nas', 'c', $1, $2), ('radius', 'nas', 'd', $1, $2) RETURNING session_key, id",
+        acct,
+        first,
+    )
+    ids = {r["session_key"]: r["id"] for r in rows}
+
+    async def queued() -> dict[str, datetime]:
+        found = await conn.fetch("SELECT session_id, closed_at FROM cdr_outbox")
+        names = {v: k for k, v in ids.items()}
+        return {names[r["session_id"]]: r["closed_at"] for r in found}
+
+    assert await queued() == {"c": first, "d": first}
+    # An update that closes nothing queues nothing.
+    await conn.execute("UPDATE sessions SET seconds = 5 WHERE account_id = $1", acct)
+    assert await queued() == {"c": first, "d": first}
+    # One statement closes a and b and moves c's close: a and b are queued, c stays as queued.
+    await conn.execute(
+        "UPDATE sessions SET closed_at = $2 WHERE account_id = $1 AND session_key IN ('a', 'b', 'c')",
+        acct,
+        later,
+    )
+    assert await queued() == {"a": later, "b": later, "c": first, "d": first}
+    # Reopened and closed again: still one entry, the first close.
+    await conn.execute("UPDATE sessions SET closed_at = NULL WHERE session_key = 'a'")
+    await conn.execute("UPDATE sessions SET closed_at = $1 WHERE session_key = 'a'", first)
+    assert await queued() == {"a": later, "b": later, "c": first, "d": first}
+    assert await conn.fetchval("SELECT count(*) FROM cdr_outbox") == 4
