@@ -24,6 +24,7 @@ from ocs.admin.demo import load_demo
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging
 from ocs.charging.sessions import SessionBook
+from ocs.core.identity import IdentityKind
 from ocs.core.model import GrantLimits
 from ocs.metrics import Metrics
 from ocs.store import accounts as store
@@ -230,6 +231,76 @@ async def test_the_writing_process_already_holds_its_own_change(setup: Any) -> N
     await asyncio.sleep(0.05)
     assert own.reads() == reads
     assert own.cache.get(account) == snapshot_from_row(truth)
+
+
+async def test_a_poll_re_reads_only_the_accounts_it_does_not_know_current(setup: Any) -> None:
+    """Under usage load nearly every account moves between two polls; a poll reads their
+    stamps and re-reads none that the announcements already brought up to date."""
+    pool, writer, listeners, account, _first = await first_change(setup)
+    second = await writer.record(report(account, "call-2", 30))
+    await settled(listeners, lambda x: x.cache.version(account) == second.version)
+    truth = await row(pool, account)
+    for x in listeners:
+        applied = x.sidecar.changes_applied
+        assert await x.sidecar._poll_once()
+        assert x.sidecar.changes_applied == applied  # the stamps only, no account re-read
+        assert x.cache.get(account) == snapshot_from_row(truth)
+    # A change this process was not told of (its listener gone) is re-read by the poll.
+    x = listeners[0]
+    x.task.cancel()
+    await asyncio.gather(x.task, return_exceptions=True)
+    await pool.execute("UPDATE accounts SET max_sessions = 7 WHERE id = $1", account)
+    applied = x.sidecar.changes_applied
+    assert await x.sidecar._poll_once()
+    assert x.sidecar.changes_applied == applied + 1
+    snapshot = x.cache.get(account)
+    assert snapshot is not None and snapshot.max_sessions == 7
+
+
+async def test_a_tariff_change_reaches_every_account_on_it(setup: Any) -> None:
+    """A changed tariff is announced once (not per account): each process re-reads every
+    account on it, and only those."""
+    pool, _writer, listeners = setup
+    rows = await pool.fetch("SELECT id, tariff_id FROM accounts ORDER BY id")
+    tariff = next(r["tariff_id"] for r in rows if r["tariff_id"] is not None)
+    on_it = [r["id"] for r in rows if r["tariff_id"] == tariff]
+    applied = [x.sidecar.changes_applied for x in listeners]
+    cached = listeners[0].cache.get(on_it[0])
+    assert cached is not None and cached.tariff is not None
+    was_price = cached.tariff.price_per_minute
+    await pool.execute(
+        "UPDATE tariffs SET price_per_minute = price_per_minute + 0.000060 WHERE id = $1", tariff
+    )
+    truth = {a: snapshot_from_row(await row(pool, a)) for a in on_it}
+    await settled(listeners, lambda x: all(x.cache.get(a) == truth[a] for a in on_it))
+    for x, was in zip(listeners, applied, strict=True):
+        assert x.sidecar.changes_applied == was + len(on_it)
+    for x in listeners:
+        snapshot = x.cache.get(on_it[0])
+        assert snapshot is not None and snapshot.tariff is not None
+        assert snapshot.tariff.price_per_minute == was_price + 60
+
+
+async def test_an_identity_added_while_the_listener_was_away_is_read_by_the_poll(
+    setup: Any,
+) -> None:
+    """The writer's outcome moves the cached stamp past a change it did not read (an identity
+    added while no notification arrived): the poll must not take the stamp for knowledge."""
+    pool, writer, listeners, account, _first = await first_change(setup)
+    x = listeners[0]
+    x.task.cancel()  # no more notifications for this process
+    await asyncio.gather(x.task, return_exceptions=True)
+    await pool.execute(
+        "INSERT INTO account_identities (account_id, kind, value) VALUES ($1, 'user_name', $2)",
+        account,
+        "added-while-away",
+    )
+    second = await writer.record(report(account, "call-2", 30))
+    x.cache.put(second.snapshot, 0.0, second.version)  # as the pipeline does with an outcome
+    assert x.cache.account_for(IdentityKind.USER_NAME, "added-while-away") is None
+    assert await x.sidecar._poll_once()
+    assert x.cache.account_for(IdentityKind.USER_NAME, "added-while-away") == account
+    assert x.cache.get(account) == snapshot_from_row(await row(pool, account))
 
 
 @pytest.mark.parametrize(

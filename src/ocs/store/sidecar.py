@@ -5,10 +5,11 @@ Rules of this file:
   matters, by any writer) reloads just those accounts within milliseconds; a usage batch's
   announcement carries its figures (migration 0062) and is applied to the cached snapshot it
   follows without a query (``_take_change``). A poll every
-  ``refresh_interval_s`` reads the accounts whose ``changed_at`` moved since the last poll (an
-  incremental watermark, with a safety margin for long transactions) and catches anything a lost
-  notification missed. A successful poll also proves every other entry current, which keeps the
-  whole cache fresh without reloading it.
+  ``refresh_interval_s`` reads the change stamps of the accounts whose ``changed_at`` moved since
+  the last poll (an incremental watermark, with a safety margin for long transactions) and
+  re-reads those it does not already know current, which catches anything a lost notification
+  missed. A successful poll also proves every other entry current, which keeps the whole cache
+  fresh without reloading it.
 - When PostgreSQL goes away the sidecar says so once, marks the source unhealthy (the pipeline
   then decides from cached figures without waiting on the database, within ``max_stale_s``),
   reconnects with capped exponential backoff, replays the usage spool when it is back, and
@@ -67,6 +68,10 @@ class Sidecar:
         self.timeout_s = query_timeout_s
         self.watermark = watermark
         self._changed: set[int] = set()
+        # Per account, the change stamp as of which this sidecar knows the cached row and
+        # identities current: read by it, or followed from such a read through usage
+        # announcements (which change no identity). The poll skips an account stamped no later.
+        self._seen: dict[int, datetime] = {}
         self._tariffs: set[int] = set()
         self._wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
@@ -157,11 +162,13 @@ class Sidecar:
         except (ValueError, OverflowError):
             return False
         if current >= after:
+            self._follow(account, before, after)
             self.changes_current += 1
             return True
         snapshot = self.cache.get(account)
         if current != before or snapshot is None:
             return False
+        self._follow(account, before, after)
         changed = snapshot.replace(balance=balance, unbilled=unbilled, unbilled_period=period)
         self.cache.put(changed, self.charging.clock.mono(), after)
         self.changes_taken += 1
@@ -217,14 +224,22 @@ class Sidecar:
 
     async def _reload(self, accounts: set[int], tariffs: set[int]) -> None:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"""SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots
-                    WHERE account_id = ANY($1::bigint[]) OR account_id IN
-                          (SELECT id FROM accounts WHERE tariff_id = ANY($2::bigint[]))""",
-                list(accounts),
-                list(tariffs),
-                timeout=self.timeout_s,
-            )
+            if tariffs:
+                rows = await conn.fetch(
+                    f"""SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots
+                        WHERE account_id = ANY($1::bigint[]) OR account_id IN
+                              (SELECT id FROM accounts WHERE tariff_id = ANY($2::bigint[]))""",
+                    list(accounts),
+                    list(tariffs),
+                    timeout=self.timeout_s,
+                )
+            else:  # by key alone: with the OR the plan reads every account
+                rows = await conn.fetch(
+                    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
+                    "WHERE account_id = ANY($1::bigint[])",
+                    list(accounts),
+                    timeout=self.timeout_s,
+                )
             ids = [r["account_id"] for r in rows]
             identities = await conn.fetch(
                 "SELECT account_id, kind, value, credential FROM account_identities "
@@ -239,9 +254,13 @@ class Sidecar:
         by_account: dict[int, list[tuple[str, str]]] = {}
         for r in identities:
             by_account.setdefault(r["account_id"], []).append((r["kind"], r["value"]))
+        seen = self._seen
         for row in rows:
             snapshot = snapshot_from_row(tuple(row))
-            if self.cache.put(snapshot, now, row["changed_at"]):
+            stamp = row["changed_at"]
+            if stamp > seen.get(snapshot.account_id, _EPOCH):
+                seen[snapshot.account_id] = stamp  # its identities are read after it
+            if self.cache.put(snapshot, now, stamp):
                 self.cache.set_identities(
                     snapshot.account_id, by_account.get(snapshot.account_id, [])
                 )
@@ -269,18 +288,30 @@ class Sidecar:
         try:
             async with self.pool.acquire(timeout=self.timeout_s) as conn:
                 now: datetime = await conn.fetchval("SELECT now()", timeout=self.timeout_s)
-                rows = await conn.fetch(
-                    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
-                    "WHERE changed_at > $1",
+                # The stamps first: under usage load nearly every account moved since the last
+                # poll, and the cache already holds most of those rows (the writer's outcomes,
+                # the announcements). Only the others are read whole.
+                stamps = await conn.fetch(
+                    "SELECT id, changed_at FROM accounts WHERE changed_at > $1",
                     self.watermark - WATERMARK_MARGIN,
                     timeout=self.timeout_s,
                 )
-                identities = await conn.fetch(
-                    "SELECT account_id, kind, value, credential FROM account_identities "
-                    "WHERE account_id = ANY($1::bigint[])",
-                    [r["account_id"] for r in rows],
-                    timeout=self.timeout_s,
-                )
+                behind = [r[0] for r in stamps if not self._holds(r[0], r[1])]
+                rows: list[asyncpg.Record] = []
+                identities: list[asyncpg.Record] = []
+                if behind:
+                    rows = await conn.fetch(
+                        f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
+                        "WHERE account_id = ANY($1::bigint[])",
+                        behind,
+                        timeout=self.timeout_s,
+                    )
+                    identities = await conn.fetch(
+                        "SELECT account_id, kind, value, credential FROM account_identities "
+                        "WHERE account_id = ANY($1::bigint[])",
+                        [r["account_id"] for r in rows],
+                        timeout=self.timeout_s,
+                    )
         except (*DATABASE_ERRORS, TimeoutError) as exc:
             self._set_health(False, str(exc) or type(exc).__name__)
             return False
@@ -295,6 +326,22 @@ class Sidecar:
             except (*DATABASE_ERRORS, TimeoutError) as exc:
                 log.warning("spool replay failed: %s", exc)
         return True
+
+    def _follow(self, account: int, before: datetime, after: datetime) -> None:
+        """A usage announcement from ``before`` to ``after``: an account known current as of
+        ``before`` is known current as of ``after`` (the batch changed no identity). Not
+        from any other stamp: a change in between (an identity added while the listener was
+        away) would be skipped by the poll."""
+        if self._seen.get(account) == before:
+            self._seen[account] = after
+
+    def _holds(self, account: int, stamp: datetime) -> bool:
+        """True if reading the account again could change nothing: this sidecar knows its
+        row and identities as of ``stamp`` or later, and the cache holds such a row. Not the
+        cache's stamp alone: the usage writer's outcomes advance it without identities."""
+        seen = self._seen.get(account)
+        current = self.cache.version(account)
+        return seen is not None and seen >= stamp and current is not None and current >= stamp
 
 
 def _setter(event: asyncio.Event) -> Any:
