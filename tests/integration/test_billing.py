@@ -109,6 +109,42 @@ async def test_thresholds_fire_once_and_rearm(conn: asyncpg.Connection, dsn: str
         await listener.close()
 
 
+async def test_thresholds_are_evaluated_only_for_accounts_that_have_some(
+    conn: asyncpg.Connection,
+) -> None:
+    """0065: the deferred evaluation is queued only for an account with thresholds; the flag
+    follows every change of them."""
+    plain = await _account(conn, "plain")
+    watched = await _account(conn, "watched")
+    flags = "SELECT name, has_warning_thresholds FROM accounts ORDER BY id"
+    assert [tuple(r) for r in await conn.fetch(flags)] == [("plain", False), ("watched", False)]
+    await admin.set_warning_thresholds(conn, "watched", [money("50")], [])
+    assert [tuple(r) for r in await conn.fetch(flags)] == [("plain", False), ("watched", True)]
+    await admin.set_warning_thresholds(conn, "watched", [money("20"), money("5")], [])
+    assert [tuple(r) for r in await conn.fetch(flags)] == [("plain", False), ("watched", True)]
+
+    calls = (
+        "SELECT COALESCE(pg_stat_get_xact_function_calls("
+        "'ocs_thresholds_after_change'::regproc), 0)"
+    )
+
+    async def evaluations(*accounts: int) -> int:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL track_functions = 'pl'")
+            await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")  # the deferred trigger, now
+            before = await conn.fetchval(calls)  # counts not yet flushed may be pending
+            for account in accounts:
+                await _ledger(conn, account, "payment", "1")
+            return int(await conn.fetchval(calls) - before)
+
+    assert await evaluations(plain) == 0
+    assert await evaluations(watched) == 1
+    assert await evaluations(plain, watched) == 1
+    await admin.set_warning_thresholds(conn, "watched", [], [])
+    assert [tuple(r) for r in await conn.fetch(flags)] == [("plain", False), ("watched", False)]
+    assert await evaluations(plain, watched) == 0
+
+
 @pytest.mark.dates
 async def test_postpaid_percentages_and_limit_changes(conn: asyncpg.Connection) -> None:
     acct = await _account(conn, "postpaid", "1000")
