@@ -448,7 +448,8 @@ async def test_a_session_is_queued_for_its_cdr_once_the_first_time_it_closes(
     assert await queued() == {"c": first, "d": first}
     # One statement closes a and b and moves c's close: a and b are queued, c stays as queued.
     await conn.execute(
-        "UPDATE sessions SET closed_at = $2 WHERE account_id = $1 AND session_key IN ('a', 'b', 'c')",
+        "UPDATE sessions SET closed_at = $2 "
+        "WHERE account_id = $1 AND session_key IN ('a', 'b', 'c')",
         acct,
         later,
     )
