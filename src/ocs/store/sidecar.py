@@ -224,30 +224,32 @@ class Sidecar:
 
     async def _reload(self, accounts: set[int], tariffs: set[int]) -> None:
         async with self.pool.acquire() as conn:
-            if tariffs:
-                rows = await conn.fetch(
-                    f"""SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots
-                        WHERE account_id = ANY($1::bigint[]) OR account_id IN
-                              (SELECT id FROM accounts WHERE tariff_id = ANY($2::bigint[]))""",
-                    list(accounts),
-                    list(tariffs),
-                    timeout=self.timeout_s,
-                )
-            else:  # by key alone: with the OR the plan reads every account
-                rows = await conn.fetch(
-                    f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
-                    "WHERE account_id = ANY($1::bigint[])",
-                    list(accounts),
-                    timeout=self.timeout_s,
-                )
-            ids = [r["account_id"] for r in rows]
-            identities = await conn.fetch(
-                "SELECT account_id, kind, value, credential FROM account_identities "
-                "WHERE account_id = ANY($1::bigint[])",
-                ids,
-                timeout=self.timeout_s,
-            )
+            rows, identities = await self._read(conn, list(accounts), list(tariffs))
         self._apply(rows, identities)
+
+    async def _read(
+        self, conn: asyncpg.Connection, accounts: list[int], tariffs: list[int]
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """The snapshots of these accounts and of every account on these tariffs, with their
+        identities (read after them)."""
+        where, args = "account_id = ANY($1::bigint[])", [accounts]
+        if tariffs:  # only then: with the OR the plan reads every account
+            where += (
+                " OR account_id IN (SELECT id FROM accounts WHERE tariff_id = ANY($2::bigint[]))"
+            )
+            args.append(tariffs)
+        rows = await conn.fetch(
+            f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots WHERE {where}",
+            *args,
+            timeout=self.timeout_s,
+        )
+        identities = await conn.fetch(
+            "SELECT account_id, kind, value, credential FROM account_identities "
+            "WHERE account_id = ANY($1::bigint[])",
+            [r["account_id"] for r in rows],
+            timeout=self.timeout_s,
+        )
+        return rows, identities
 
     def _apply(self, rows: list[asyncpg.Record], identities: list[asyncpg.Record]) -> None:
         now = self.charging.clock.mono()
@@ -300,18 +302,7 @@ class Sidecar:
                 rows: list[asyncpg.Record] = []
                 identities: list[asyncpg.Record] = []
                 if behind:
-                    rows = await conn.fetch(
-                        f"SELECT {VERSIONED_SNAPSHOT_COLUMNS} FROM account_snapshots "
-                        "WHERE account_id = ANY($1::bigint[])",
-                        behind,
-                        timeout=self.timeout_s,
-                    )
-                    identities = await conn.fetch(
-                        "SELECT account_id, kind, value, credential FROM account_identities "
-                        "WHERE account_id = ANY($1::bigint[])",
-                        [r["account_id"] for r in rows],
-                        timeout=self.timeout_s,
-                    )
+                    rows, identities = await self._read(conn, behind, [])
         except (*DATABASE_ERRORS, TimeoutError) as exc:
             self._set_health(False, str(exc) or type(exc).__name__)
             return False
