@@ -212,7 +212,9 @@ NT = auth.stored_credential(PASSWORD, CredentialStorage.NT_HASH)
 HASHED = auth.stored_credential(PASSWORD, CredentialStorage.HASH, iterations=1000)
 
 
-@pytest.mark.parametrize("stored", [CLEAR, NT, HASHED])
+# Named ids: the PBKDF2 form has a random salt, and pytest-xdist needs every worker to collect
+# the same test names.
+@pytest.mark.parametrize("stored", [CLEAR, NT, HASHED], ids=["cleartext", "nt", "pbkdf2"])
 def test_pap_against_every_stored_form(stored: str) -> None:
     assert auth.authenticate(stored, pap(PASSWORD.encode()), SECRET, "User").ok
     result = auth.authenticate(stored, pap(b"clientPasS"), SECRET, "User")
