@@ -133,12 +133,76 @@ def write_config(path: Path, text: str) -> Path:
     return path
 
 
-def free_port() -> int:
-    import socket
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+
+def _port_slice() -> range | None:
+    """This process's ports: outside the kernel's ephemeral range, one slice per xdist worker.
+    None when the ephemeral range leaves too little outside it (then port 0's pick)."""
+    low, high = _ephemeral_range()
+    if low - 10_000 >= 4_000:
+        first, end = 10_000, low
+    elif 65_536 - (high + 1) >= 4_000:
+        first, end = high + 1, 65_536
+    else:
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    size = (end - first) // max(count, 1)
+    start = first + (index % max(count, 1)) * size
+    return range(start, start + size)
+
+
+_SLICE = _port_slice()
+# A random start: two pytest runs with the same slice (test-dates runs three at once, each
+# without xdist) begin far apart, and the bind check below skips what the other one holds.
+_NEXT = [_SLICE[int.from_bytes(os.urandom(4), "big") % len(_SLICE)]] if _SLICE else [0]
+
+
+def _bindable(port: int) -> bool:
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A loopback port free for TCP and UDP (``kind`` is the one the caller will bind; both
+    are checked), for a server a test starts.
+
+    Not the kernel's pick for port 0: it hands out ports of its ephemeral range to every
+    socket bound to port 0 and every outgoing connection, so such a port, free when picked,
+    could be taken before the daemon bound it (seen: the daemon's own metrics listener on
+    port 0 got the port the test had picked for its Diameter listener). These come from
+    below that range (``_port_slice``: each xdist worker its own slice), in turn, so this
+    process hands a port out again only after its slice of about 10,000 wraps."""
+    if _SLICE is None:
+        with socket.socket(socket.AF_INET, kind) as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
+    for _ in range(len(_SLICE)):
+        port = _NEXT[0]
+        _NEXT[0] = port + 1 if port + 1 < _SLICE.stop else _SLICE.start
+        if _bindable(port):
+            return port
+    raise RuntimeError(f"no free loopback port in {_SLICE}")
+
+
+def free_udp_port() -> int:
+    return free_port(socket.SOCK_DGRAM)
+
+
+def free_tcp_port() -> int:
+    return free_port(socket.SOCK_STREAM)
 
 
 class ApiProcess:

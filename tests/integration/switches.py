@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from support import ROOT
+from support import ROOT, free_udp_port
 
 RECIPES = ROOT / "docs" / "recipes"
 SIPP_DIR = Path(__file__).resolve().parent / "sipp"
@@ -34,18 +34,6 @@ def find(command: str, *fallbacks: str) -> str | None:
 
 KAMAILIO = find("kamailio", "/usr/sbin/kamailio")
 SIPP = find("sipp", "/usr/bin/sipp")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def substitute(text: str, replacements: dict[str, str]) -> str:

@@ -270,8 +270,8 @@ def test_radius_calls_become_cdrs_through_the_real_usage_writer(
 ) -> None:
     """Start and Stop through ocsd's RADIUS front: the usage writer's rows reach the files, a key
     used again after its Stop is a second CDR (a new generation), and ocs cdr export agrees."""
-    from support import ROOT, run_ocs
-    from test_radius import accounting, exchange, free_udp_port
+    from support import ROOT, free_udp_port, run_ocs
+    from test_radius import accounting, exchange
 
     from ocs.radius import codec
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -19,19 +18,13 @@ from diameter_peer import (
     result_code,
     units,
 )
-from support import free_port, metric, run_ocs, write_config
+from support import free_port, free_tcp_port, metric, run_ocs, write_config
 
 from ocs.diameter import codec
 
 pytestmark = pytest.mark.integration
 
 INITIAL, UPDATE, TERMINATION = 1, 2, 3
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def diameter_config(tmp_path: Path, port: int, extra: str = "") -> Path:

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 import pytest
-from support import ROOT, DaemonProcess, run_ocs, write_config
+from support import ROOT, DaemonProcess, free_port, run_ocs, write_config
 
 sys.path.insert(0, str(ROOT / "bench"))
 from ocs.store.embedded import EmbeddedPostgres
@@ -40,12 +40,6 @@ pytestmark = pytest.mark.integration
 
 OUTAGE_S = float(os.environ.get("OCS_FAULT_OUTAGE_S", "10"))
 LOAD_ACCOUNTS = 40
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -21,7 +21,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import ROOT, write_config
+from support import ROOT, free_tcp_port, write_config
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import Peer, ccr, cer, granted, result_code, units
@@ -42,12 +41,6 @@ FREEDIAMETERD = shutil.which("freeDiameterd")
 EXTENSIONS = Path("/usr/lib/freeDiameter")
 OPENSSL = shutil.which("openssl")
 IN_CI = os.environ.get("CI") == "true"
-
-
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def metric(port: int, name: str, **labels: str) -> float:

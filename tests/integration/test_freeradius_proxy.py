@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import ROOT, DaemonProcess, run_ocs, write_config
-from switches import RECIPES, Process, find, free_udp_port, substitute
+from support import ROOT, DaemonProcess, free_udp_port, run_ocs, write_config
+from switches import RECIPES, Process, find, substitute
 from test_kamailio import query
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, exchange, metric, write_config
+from support import ROOT, exchange, free_port, metric, write_config
 
 sys.path.insert(0, str(ROOT / "tests" / "unit"))
 from diameter_peer import Peer, ccr, result_code
@@ -49,12 +49,6 @@ BAD_NAMES = [
     (b"prepaid\x7fok", "control_character"),
     (b"\xc2\x85x", "control_character"),  # U+0085, a C1 control
 ]
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

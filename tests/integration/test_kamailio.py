@@ -24,7 +24,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, DaemonProcess, run_ocs, write_config
+from support import ROOT, DaemonProcess, free_udp_port, run_ocs, write_config
 from switches import (
     IN_CI,
     KAMAILIO,
@@ -33,7 +33,6 @@ from switches import (
     Process,
     call,
     critical_lines,
-    free_udp_port,
     start_kamailio,
     start_uas,
     substitute,

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from support import DaemonProcess, run_ocs, write_config
+from support import DaemonProcess, free_tcp_port, free_udp_port, run_ocs, write_config
 from switches import (
     IN_CI,
     KAMAILIO,
@@ -29,8 +29,6 @@ from switches import (
     Process,
     call,
     critical_lines,
-    free_tcp_port,
-    free_udp_port,
     start_kamailio,
     start_uas,
     substitute,

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, DaemonProcess, run_ocs, write_config
+from support import ROOT, DaemonProcess, free_udp_port, run_ocs, write_config
 
 from ocs.radius import auth
 
@@ -30,12 +29,6 @@ IN_CI = os.environ.get("CI") == "true"
 SECRET = "testing123"
 
 StartDaemon = Callable[..., tuple[int, int, DaemonProcess]]
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support import BIN, ROOT, exchange, run_ocs, write_config
+from support import BIN, ROOT, exchange, free_udp_port, run_ocs, write_config
 
 from ocs.radius import codec
 
@@ -29,12 +29,6 @@ RULES = ROOT / "monitoring" / "ocs-alerts.yml"
 UNIT = ROOT / "systemd" / "ocsd.service"
 METRIC_NAME = re.compile(r"\b((?:ocs|process)_[a-z0-9_]+)")
 SUFFIXES = ("_bucket", "_sum", "_count")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def daemon_config(tmp_path: Path, secret: str = "testing123", extra: str = "") -> Path:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ROOT, exchange, run_ocs, write_config
+from support import ROOT, exchange, free_udp_port, run_ocs, write_config
 
 from ocs.radius import codec
 
@@ -19,12 +19,6 @@ pytestmark = pytest.mark.integration
 
 SECRET = codec.SharedSecret(b"testing123")
 RADCLIENT = shutil.which("radclient")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -26,7 +26,15 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from support import ROOT, exchange, real_clock_env, run_ocs, write_config
+from support import (
+    ROOT,
+    exchange,
+    free_tcp_port,
+    free_udp_port,
+    real_clock_env,
+    run_ocs,
+    write_config,
+)
 
 from ocs.charging.cache import AccountCache
 from ocs.charging.pipeline import CachePolicy, Charging, UsageOutcome, UsageReport
@@ -47,12 +55,6 @@ INSTANCE_TTL_S = 1.0
 ACCOUNT = 42
 
 
-def free_tcp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def free_cluster_port() -> int:
     """A free loopback port whose cluster bus port (+10000) is free too."""
     for _ in range(100):
@@ -65,12 +67,6 @@ def free_cluster_port() -> int:
             continue
         return port
     raise RuntimeError("no free port pair for a cluster node")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

@@ -14,7 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from support import BIN, ROOT, ocs_env, write_config
+from support import BIN, ROOT, free_port, ocs_env, write_config
 
 from ocs.radius import codec
 
@@ -23,12 +23,6 @@ pytestmark = pytest.mark.integration
 SECRET = "Zq8-very-secret-shared-key"
 OTHER = "Xk4-the-next-shared-secret"
 DB_PASSWORD = "pw-never-shown-42"
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def config_text(tmp_path: Path, auth: int, acct: int, metrics: int, secret: str) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from diameter_peer import Peer, ccr, granted, result_code, units
-from support import ROOT, run_ocs, write_config
+from support import ROOT, free_port, run_ocs, write_config
 from test_redis import REDIS_SERVER, RedisServer, require
 
 from ocs.core import parse_amount
@@ -35,12 +35,6 @@ pytestmark = pytest.mark.integration
 SECRET = codec.SharedSecret(b"testing123")
 INITIAL, UPDATE, TERMINATION = 1, 2, 3
 START, STOP, INTERIM = 1, 2, 3
-
-
-def free_port(kind: int) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

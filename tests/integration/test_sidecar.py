@@ -15,7 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support import ROOT, run_ocs, write_config
+from support import ROOT, free_udp_port, run_ocs, write_config
 
 from ocs.radius import codec
 from ocs.store.embedded import EmbeddedPostgres
@@ -23,12 +23,6 @@ from ocs.store.embedded import EmbeddedPostgres
 pytestmark = pytest.mark.integration
 
 SECRET = codec.SharedSecret(b"testing123")
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Radius:

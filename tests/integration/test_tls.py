@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import ROOT, run_ocs, write_config
+from support import ROOT, free_port, run_ocs, write_config
 from test_session_ledger import assert_ledger, balance, money
 from test_workers import sample
 
@@ -48,12 +48,6 @@ def require(binary: str | None, package: str) -> str:
             pytest.fail(f"{package} (Debian) is required in CI")
         pytest.skip(f"{package} is not installed")
     return binary
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support import exchange, free_port, run_ocs, write_config
+from support import exchange, free_port, free_udp_port, run_ocs, write_config
 from test_redis import REDIS_SERVER, require
 from test_session_ledger import assert_ledger, balance, money, sql
 
@@ -33,12 +33,6 @@ pytestmark = pytest.mark.integration
 
 SECRET = codec.SharedSecret(b"testing123")
 CORES = len(os.sched_getaffinity(0))
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def access(user: str, identifier: int) -> bytes:
