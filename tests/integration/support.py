@@ -152,10 +152,10 @@ def _port_slice() -> range | None:
     else:
         return None
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    index = int(worker) if worker.isdigit() else 0
-    size = (end - first) // max(count, 1)
-    start = first + (index % max(count, 1)) * size
+    count = max(int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")), 1)
+    index = int(worker) % count if worker.isdigit() else 0
+    size = (end - first) // count
+    start = first + index * size
     return range(start, start + size)
 
 
